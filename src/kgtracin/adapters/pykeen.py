@@ -1,0 +1,148 @@
+"""The adapter for PyKEEN ``ERModel``: per-triple scores and losses on dataset ids, parameter selection."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import KGTracinError
+
+__all__ = ["ModelAdapter", "select_parameters", "triple_loss"]
+
+
+def triple_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Per-triple TracIn loss: BCE-with-logits of the score against label 1, i.e. ``softplus(-score)``.
+
+    :param scores: shape: (B,), the pre-sigmoid scores
+    :return: shape: (B,)
+    """
+    return F.softplus(-scores)
+
+
+def select_parameters(model: nn.Module, parameters: str | Sequence[str] = "all") -> dict[str, nn.Parameter]:
+    """Pick the trainable parameters that TracIn differentiates, in ``named_parameters()`` order.
+
+    :param model: the model
+    :param parameters: ``"all"``, or names / glob patterns (``fnmatch``) over ``model.named_parameters()``
+    :return: name -> parameter
+    :raises KGTracinError: when a pattern matches no trainable parameter
+    """
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if isinstance(parameters, str):
+        if parameters == "all":
+            if not named:
+                raise KGTracinError("the model has no trainable parameters")
+            return named
+        parameters = (parameters,)
+    chosen: set[str] = set()
+    for pattern in parameters:
+        hits = [name for name in named if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            raise KGTracinError(
+                f"parameter pattern {pattern!r} matches no trainable parameter; "
+                f"names look like {', '.join(list(named)[:4])}"
+            )
+        chosen.update(hits)
+    return {name: p for name, p in named.items() if name in chosen}
+
+
+class _ScoreHRT(nn.Module):
+    """Wraps a model so that ``forward`` is ``score_hrt`` on *internal* ids (for ``torch.func.functional_call``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hrt: torch.Tensor) -> torch.Tensor:
+        return self.model.score_hrt(hrt).view(-1)
+
+
+class ModelAdapter:
+    """A PyKEEN ``ERModel`` seen as a per-triple loss over a chosen set of parameters.
+
+    Triples given to the adapter hold *dataset* ids, as in ``TriplesFactory.mapped_triples``. Models trained
+    with inverse triples use internal relation id ``2 r`` for dataset relation ``r``; the adapter maps them as
+    PyKEEN's ``predict_hrt`` does. The model is put in ``eval()`` mode: gradients are taken without dropout
+    and with batch-norm running statistics.
+    """
+
+    def __init__(self, model: nn.Module, parameters: str | Sequence[str] = "all"):
+        from pykeen.models import ERModel
+
+        if not isinstance(model, ERModel):
+            raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
+        self.model = model.eval()
+        self.parameters = select_parameters(model, parameters)
+        self.scorer = _ScoreHRT(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.parameters.values())).dtype
+
+    @property
+    def num_entities(self) -> int:
+        return self.model.num_entities
+
+    @property
+    def num_relations(self) -> int:
+        """Number of *dataset* relations (without inverses)."""
+        n = self.model.num_relations
+        return n // 2 if self.model.use_inverse_triples else n
+
+    def check_triples(self, hrt: torch.Tensor, what: str = "triples") -> torch.Tensor:
+        """Validate a (n, 3) long tensor of dataset ids and return it on CPU.
+
+        :raises KGTracinError: on a wrong shape, dtype, or an id out of range
+        """
+        if not isinstance(hrt, torch.Tensor):
+            raise KGTracinError(f"{what} must be a LongTensor of shape (n, 3), got {type(hrt).__name__}")
+        if hrt.dtype not in (torch.int64, torch.int32) or hrt.ndim != 2 or hrt.shape[1] != 3:
+            raise KGTracinError(f"{what} must be a LongTensor of shape (n, 3), got {hrt.dtype} {tuple(hrt.shape)}")
+        if hrt.shape[0] == 0:
+            raise KGTracinError(f"{what} is empty")
+        hrt = hrt.long().cpu()
+        for column, name, limit in ((0, "head", self.num_entities), (2, "tail", self.num_entities),
+                                    (1, "relation", self.num_relations)):
+            values = hrt[:, column]
+            bad = (values < 0) | (values >= limit)
+            if bad.any():
+                row = int(bad.nonzero()[0, 0])
+                raise KGTracinError(
+                    f"{what}: {name} id {int(values[row])} in row {row} is out of range [0, {limit})"
+                )
+        return hrt
+
+    def to_internal(self, hrt: torch.Tensor) -> torch.Tensor:
+        """Map dataset ids to the model's internal ids (relation ``r`` -> ``2 r`` with inverse triples).
+
+        :param hrt: shape: (B, 3), dtype: long, dataset ids
+        :return: shape: (B, 3), dtype: long, internal ids on the model's device
+        """
+        hrt = hrt.to(self.device)
+        if self.model.use_inverse_triples:
+            hrt = self.model.relation_inverter.map(batch=hrt, index=1, invert=False)
+        return hrt
+
+    def scores(self, hrt: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores, as ``predict_hrt`` gives them before its sigmoid.
+
+        :param hrt: shape: (B, 3), dtype: long, dataset ids
+        :return: shape: (B,)
+        """
+        return self.scorer(self.to_internal(hrt))
+
+    def losses(self, hrt: torch.Tensor) -> torch.Tensor:
+        """Per-triple losses ``softplus(-score)``.
+
+        :param hrt: shape: (B, 3), dtype: long, dataset ids
+        :return: shape: (B,)
+        """
+        return triple_loss(self.scores(hrt))

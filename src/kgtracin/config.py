@@ -1,0 +1,64 @@
+"""Frozen, validated configuration of a TracIn computation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .errors import KGTracinError
+
+__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES"]
+
+Method = Literal["fast", "vmap", "loop"]
+
+#: The gradient methods, all exact. ``loop`` is the reference.
+METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
+
+#: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
+#: triple of a batch, so their batches are small.
+DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
+
+
+@dataclass(frozen=True)
+class TracInConfig:
+    """How TracIn scores are computed. Validated on construction."""
+
+    #: ``"all"``, or parameter names / glob patterns over ``model.named_parameters()``.
+    parameters: str | tuple[str, ...] = field(default="all", metadata={"help": "parameters to differentiate"})
+    #: ``"fast"`` (closed form, default), ``"vmap"`` (torch.func) or ``"loop"`` (one backward per triple).
+    method: str = field(default="fast", metadata={"help": "gradient method: fast, vmap or loop"})
+    #: Training triples per batch; ``None`` picks a method-specific default.
+    batch_size: int | None = field(default=None, metadata={"help": "training triples per batch"})
+    #: Torch device; ``None`` keeps the model's device.
+    device: str | None = field(default=None, metadata={"help": "torch device, e.g. cpu or cuda:0"})
+    #: Show tqdm progress bars.
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise KGTracinError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise KGTracinError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        params = self.parameters
+        if isinstance(params, str):
+            if params != "all":
+                object.__setattr__(self, "parameters", (params,))
+        else:
+            params = tuple(params)
+            if not params:
+                raise KGTracinError("parameters: give 'all' or at least one name or glob pattern")
+            if not all(isinstance(p, str) and p for p in params):
+                raise KGTracinError(f"parameters must be non-empty strings, got {params!r}")
+            object.__setattr__(self, "parameters", params)
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as error:
+                raise KGTracinError(f"unknown device {self.device!r}: {error}") from None
+
+    @property
+    def effective_batch_size(self) -> int:
+        """The batch size in use: the user's, or the method's default."""
+        return self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZES[self.method]

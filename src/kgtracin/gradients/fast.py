@@ -1,0 +1,242 @@
+"""The exact closed form: row gradients, outer products and a small remainder, from one backward per batch.
+
+See ``shared/TRACIN_MATH.md``. For a batch of ``B`` triples, one forward and one backward pass of the
+summed loss give, through hooks:
+
+* **rows**: the gradient of each looked-up embedding row (the lookup output is swapped for a leaf);
+* **outer products**: each ``nn.Linear``'s input ``x`` and output gradient ``delta`` inside the interaction;
+* **small dense parts**: per-triple gradients of ``nn.Conv2d`` (unfolded input x output gradient) and of
+  eval-mode batch norm (normalised input x output gradient), materialised because they are small.
+
+Any selected parameter that none of these covers is differentiated per triple with ``torch.func`` (exact,
+slower); :meth:`FastComputer.describe` and the log say which path each parameter takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..adapters import ModelAdapter
+from ._factors import DenseGroup, Features, OuterGroup, RowGroup
+from .base import GradientComputer
+from .vmap import vmap_dense_grads
+
+__all__ = ["FastComputer"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class _Plan:
+    """Which module computes which selected parameter's gradient."""
+
+    #: parameter name -> the torch ``nn.Embedding`` inside a plain PyKEEN ``Embedding`` representation
+    rows: dict[str, nn.Embedding] = field(default_factory=dict)
+    #: module name -> (linear, weight selected, bias selected)
+    linears: dict[str, tuple[nn.Linear, bool, bool]] = field(default_factory=dict)
+    #: module name -> (conv or batch norm, weight selected, bias selected)
+    smalls: dict[str, tuple[nn.Module, bool, bool]] = field(default_factory=dict)
+    #: parameters left to torch.func, in selection order
+    remainder: list[str] = field(default_factory=list)
+    #: parameter name -> path
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def _is_plain_embedding(representation: nn.Module) -> bool:
+    from pykeen.nn.representation import Embedding
+
+    return isinstance(representation, Embedding) and type(representation)._plain_forward is Embedding._plain_forward
+
+
+def _conv_supported(module: nn.Module) -> bool:
+    return type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and not isinstance(
+        module.padding, str
+    )
+
+
+def _bn_supported(module: nn.Module) -> bool:
+    return type(module) in _BATCH_NORMS and module.affine and module.running_mean is not None
+
+
+def _make_plan(adapter: ModelAdapter) -> _Plan:
+    plan = _Plan()
+    selected = adapter.parameters
+    model = adapter.model
+    for group_name in ("entity_representations", "relation_representations"):
+        for i, representation in enumerate(getattr(model, group_name, [])):
+            name = f"{group_name}.{i}._embeddings.weight"
+            if name in selected and _is_plain_embedding(representation):
+                plan.rows[name] = representation._embeddings
+                plan.paths[name] = "rows"
+    interaction = getattr(model, "interaction", None)
+    if interaction is not None:
+        for module_name, module in interaction.named_modules(prefix="interaction"):
+            w, b = f"{module_name}.weight", f"{module_name}.bias"
+            w_sel, b_sel = w in selected, b in selected
+            if not (w_sel or b_sel):
+                continue
+            if type(module) is nn.Linear:
+                plan.linears[module_name] = (module, w_sel, b_sel)
+                path = "outer-product"
+            elif _conv_supported(module):
+                plan.smalls[module_name] = (module, w_sel, b_sel)
+                path = "conv2d-unfold"
+            elif _bn_supported(module):
+                plan.smalls[module_name] = (module, w_sel, b_sel)
+                path = "batchnorm-eval"
+            else:
+                continue
+            for name, sel in ((w, w_sel), (b, b_sel)):
+                if sel:
+                    plan.paths[name] = path
+    plan.remainder = [name for name in selected if name not in plan.paths]
+    for name in plan.remainder:
+        plan.paths[name] = "vmap"
+    return plan
+
+
+class _Recorder:
+    """Forward hooks that capture what the closed form needs during one batched forward pass."""
+
+    def __init__(self, plan: _Plan, batch: int):
+        self.batch = batch
+        self.rows: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in plan.rows}
+        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {
+            k: [] for k in (*plan.linears, *plan.smalls)
+        }
+        self.handles = []
+        for key, embedding in plan.rows.items():
+            self.handles.append(embedding.register_forward_hook(self._row_hook(key)))
+        for key, (module, _, _) in (*plan.linears.items(), *plan.smalls.items()):
+            self.handles.append(module.register_forward_hook(self._call_hook(key)))
+
+    def _check_batch(self, key: str, tensor: torch.Tensor) -> None:
+        if tensor.ndim == 0 or tensor.shape[0] != self.batch:
+            raise RuntimeError(
+                f"method='fast' cannot attribute {key} per triple (leading dimension {tuple(tensor.shape)} "
+                f"is not the batch of {self.batch}); use method='vmap'"
+            )
+
+    def _row_hook(self, key: str):
+        def hook(module, inputs, output):
+            index = inputs[0]
+            if index.ndim != 1:
+                self._check_batch(key, index.new_empty(0, 0))
+            self._check_batch(key, index)
+            leaf = output.detach().requires_grad_(True)
+            self.rows[key].append((index, leaf))
+            return leaf
+
+        return hook
+
+    def _call_hook(self, key: str):
+        def hook(module, inputs, output):
+            self._check_batch(key, inputs[0])
+            self.calls[key].append((inputs[0].detach(), output))
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _conv_grads(module: nn.Conv2d, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-triple Conv2d gradients. :return: weight (B, C_out * C_in * kh * kw), bias (B, C_out)"""
+    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+    delta = delta.flatten(2)  # (B, C_out, L)
+    weight = torch.bmm(delta, patches.transpose(1, 2))  # (B, C_out, C_in * kh * kw)
+    return weight.flatten(1), delta.sum(dim=2)
+
+
+def _bn_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-triple eval-mode batch-norm gradients. :return: scale (B, C), shift (B, C)"""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x_hat = (x - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
+    positions = tuple(range(2, x.ndim))
+    scale = (delta * x_hat).sum(dim=positions) if positions else delta * x_hat
+    shift = delta.sum(dim=positions) if positions else delta
+    return scale, shift
+
+
+class FastComputer(GradientComputer):
+    """Exact per-triple gradient factors from one batched backward pass (the default method)."""
+
+    name = "fast"
+
+    def __init__(self) -> None:
+        self._plans: dict[int, _Plan] = {}
+
+    def _plan(self, adapter: ModelAdapter) -> _Plan:
+        key = id(adapter)
+        if key not in self._plans:
+            self._plans[key] = _make_plan(adapter)
+            counts: dict[str, int] = {}
+            for path in self._plans[key].paths.values():
+                counts[path] = counts.get(path, 0) + 1
+            logger.info(
+                "fast path for %s: %s", type(adapter.model).__name__,
+                ", ".join(f"{n} parameter(s) by {p}" for p, n in counts.items()),
+            )
+        return self._plans[key]
+
+    def describe(self, adapter: ModelAdapter) -> dict[str, str]:
+        return dict(self._plan(adapter).paths)
+
+    def featurize(self, adapter: ModelAdapter, hrt: torch.Tensor) -> Features:
+        plan = self._plan(adapter)
+        batch = hrt.shape[0]
+        groups: dict = {}
+        dense: list[torch.Tensor] = []
+        if plan.rows or plan.linears or plan.smalls:
+            recorder = _Recorder(plan, batch)
+            try:
+                with torch.enable_grad():
+                    loss = adapter.losses(hrt).sum()
+            finally:
+                recorder.remove()
+            row_targets = [leaf for calls in recorder.rows.values() for _, leaf in calls]
+            call_targets = [out for calls in recorder.calls.values() for _, out in calls]
+            tables = [adapter.parameters[name] for name in plan.rows]
+            grads = torch.autograd.grad(
+                loss, row_targets + call_targets + tables, allow_unused=True, materialize_grads=True
+            )
+            if any(bool(g.any()) for g in grads[len(row_targets) + len(call_targets):]):
+                raise RuntimeError(
+                    f"{type(adapter.model).__name__} uses an embedding table outside per-triple lookups; "
+                    "use method='vmap'"
+                )
+            position = 0
+            for name, calls in recorder.rows.items():
+                index = torch.stack([idx for idx, _ in calls], dim=1)
+                row_grads = torch.stack([g.reshape(batch, -1) for g in grads[position : position + len(calls)]], 1)
+                position += len(calls)
+                groups[name] = RowGroup(index, row_grads)
+            for name, calls in recorder.calls.items():
+                deltas = grads[position : position + len(calls)]
+                position += len(calls)
+                if name in plan.linears:
+                    _, w_sel, b_sel = plan.linears[name]
+                    xs = torch.cat([x.reshape(batch, -1, x.shape[-1]) for x, _ in calls], 1) if w_sel else None
+                    ds = torch.cat([d.reshape(batch, -1, d.shape[-1]) for d in deltas], 1)
+                    groups[name] = OuterGroup(xs, ds, b_sel)
+                    continue
+                module, w_sel, b_sel = plan.smalls[name]
+                fn = _conv_grads if isinstance(module, nn.Conv2d) else _bn_grads
+                parts = [fn(module, x, d) for (x, _), d in zip(calls, deltas)]
+                if w_sel:
+                    dense.append(sum(p[0] for p in parts))
+                if b_sel:
+                    dense.append(sum(p[1] for p in parts))
+        if plan.remainder:
+            dense.append(vmap_dense_grads(adapter, hrt, plan.remainder))
+        if dense:
+            groups["dense"] = DenseGroup(torch.cat(dense, dim=1))
+        return Features(groups)
