@@ -91,6 +91,26 @@ class Labels:
             ids.append((e2i[h], r2i[r], e2i[t]))
         return torch.tensor(ids, dtype=torch.long).view(-1, 3)
 
+    def resolve(self, triple: Sequence[str], source: str = "--triple") -> tuple[int, int, int]:
+        """One triple given as labels, or as dataset ids where a value is not a label.
+
+        :raises KGTracinError: for an unknown label or an id out of range
+        """
+        out = []
+        for value, table, kind in zip(triple, (self.entity_to_id, self.relation_to_id, self.entity_to_id),
+                                      ("entity", "relation", "entity")):
+            if value in table:
+                out.append(table[value])
+                continue
+            try:
+                index = int(value)
+            except ValueError:
+                raise KGTracinError(f"{source}: unknown {kind} label {value!r}") from None
+            if not 0 <= index < len(table):
+                raise KGTracinError(f"{source}: {kind} id {index} is out of range [0, {len(table)})")
+            out.append(index)
+        return tuple(out)
+
     def to_labels(self, hrt: torch.Tensor) -> np.ndarray:
         """:param hrt: shape: (n, 3), dtype: long; :return: shape: (n, 3), strings"""
         ent = np.asarray(self.entities, dtype=object)

@@ -1,0 +1,245 @@
+"""The command line: ``kgtracin train | explain | self-influence | demo``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import click
+
+from .errors import KGTracinError
+
+__all__ = ["cli", "main"]
+
+logger = logging.getLogger("kgtracin")
+
+
+def _setup_logging(verbose: bool) -> None:
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import pykeen  # noqa: F401 - PyKEEN sets its own logger level on import, so import it first
+
+    logging.getLogger("pykeen").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _top_k(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}", param_hint="--top-k")
+    return value
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{param.name.replace('_', '-')}")
+    return value
+
+
+method_option = click.option("--method", type=click.Choice(["fast", "vmap", "loop"]), default="fast",
+                             show_default=True, help="gradient method; all are exact, loop is the reference")
+parameters_option = click.option("--parameters", "parameters", multiple=True, metavar="PATTERN",
+                                 help="parameter name or glob (repeatable); default: all parameters")
+batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
+                            help="training triples per batch")
+device_option = click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
+
+
+@click.group()
+@click.version_option(package_name="kgtracin")
+def cli() -> None:
+    """kgtracin: which training triples made a PyKEEN model predict (h, r, t)? Exact TracIn, fast."""
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(["nations", "kinships", "umls"], case_sensitive=False), default=None,
+              help="a dataset shipped inside PyKEEN")
+@click.option("--training", type=click.Path(), default=None, help="labelled TSV: head<TAB>relation<TAB>tail")
+@click.option("--validation", type=click.Path(), default=None, help="labelled TSV")
+@click.option("--testing", type=click.Path(), default=None, help="labelled TSV")
+@click.option("--model", default="ConvE", show_default=True, help="PyKEEN model name")
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--checkpoints", type=int, default=5, show_default=True, help="checkpoints spread over training")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--learning-rate", type=float, default=0.001, show_default=True, help="Adam learning rate")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--embedding-dim", type=int, default=None, help="embedding dimension (model default)")
+@click.option("--inverse-triples/--no-inverse-triples", default=None, help="default: on for ConvE only")
+@click.option("--training-loop", type=click.Choice(["lcwa", "slcwa"]), default="lcwa", show_default=True)
+@click.option("--output", type=click.Path(), required=True, help="run directory to create")
+@verbose_option
+def train(dataset, training, validation, testing, model, epochs, checkpoints, seed, learning_rate, batch_size,
+          embedding_dim, inverse_triples, training_loop, output, verbose) -> None:
+    """Train a PyKEEN model and save checkpoints with their learning rates to a run directory."""
+    _setup_logging(verbose)
+    from .training import TrainingConfig, train_run
+
+    if (dataset is None) == (training is None):
+        raise KGTracinError("give exactly one of --dataset or --training FILE")
+    if dataset is not None and (validation or testing):
+        raise KGTracinError("--validation and --testing go with --training, not --dataset")
+    config = TrainingConfig(model=model, epochs=epochs, checkpoints=checkpoints, seed=seed,
+                            learning_rate=learning_rate, batch_size=batch_size, embedding_dim=embedding_dim,
+                            inverse_triples=inverse_triples, training_loop=training_loop)
+    path = train_run(output, config, dataset=dataset, training=training, validation=validation,
+                     testing=testing)
+    click.echo(f"trained {config.model} for {epochs} epochs; run saved to {path}")
+
+
+def _test_triples(run, triples, test_file, split, limit):
+    import torch
+
+    from .triples import read_labeled_triples
+
+    chosen = sum(x is not None and x != () for x in (triples, test_file, split))
+    if chosen != 1:
+        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE or --split test|validation")
+    if triples:
+        return torch.tensor([run.labels.resolve(t) for t in triples], dtype=torch.long)
+    if test_file is not None:
+        return run.labels.to_ids(read_labeled_triples(test_file), source=str(test_file))
+    name = {"test": "testing", "validation": "validation"}[split]
+    if name not in run.splits:
+        raise KGTracinError(f"the run has no {split} split; use --triple or --test-file")
+    test = run.splits[name]
+    if limit is not None:
+        test = test[:limit]
+    return test
+
+
+def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
+    shown = frame[frame["rank"] <= per_kind]
+    tests = shown["test_index"].unique()
+    for test_index in tests[:max_tests]:
+        rows = shown[shown["test_index"] == test_index]
+        first = rows.iloc[0]
+        click.echo(f"\n{first.test_head}  {first.test_relation}  {first.test_tail}")
+        for kind in ("proponent", "opponent"):
+            for row in rows[rows["kind"] == kind].itertuples():
+                click.echo(f"  {kind:<9} {row.rank:>2}  {row.influence:+.4e}  "
+                           f"{row.train_head}  {row.train_relation}  {row.train_tail}")
+    if len(tests) > max_tests:
+        click.echo(f"\n... and {len(tests) - max_tests} more test triples in the output file")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a test triple (repeatable)")
+@click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples")
+@click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
+@click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
+@click.option("--top-k", type=int, default=10, show_default=True, callback=_top_k)
+@parameters_option
+@method_option
+@batch_option
+@device_option
+@click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@verbose_option
+def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method, batch_size, device, output,
+            verbose) -> None:
+    """Top-k proponents and opponents of test triples, labelled."""
+    _setup_logging(verbose)
+    from .outputs import check_output, write_table
+    from .runs import load_run
+    from .tracin import TracIn
+
+    check_output(output)
+    run = load_run(run_dir)
+    test = _test_triples(run, triples, test_file, split, limit)
+    tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
+                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
+                    labels=run.labels)
+    frame = tracin.influence(test, top_k=top_k).to_frame()
+    write_table(frame, output)
+    _print_table(frame)
+    click.echo(f"\nwrote {len(frame)} rows for {len(test)} test triple(s) to {output}")
+
+
+@cli.command("self-influence")
+@click.argument("run_dir", type=click.Path())
+@click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K highest (default: all)")
+@parameters_option
+@method_option
+@batch_option
+@device_option
+@click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@verbose_option
+def self_influence(run_dir, top_k, parameters, method, batch_size, device, output, verbose) -> None:
+    """Training triples ranked by self-influence: candidates for noisy facts."""
+    _setup_logging(verbose)
+    import pandas as pd
+    import torch
+
+    from .outputs import check_output, write_table
+    from .runs import load_run
+    from .tracin import TracIn
+
+    check_output(output)
+    run = load_run(run_dir)
+    tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
+                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device)
+    values = tracin.self_influence()
+    order = torch.argsort(values, descending=True, stable=True)
+    if top_k is not None:
+        order = order[:top_k]
+    labeled = run.labels.to_labels(run.training_triples[order])
+    frame = pd.DataFrame({"rank": range(1, len(order) + 1), "head": labeled[:, 0], "relation": labeled[:, 1],
+                          "tail": labeled[:, 2], "self_influence": values[order].double().numpy()})
+    write_table(frame, output)
+    for row in frame.head(5).itertuples():
+        click.echo(f"{row.rank:>3}  {row.self_influence:.4e}  {row.head}  {row.relation}  {row.tail}")
+    click.echo(f"wrote {len(frame)} training triples to {output}")
+
+
+@cli.command()
+@click.option("--model", default="ConvE", show_default=True, help="PyKEEN model name")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--num-test", type=int, default=3, show_default=True, callback=_positive,
+              help="test triples to explain")
+@click.option("--top-k", type=int, default=5, show_default=True, callback=_top_k)
+@click.option("--output", type=click.Path(), default=None, help="keep the run directory here")
+@verbose_option
+def demo(model, epochs, num_test, top_k, output, verbose) -> None:
+    """Train a small model on Nations with checkpoints, then explain a few test predictions."""
+    _setup_logging(verbose)
+    from .runs import load_run
+    from .tracin import TracIn
+    from .training import TrainingConfig, train_run
+
+    with tempfile.TemporaryDirectory(prefix="kgtracin-demo-") as scratch:
+        run_dir = Path(output) if output else Path(scratch) / "run"
+        config = TrainingConfig(model=model, epochs=epochs, checkpoints=min(3, epochs),
+                                embedding_dim=64 if model.lower() != "conve" else 200)
+        click.echo(f"training {config.model} on Nations for {epochs} epochs with {config.checkpoints} checkpoints ...")
+        train_run(run_dir, config, dataset="nations")
+        run = load_run(run_dir)
+        test = run.splits["testing"][:num_test]
+        tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints, labels=run.labels)
+        click.echo(f"TracIn over all {sum(p.numel() for p in run.model.parameters())} parameters, "
+                   f"{len(run.checkpoints)} checkpoints, {len(run.training_triples)} training triples")
+        frame = tracin.influence(test, top_k=top_k).to_frame()
+        _print_table(frame, per_kind=top_k, max_tests=num_test)
+    if output:
+        click.echo(f"\nrun saved to {output}; try: kgtracin explain {output} --split test --limit 10 "
+                   "--output influence.tsv")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input ends with one line ``error: ...`` and a non-zero exit, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="kgtracin", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        message = " ".join(error.format_message().split())
+        click.echo(f"error: {message}", err=True)
+        sys.exit(error.exit_code if error.exit_code else 2)
+    except KGTracinError as error:
+        click.echo(f"error: {' '.join(str(error).split())}", err=True)
+        sys.exit(1)
+    except RuntimeError as error:  # e.g. a model the chosen method cannot handle
+        click.echo(f"error: {' '.join(str(error).split())[:500]}", err=True)
+        sys.exit(1)

@@ -1,0 +1,52 @@
+"""Writing result tables: TSV or JSONL by suffix, atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import KGTracinError
+
+__all__ = ["check_output", "write_table"]
+
+FORMATS = {".tsv": "tsv", ".jsonl": "jsonl"}
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """Validate an output path before any work is done.
+
+    :raises KGTracinError: for an unknown suffix, a missing or unwritable folder, or a directory path
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise KGTracinError(f"output {path} must end in .tsv or .jsonl")
+    if path.is_dir():
+        raise KGTracinError(f"output {path} is a directory")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise KGTracinError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise KGTracinError(f"cannot write {path}: permission denied")
+    return path
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` as TSV or JSONL (by suffix) through a temporary file renamed into place."""
+    path = check_output(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
+    os.close(fd)
+    try:
+        if FORMATS[path.suffix.lower()] == "tsv":
+            frame.to_csv(tmp, sep="\t", index=False)
+        else:
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise KGTracinError(f"cannot write {path}: {error.strerror}") from None
+        raise
+    return path

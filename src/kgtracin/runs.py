@@ -1,0 +1,148 @@
+"""Run directories: what ``kgtracin train`` saves, and loading it (or a PyKEEN result folder) back.
+
+A run directory holds::
+
+    manifest.json           how the model was trained, the checkpoints and their learning rates
+    entities.tsv            id <TAB> label
+    relations.tsv           id <TAB> label
+    triples/{training,validation,testing}.tsv   labelled triples
+    checkpoints/*.pt        state dicts saved during training
+    model.pt                the final state dict
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .checkpoints import Checkpoint, load_state_dict_file
+from .errors import KGTracinError
+from .triples import Labels, read_labeled_triples
+
+__all__ = ["Run", "load_run", "MANIFEST", "RUN_FORMAT", "write_labels", "read_labels"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+RUN_FORMAT = "kgtracin-run/1"
+SPLITS = ("training", "validation", "testing")
+
+
+@dataclass
+class Run:
+    """A trained model with its checkpoints, triples (dataset ids) and labels."""
+
+    model: nn.Module
+    training_triples: torch.Tensor
+    checkpoints: list[Checkpoint]
+    labels: Labels
+    splits: dict[str, torch.Tensor] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+
+def write_labels(path: Path, labels: tuple[str, ...]) -> None:
+    pd.DataFrame({"id": range(len(labels)), "label": labels}).to_csv(path, sep="\t", index=False)
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        raise KGTracinError(f"run file {path} is missing")
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype={"label": str}, keep_default_na=False)
+        if list(frame.columns) != ["id", "label"] or list(frame["id"]) != list(range(len(frame))):
+            raise ValueError
+    except (ValueError, pd.errors.ParserError):
+        raise KGTracinError(f"run file {path} is malformed (expected columns id, label)") from None
+    return tuple(frame["label"])
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KGTracinError(f"{path / MANIFEST} is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+        raise KGTracinError(f"{path / MANIFEST} is not a kgtracin run manifest ({RUN_FORMAT})")
+    return manifest
+
+
+def _load_kgtracin_run(path: Path) -> Run:
+    from pykeen.models import model_resolver
+    from pykeen.triples import TriplesFactory
+
+    manifest = _read_manifest(path)
+    try:
+        labels = Labels(read_labels(path / "entities.tsv"), read_labels(path / "relations.tsv"))
+        splits = {
+            name: labels.to_ids(read_labeled_triples(path / file), source=str(path / file))
+            for name, file in manifest["splits"].items()
+        }
+        factory = TriplesFactory(
+            splits["training"], labels.entity_to_id, labels.relation_to_id,
+            create_inverse_triples=bool(manifest["inverse_triples"]),
+        )
+        model = model_resolver.make(manifest["model"], manifest.get("model_kwargs") or {},
+                                    triples_factory=factory, random_seed=manifest.get("seed", 0))
+        state = load_state_dict_file(path / manifest["final_model"])
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise KGTracinError(f"model file {path / manifest['final_model']} does not match the manifest") from None
+        checkpoints = [
+            Checkpoint(str(path / entry["file"]), float(entry["learning_rate"])) for entry in manifest["checkpoints"]
+        ]
+    except (KeyError, TypeError) as error:
+        raise KGTracinError(f"{path / MANIFEST} lacks a required field ({error})") from None
+    for checkpoint in checkpoints:
+        if not Path(checkpoint.state).is_file():
+            raise KGTracinError(f"checkpoint file {checkpoint.state} is missing")
+    if not checkpoints:
+        checkpoints = [Checkpoint(str(path / manifest["final_model"]), 1.0)]
+    return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest)
+
+
+def _load_pykeen_folder(path: Path) -> Run:
+    from pykeen.models import ERModel
+    from pykeen.triples import TriplesFactory
+
+    model_file = path / "trained_model.pkl"
+    try:
+        model = torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise KGTracinError(f"model file {model_file} is corrupt or unreadable ({type(error).__name__})") from None
+    if not isinstance(model, ERModel):
+        raise KGTracinError(f"model file {model_file} does not hold a PyKEEN ERModel")
+    triples_dir = path / "training_triples"
+    if not triples_dir.is_dir():
+        raise KGTracinError(f"{path} has no training_triples folder (save_to_directory(save_training=True))")
+    try:
+        factory = TriplesFactory.from_path_binary(triples_dir)
+    except Exception as error:  # noqa: BLE001
+        raise KGTracinError(f"cannot read {triples_dir} ({type(error).__name__})") from None
+    logger.warning("%s is a PyKEEN result folder: it has no checkpoints and no learning rate; "
+                   "using the final weights with learning rate 1.0", path)
+    labels = Labels.from_maps(factory.entity_to_id, factory.relation_to_id)
+    return Run(model.eval(), factory.mapped_triples, [Checkpoint(model.state_dict(), 1.0)], labels,
+               {"training": factory.mapped_triples}, {})
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
+
+    :raises KGTracinError: for a missing, incomplete or corrupt directory
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise KGTracinError(f"run directory {path} does not exist")
+    if (path / MANIFEST).is_file():
+        return _load_kgtracin_run(path)
+    if (path / "trained_model.pkl").is_file():
+        return _load_pykeen_folder(path)
+    raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")

@@ -1,0 +1,175 @@
+"""Training a PyKEEN model with checkpoints that record their learning rate (``kgtracin train``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pykeen.training.callbacks import TrainingCallback
+
+from . import __version__
+from .errors import KGTracinError
+from .runs import MANIFEST, RUN_FORMAT, write_labels
+from .triples import Labels, read_labeled_triples, write_labeled_triples
+
+__all__ = ["TrainingConfig", "train_run", "DATASETS"]
+
+logger = logging.getLogger(__name__)
+
+#: The small datasets PyKEEN ships inside its package (no download).
+DATASETS = ("nations", "kinships", "umls")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How ``kgtracin train`` trains. Validated on construction."""
+
+    model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
+    epochs: int = field(default=20, metadata={"help": "training epochs"})
+    checkpoints: int = field(default=5, metadata={"help": "checkpoints spread over training"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    learning_rate: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=256, metadata={"help": "training batch size"})
+    embedding_dim: int | None = field(default=None, metadata={"help": "embedding dimension (model default)"})
+    inverse_triples: bool | None = field(default=None, metadata={"help": "train with inverse triples"})
+    training_loop: str = field(default="lcwa", metadata={"help": "lcwa or slcwa"})
+
+    def __post_init__(self) -> None:
+        from pykeen.models import model_resolver
+
+        try:
+            model_cls = model_resolver.lookup(self.model)
+        except (KeyError, ValueError):
+            raise KGTracinError(f"unknown model {self.model!r}") from None
+        from pykeen.models import ERModel
+
+        if not issubclass(model_cls, ERModel):
+            raise KGTracinError(f"model {self.model!r} is not an ERModel, which kgtracin needs")
+        object.__setattr__(self, "model", model_cls.__name__)
+        for name in ("epochs", "checkpoints", "batch_size"):
+            if getattr(self, name) < 1:
+                raise KGTracinError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoints > self.epochs:
+            raise KGTracinError(f"--checkpoints ({self.checkpoints}) cannot exceed --epochs ({self.epochs})")
+        if not self.learning_rate > 0:
+            raise KGTracinError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise KGTracinError(f"--embedding-dim must be >= 1, got {self.embedding_dim}")
+        if self.training_loop not in ("lcwa", "slcwa"):
+            raise KGTracinError(f"--training-loop must be lcwa or slcwa, got {self.training_loop!r}")
+        if self.inverse_triples is None:  # ConvE is meant to be trained with inverse triples
+            object.__setattr__(self, "inverse_triples", self.model == "ConvE")
+
+    def checkpoint_epochs(self) -> list[int]:
+        """``checkpoints`` epochs spread evenly over training, the last one being the final epoch."""
+        return sorted({round(self.epochs * (k + 1) / self.checkpoints) for k in range(self.checkpoints)})
+
+
+def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:
+    """Labelled splits and the labels (union of all splits, sorted) for a built-in dataset or TSV files."""
+    if dataset is not None:
+        from pykeen.datasets import Kinships, Nations, UMLS
+
+        key = dataset.lower()
+        classes = {"nations": Nations, "kinships": Kinships, "umls": UMLS}
+        if key not in classes:
+            raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        ds = classes[key]()
+        labels = Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id)
+        splits = {name: labels.to_labels(getattr(ds, name).mapped_triples)
+                  for name in ("training", "validation", "testing")}
+        return labels, splits
+    if files.get("training") is None:
+        raise KGTracinError("give --dataset or --training FILE")
+    splits = {name: read_labeled_triples(path) for name, path in files.items() if path is not None}
+    everything = np.concatenate(list(splits.values()))
+    entities = tuple(sorted(set(everything[:, 0]) | set(everything[:, 2])))
+    relations = tuple(sorted(set(everything[:, 1])))
+    return Labels(entities, relations), splits
+
+
+class _CheckpointSaver(TrainingCallback):
+    """A PyKEEN training callback that saves the model state at chosen epochs with the learning rate."""
+
+    def __init__(self, directory: Path, epochs: list[int]):
+        super().__init__()
+        self.directory, self.epochs, self.saved = directory, set(epochs), []
+
+    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:  # noqa: D102
+        if epoch not in self.epochs:
+            return
+        name = f"checkpoints/epoch_{epoch:04d}.pt"
+        torch.save(self.model.state_dict(), self.directory / name)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
+
+
+def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str | None = None,
+              training: str | None = None, validation: str | None = None, testing: str | None = None,
+              progress: bool = True) -> Path:
+    """Train a model and write a run directory (atomically: built aside, then renamed into place).
+
+    :return: the run directory
+    :raises KGTracinError: for bad data, options, or an unusable output path
+    """
+    from pykeen.models import model_resolver
+    from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
+    from pykeen.triples import TriplesFactory
+    from pykeen.utils import set_random_seed
+
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise KGTracinError(f"output {output} already exists and is not an empty directory")
+    parent = output.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise KGTracinError(f"cannot write the run directory {output}: {parent} is not a writable directory")
+    labels, splits = _load_splits(dataset, {"training": training, "validation": validation, "testing": testing})
+    ids = {name: labels.to_ids(triples, source=name) for name, triples in splits.items()}
+    factory = TriplesFactory(ids["training"], labels.entity_to_id, labels.relation_to_id,
+                             create_inverse_triples=config.inverse_triples)
+    model_kwargs = {} if config.embedding_dim is None else {"embedding_dim": config.embedding_dim}
+    set_random_seed(config.seed)
+    try:
+        model = model_resolver.make(config.model, model_kwargs, triples_factory=factory, random_seed=config.seed)
+    except (TypeError, ValueError) as error:
+        raise KGTracinError(f"cannot build model {config.model}: {error}") from None
+    optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
+    loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
+    loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
+    try:
+        (staging / "checkpoints").mkdir()
+        (staging / "triples").mkdir()
+        saver = _CheckpointSaver(staging, config.checkpoint_epochs())
+        losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
+                            callbacks=[saver], use_tqdm=progress, use_tqdm_batch=False)
+        torch.save(model.state_dict(), staging / "model.pt")
+        write_labels(staging / "entities.tsv", labels.entities)
+        write_labels(staging / "relations.tsv", labels.relations)
+        for name, triples in splits.items():
+            write_labeled_triples(staging / "triples" / f"{name}.tsv", labels.to_labels(ids[name]))
+        manifest = {
+            "format": RUN_FORMAT, "kgtracin_version": __version__, "dataset": dataset,
+            "source_files": {"training": training, "validation": validation, "testing": testing},
+            "model": config.model, "model_kwargs": model_kwargs, "inverse_triples": config.inverse_triples,
+            "training": {k: v for k, v in asdict(config).items() if k not in ("model", "inverse_triples")},
+            "optimizer": "Adam", "seed": config.seed, "losses": [float(x) for x in losses],
+            "num_entities": len(labels.entities), "num_relations": len(labels.relations),
+            "splits": {name: f"triples/{name}.tsv" for name in splits},
+            "checkpoints": saver.saved, "final_model": "model.pt",
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if output.exists():
+            output.rmdir()
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
