@@ -1,0 +1,39 @@
+"""Shared fixtures: small models trained for two epochs on Nations, saved as kgtracin runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgtracin.training import TrainingConfig, train_run
+
+# Small dimensions keep the loop reference quick; every parameter is still differentiated.
+MODEL_KWARGS = {"ConvE": 32, "DistMult": 16, "TransE": 16, "ComplEx": 8, "RotatE": 8, "ERMLP": 16, "TuckER": 8}
+
+
+@pytest.fixture(scope="session")
+def run_factory(tmp_path_factory):
+    """Train (once per session) a model on Nations with 2 checkpoints: ``run_factory(model, inverse)``."""
+    cache = {}
+
+    def make(model: str, inverse: bool):
+        key = (model, inverse)
+        if key not in cache:
+            path = tmp_path_factory.mktemp(f"run-{model}-{int(inverse)}") / "run"
+            config = TrainingConfig(model=model, epochs=2, checkpoints=2, embedding_dim=MODEL_KWARGS[model],
+                                    inverse_triples=inverse, batch_size=128, seed=1)
+            cache[key] = train_run(path, config, dataset="nations", progress=False)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def nations_run(run_factory):
+    """A ConvE run with inverse triples, for API and CLI tests."""
+    return run_factory("ConvE", True)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected|"""
+    return float((actual - expected).abs().max() / expected.abs().max())

@@ -1,0 +1,209 @@
+"""The Python API: parameter selection, invariants of the results, checkpoints and loading runs."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from kgtracin import Checkpoint, KGTracinError, TracIn
+from kgtracin.gradients import _factors
+from kgtracin.runs import load_run
+
+from .conftest import relative_error
+
+
+@pytest.fixture(scope="module")
+def run(nations_run):
+    return load_run(nations_run)
+
+
+@pytest.fixture(scope="module")
+def small(run):
+    """float64 ConvE, its 2 checkpoints, 200 training and 8 test triples."""
+    return copy.deepcopy(run.model).double(), run.checkpoints, run.training_triples[:200], run.splits["testing"][:8]
+
+
+@pytest.mark.parametrize("patterns", [["interaction.hr1d.*"], ["interaction.*"], ["*_embeddings.weight"],
+                                      ["relation_representations.0._embeddings.weight", "interaction.hr2d.2.*"]])
+def test_parameter_glob_matches_loop(small, patterns):
+    model, checkpoints, train, test = small
+    fast = TracIn(model, train, checkpoints, parameters=patterns, progress=False)
+    loop = TracIn(model, train, checkpoints, parameters=patterns, method="loop", progress=False)
+    names = fast.parameter_names
+    assert names and set(names) == set(fast.describe())
+    assert relative_error(fast.scores(test), loop.scores(test)) < 1e-5
+
+
+def test_glob_selects_exactly_the_matching_names(small):
+    model, checkpoints, train, _ = small
+    names = TracIn(model, train, checkpoints, parameters=["interaction.hr1d.*"], progress=False).parameter_names
+    assert names == ["interaction.hr1d.0.weight", "interaction.hr1d.0.bias",
+                     "interaction.hr1d.2.weight", "interaction.hr1d.2.bias"]
+
+
+def test_parameters_all_and_subset_differ(small):
+    model, checkpoints, train, test = small
+    full = TracIn(model, train, checkpoints, progress=False).scores(test)
+    part = TracIn(model, train, checkpoints, parameters="interaction.*", progress=False).scores(test)
+    assert not torch.allclose(full, part)
+
+
+def test_pattern_matching_nothing_is_an_error(small):
+    model, checkpoints, train, _ = small
+    with pytest.raises(KGTracinError, match="matches no trainable parameter"):
+        TracIn(model, train, checkpoints, parameters=["interaction.nothing*"])
+
+
+def test_self_influence_is_the_diagonal(small):
+    model, checkpoints, train, _ = small
+    tracin = TracIn(model, train[:40], checkpoints, batch_size=16, progress=False)
+    assert relative_error(tracin.self_influence(), torch.diagonal(tracin.scores(train[:40]))) < 1e-10
+
+
+@pytest.mark.parametrize("k", [1, 5, 300])
+def test_influence_top_k_is_top_k_of_the_matrix(small, k):
+    model, checkpoints, train, test = small
+    tracin = TracIn(model, train, checkpoints, batch_size=23, progress=False)  # many batches to merge
+    full = tracin.scores(test)
+    result = tracin.influence(test, top_k=k)
+    kk = min(k, train.shape[0])
+    top = torch.topk(full, kk, dim=1)
+    bottom = torch.topk(full, kk, dim=1, largest=False)
+    assert result.proponents.scores.shape == (test.shape[0], kk)
+    assert torch.allclose(result.proponents.scores, top.values)
+    assert torch.allclose(result.opponents.scores, bottom.values)
+    assert torch.equal(result.proponents.indices, top.indices)
+    assert torch.equal(result.opponents.indices, bottom.indices)
+    # rows run most positive first / most negative first
+    assert (result.proponents.scores[:, :-1] >= result.proponents.scores[:, 1:]).all()
+    assert (result.opponents.scores[:, :-1] <= result.opponents.scores[:, 1:]).all()
+
+
+def test_top_k_sums_checkpoints_before_selecting(small):
+    model, checkpoints, train, test = small
+    single = [TracIn(model, train, [Checkpoint(c.state, 1.0)], progress=False).scores(test) for c in checkpoints]
+    total = TracIn(model, train, checkpoints, progress=False)
+    lrs = [c.learning_rate for c in checkpoints]
+    assert relative_error(total.scores(test), sum(lr * s for lr, s in zip(lrs, single))) < 1e-10
+    result = total.influence(test, top_k=3)
+    expected = torch.topk(sum(lr * s for lr, s in zip(lrs, single)), 3, dim=1)
+    assert torch.equal(result.proponents.indices, expected.indices)
+
+
+def test_batch_size_and_row_chunking_do_not_change_scores(small, monkeypatch):
+    model, checkpoints, train, test = small
+    expected = TracIn(model, train, checkpoints, batch_size=1024, progress=False).scores(test)
+    monkeypatch.setattr(_factors, "_ROW_CHUNK_ELEMENTS", 7)
+    actual = TracIn(model, train, checkpoints, batch_size=7, progress=False).scores(test)
+    assert relative_error(actual, expected) < 1e-10
+
+
+def test_learning_rate_scales_scores(small):
+    model, checkpoints, train, test = small
+    one = TracIn(model, train, [Checkpoint(checkpoints[0].state, 1.0)], progress=False).scores(test)
+    half = TracIn(model, train, [Checkpoint(checkpoints[0].state, 0.5)], progress=False).scores(test)
+    assert relative_error(half, 0.5 * one) < 1e-12
+
+
+def test_default_checkpoint_is_current_weights(small):
+    model, _, train, test = small
+    default = TracIn(model, train, progress=False).scores(test)
+    explicit = TracIn(model, train, [Checkpoint(model.state_dict(), 1.0)], progress=False).scores(test)
+    assert torch.equal(default, explicit)
+
+
+def test_triples_factory_is_accepted_and_gives_labels(run):
+    from pykeen.triples import TriplesFactory
+
+    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
+                             create_inverse_triples=True)
+    tracin = TracIn(run.model, factory, run.checkpoints, progress=False)
+    frame = tracin.influence(run.splits["testing"][:2], top_k=2).to_frame()
+    assert set(frame["train_head"]) <= set(run.labels.entities)
+
+
+def test_to_frame_labels_and_order(run):
+    tracin = TracIn.from_run(_run_path(run), progress=False)
+    result = tracin.influence(run.splits["testing"][:3], top_k=4)
+    frame = result.to_frame()
+    assert len(frame) == 3 * 2 * 4
+    assert list(frame.columns[:6]) == ["test_index", "test_head", "test_relation", "test_tail", "kind", "rank"]
+    first = frame[frame["test_index"] == 0]
+    assert list(first["kind"]) == ["proponent"] * 4 + ["opponent"] * 4
+    assert list(first["rank"]) == [1, 2, 3, 4] * 2
+    h, r, t = run.labels.to_labels(run.splits["testing"][:1])[0]
+    assert (first["test_head"] == h).all() and (first["test_relation"] == r).all() and (first["test_tail"] == t).all()
+    train_labels = run.labels.to_labels(run.training_triples[result.proponents.indices[0]])
+    assert list(first["train_head"][:4]) == list(train_labels[:, 0])
+
+
+def _run_path(run):
+    return run.checkpoints[0].state.rsplit("/checkpoints/", 1)[0]
+
+
+def test_from_run_uses_manifest_learning_rates(run):
+    tracin = TracIn.from_run(_run_path(run), progress=False)
+    manifest_lrs = [c["learning_rate"] for c in run.manifest["checkpoints"]]
+    assert [c.learning_rate for c in tracin.checkpoints] == manifest_lrs
+    assert len(manifest_lrs) == 2
+
+
+def test_from_pykeen_folder(run, tmp_path, caplog):
+    from pykeen.triples import TriplesFactory
+
+    model = run.model
+    torch.save(model, tmp_path / "trained_model.pkl")
+    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
+                             create_inverse_triples=True)
+    factory.to_path_binary(tmp_path / "training_triples")
+    with caplog.at_level(logging.WARNING):
+        tracin = TracIn.from_run(tmp_path, progress=False)
+    assert "learning rate" in caplog.text
+    test = run.splits["testing"][:2]
+    expected = TracIn(model, run.training_triples, progress=False).scores(test)
+    assert torch.allclose(tracin.scores(test), expected)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([[0, 0]]), "shape"),
+    (torch.tensor([[0, 0, 999]]), "tail id 999"),
+    (torch.tensor([[0, 55, 1]]), "relation id 55"),  # 55 dataset relations; 110 internal ones
+    (torch.tensor([[-1, 0, 1]]), "head id -1"),
+    (torch.zeros(0, 3, dtype=torch.long), "empty"),
+    (torch.zeros(2, 3), "LongTensor"),
+])
+def test_bad_test_triples(small, bad, match):
+    model, checkpoints, train, _ = small
+    with pytest.raises(KGTracinError, match=match):
+        TracIn(model, train, checkpoints, progress=False).scores(bad)
+
+
+def test_bad_options(small):
+    model, checkpoints, train, test = small
+    with pytest.raises(KGTracinError, match="unknown method"):
+        TracIn(model, train, method="fastest")
+    with pytest.raises(KGTracinError, match="batch size"):
+        TracIn(model, train, batch_size=0)
+    with pytest.raises(KGTracinError, match="top_k"):
+        TracIn(model, train, progress=False).influence(test, top_k=0)
+    with pytest.raises(KGTracinError, match="learning rate"):
+        Checkpoint(model.state_dict(), 0.0)
+    with pytest.raises(KGTracinError, match="ERModel"):
+        TracIn(torch.nn.Linear(2, 2), train)
+
+
+def test_bad_checkpoint_files(small, tmp_path):
+    model, _, train, test = small
+    with pytest.raises(KGTracinError, match="does not exist"):
+        TracIn(model, train, [Checkpoint(tmp_path / "missing.pt", 1.0)], progress=False).scores(test)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00not a model" * 10)
+    with pytest.raises(KGTracinError, match="corrupt"):
+        TracIn(model, train, [Checkpoint(corrupt, 1.0)], progress=False).scores(test)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"some.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(KGTracinError, match="does not match"):
+        TracIn(model, train, [Checkpoint(wrong, 1.0)], progress=False).scores(test)

@@ -1,0 +1,119 @@
+"""Generic cases: every method x model agrees with the ``loop`` reference on all parameters.
+
+Each model gets a three-line subclass of :class:`GenericModelCase`; a meta-test fails when a model in
+:data:`MODELS` has no case.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgtracin import Checkpoint, TracIn
+from kgtracin.runs import load_run
+
+from .conftest import relative_error
+
+#: every model kgtracin promises a fast path for, plus generic ERModels
+MODELS = ("ConvE", "DistMult", "TransE", "ComplEx", "RotatE", "ERMLP", "TuckER")
+TOLERANCE = 1e-5
+NUM_TRAIN, NUM_TEST = 120, 6
+
+
+class GenericModelCase:
+    """Checks every model must pass. Subclasses set ``model`` and ``inverse``."""
+
+    model: str
+    inverse: bool
+
+    @pytest.fixture(scope="class")
+    def setup(self, run_factory):
+        run = load_run(run_factory(self.model, self.inverse))
+        model = run.model.double()  # compare in float64
+        assert run.model.use_inverse_triples == self.inverse
+        # two checkpoints with different learning rates
+        checkpoints = [Checkpoint(c.state, lr) for c, lr in zip(run.checkpoints, (0.3, 0.05))]
+        assert len(checkpoints) == 2
+        train = run.training_triples[:NUM_TRAIN]
+        test = run.splits["testing"][:NUM_TEST]
+        reference = TracIn(model, train, checkpoints, method="loop", progress=False)
+        return model, checkpoints, train, test, reference.scores(test), reference.self_influence()
+
+    @pytest.mark.parametrize("method", ["vmap", "fast"])
+    def test_scores_match_loop(self, setup, method):
+        model, checkpoints, train, test, expected, _ = setup
+        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False).scores(test)
+        assert actual.shape == (NUM_TEST, NUM_TRAIN)
+        assert actual.dtype == torch.float64
+        assert relative_error(actual, expected) < TOLERANCE
+
+    @pytest.mark.parametrize("method", ["vmap", "fast"])
+    def test_self_influence_matches_loop(self, setup, method):
+        model, checkpoints, train, _, _, expected = setup
+        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False).self_influence()
+        assert relative_error(actual, expected) < TOLERANCE
+
+    def test_reference_is_not_trivial(self, setup):
+        *_, expected, self_expected = setup
+        assert expected.abs().max() > 0 and expected.std() > 0
+        assert (self_expected > 0).all()
+
+    def test_fast_covers_all_parameters(self, setup):
+        model, checkpoints, train, *_ = setup
+        tracin = TracIn(model, train, checkpoints, progress=False)
+        paths = tracin.describe()
+        assert set(paths) == {name for name, p in model.named_parameters() if p.requires_grad}
+        embeddings = [n for n in paths if n.endswith("_embeddings.weight")]
+        assert embeddings and all(paths[n] == "rows" for n in embeddings)
+
+
+class TestConvE(GenericModelCase):
+    model, inverse = "ConvE", True
+
+
+class TestConvENoInverse(GenericModelCase):
+    model, inverse = "ConvE", False
+
+
+class TestDistMult(GenericModelCase):
+    model, inverse = "DistMult", False
+
+
+class TestDistMultInverse(GenericModelCase):
+    model, inverse = "DistMult", True
+
+
+class TestTransE(GenericModelCase):
+    model, inverse = "TransE", False
+
+
+class TestComplEx(GenericModelCase):
+    model, inverse = "ComplEx", False
+
+
+class TestRotatE(GenericModelCase):
+    model, inverse = "RotatE", True
+
+
+class TestERMLP(GenericModelCase):
+    model, inverse = "ERMLP", False
+
+
+class TestTuckER(GenericModelCase):
+    model, inverse = "TuckER", False
+
+
+def test_every_model_has_a_case():
+    covered = {cls.model for cls in GenericModelCase.__subclasses__()}
+    assert covered == set(MODELS)
+
+
+def test_conve_uses_every_structured_path(run_factory):
+    run = load_run(run_factory("ConvE", True))
+    paths = set(TracIn(run.model, run.training_triples, progress=False).describe().values())
+    assert paths == {"rows", "outer-product", "conv2d-unfold", "batchnorm-eval"}
+
+
+def test_tucker_core_tensor_falls_back_to_vmap(run_factory):
+    run = load_run(run_factory("TuckER", False))
+    assert TracIn(run.model, run.training_triples, progress=False).describe()["interaction.core_tensor"] == "vmap"
