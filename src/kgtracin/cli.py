@@ -44,6 +44,11 @@ parameters_option = click.option("--parameters", "parameters", multiple=True, me
 batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
                             help="training triples per batch")
 device_option = click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0")
+precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                                show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
+                                "and approximate (see BENCHMARKS.md)")
+shard_option = click.option("--shard-size", type=int, default=16384, show_default=True, callback=_positive,
+                            help="training triples per shard (unit of resuming and of torchrun sharding)")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
 
 
@@ -135,26 +140,48 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @method_option
 @batch_option
 @device_option
+@precision_option
+@shard_option
+@click.option("--store", type=click.Path(), default=None,
+              help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @verbose_option
-def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method, batch_size, device, output,
-            verbose) -> None:
-    """Top-k proponents and opponents of test triples, labelled."""
+def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method, batch_size, device, precision,
+            shard_size, store, output, verbose) -> None:
+    """Top-k proponents and opponents of test triples, labelled.
+
+    Finished training shards are kept in a store until the output is written, so a killed run re-run with the
+    same arguments resumes. Under torchrun (torchrun --nproc-per-node K -m kgtracin explain ...) the shards
+    are split over the processes; rank 0 writes the output, identical to one process.
+    """
     _setup_logging(verbose)
     from .outputs import check_output, write_table
+    from .runners import ShardStore
+    from .runners.distributed import init_from_env, local_device, world
     from .runs import load_run
     from .tracin import TracIn
 
-    check_output(output)
+    output_path = check_output(output)
+    device = local_device(device)
+    distributed = init_from_env(device)
+    rank, _ = world()
     run = load_run(run_dir)
     test = _test_triples(run, triples, test_file, split, limit)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
-                    labels=run.labels)
-    frame = tracin.influence(test, top_k=top_k).to_frame()
-    write_table(frame, output)
-    _print_table(frame)
-    click.echo(f"\nwrote {len(frame)} rows for {len(test)} test triple(s) to {output}")
+                    precision=precision, shard_size=shard_size, labels=run.labels, progress=rank == 0)
+    store = Path(store) if store else output_path.absolute().parent / f".{output_path.name}.kgtracin-store"
+    result = tracin.influence(test, top_k=top_k, store=store)
+    if rank == 0:
+        frame = result.to_frame()
+        write_table(frame, output_path)
+        ShardStore.remove_folder(store)
+        _print_table(frame)
+        click.echo(f"\nwrote {len(frame)} rows for {len(test)} test triple(s) to {output_path}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 @cli.command("self-influence")

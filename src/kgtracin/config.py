@@ -9,12 +9,17 @@ import torch
 
 from .errors import KGTracinError
 
-__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES"]
+__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS"]
 
 Method = Literal["fast", "vmap", "loop"]
 
 #: The gradient methods, all exact. ``loop`` is the reference.
 METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
+
+#: Compute dtypes by name.
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64,
+}
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
 #: triple of a batch, so their batches are small.
@@ -33,6 +38,11 @@ class TracInConfig:
     batch_size: int | None = field(default=None, metadata={"help": "training triples per batch"})
     #: Torch device; ``None`` keeps the model's device.
     device: str | None = field(default=None, metadata={"help": "torch device, e.g. cpu or cuda:0"})
+    #: Compute dtype: ``None`` keeps the model's; ``fp32``, ``bf16``, ``fp16`` or ``fp64`` casts the checkpoints.
+    #: Lower precision is opt-in and inexact (see BENCHMARKS.md for its measured error).
+    precision: str | None = field(default=None, metadata={"help": "fp32 (exact), bf16 or fp16"})
+    #: Training triples per shard: the unit of resumable storage and of work split across processes.
+    shard_size: int = field(default=16384, metadata={"help": "training triples per shard"})
     #: Show tqdm progress bars.
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -41,6 +51,10 @@ class TracInConfig:
             raise KGTracinError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise KGTracinError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise KGTracinError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise KGTracinError(f"shard size must be a positive integer, got {self.shard_size!r}")
         params = self.parameters
         if isinstance(params, str):
             if params != "all":
@@ -57,6 +71,11 @@ class TracInConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as error:
                 raise KGTracinError(f"unknown device {self.device!r}: {error}") from None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The compute dtype, or None to keep the model's."""
+        return None if self.precision is None else PRECISIONS[self.precision]
 
     @property
     def effective_batch_size(self) -> int:

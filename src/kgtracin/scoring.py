@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .adapters import ModelAdapter
 from .gradients import Features, GradientComputer
 
-__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink"]
+__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "select_top"]
 
 
 class DenseSink:
@@ -33,8 +33,25 @@ class DenseSink:
         self.scores[:, start : start + block.shape[0]] = block.T.cpu()
 
 
+def select_top(values: torch.Tensor, indices: torch.Tensor, k: int, largest: bool):
+    """The k best candidates per row, ties broken by the smaller training index (deterministic).
+
+    :param values: shape: (M, C)
+    :param indices: shape: (M, C), dtype: long
+    :return: values (M, min(k, C)) and indices (M, min(k, C)), best first
+    """
+    order = torch.argsort(indices, dim=1, stable=True)
+    values, indices = torch.gather(values, 1, order), torch.gather(indices, 1, order)
+    order = torch.argsort(values, dim=1, descending=largest, stable=True)[:, :k]
+    return torch.gather(values, 1, order), torch.gather(indices, 1, order)
+
+
 class TopKSink:
-    """Keeps the running top-k (largest: proponents) and bottom-k (smallest: opponents) per test triple."""
+    """Keeps the running top-k (largest: proponents) and bottom-k (smallest: opponents) per test triple.
+
+    Merging is deterministic and order-independent (ties go to the smaller training index), so partial
+    sinks from shards, processes or an interrupted run merge to the same result.
+    """
 
     def __init__(self, num_test: int, k: int, dtype: torch.dtype):
         self.k = k
@@ -43,22 +60,39 @@ class TopKSink:
         self.bottom_values = torch.empty(num_test, 0, dtype=dtype)
         self.bottom_indices = torch.empty(num_test, 0, dtype=torch.long)
 
-    @staticmethod
-    def _merge(values, indices, block, start, k, largest):
-        k_block = min(k, block.shape[1])
-        v, i = torch.topk(block, k_block, dim=1, largest=largest, sorted=False)
-        values = torch.cat([values, v], dim=1)
-        indices = torch.cat([indices, i + start], dim=1)
-        kk = min(k, values.shape[1])
-        v, order = torch.topk(values, kk, dim=1, largest=largest, sorted=True)
-        return v, torch.gather(indices, 1, order)
-
     def add(self, start: int, block: torch.Tensor) -> None:
+        """:param block: shape: (B, M), scores of training triples ``start .. start + B``"""
         block = block.T.cpu()  # (M, B)
-        self.top_values, self.top_indices = self._merge(
-            self.top_values, self.top_indices, block, start, self.k, True)
-        self.bottom_values, self.bottom_indices = self._merge(
-            self.bottom_values, self.bottom_indices, block, start, self.k, False)
+        k = min(self.k, block.shape[1])
+        for largest in (True, False):
+            v, i = torch.topk(block, k, dim=1, largest=largest, sorted=False)
+            self._merge(v, i + start, largest)
+
+    def _merge(self, values: torch.Tensor, indices: torch.Tensor, largest: bool) -> None:
+        if largest:
+            self.top_values, self.top_indices = select_top(
+                torch.cat([self.top_values, values.to(self.top_values.dtype)], 1),
+                torch.cat([self.top_indices, indices], 1), self.k, True)
+        else:
+            self.bottom_values, self.bottom_indices = select_top(
+                torch.cat([self.bottom_values, values.to(self.bottom_values.dtype)], 1),
+                torch.cat([self.bottom_indices, indices], 1), self.k, False)
+
+    def merge(self, other: "TopKSink") -> None:
+        """Fold another sink over the same test triples into this one."""
+        self._merge(other.top_values, other.top_indices, True)
+        self._merge(other.bottom_values, other.bottom_indices, False)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"top_values": self.top_values, "top_indices": self.top_indices,
+                "bottom_values": self.bottom_values, "bottom_indices": self.bottom_indices}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], k: int) -> "TopKSink":
+        sink = cls(state["top_values"].shape[0], k, state["top_values"].dtype)
+        for key, value in state.items():
+            setattr(sink, key, value)
+        return sink
 
 
 class VectorSink:
@@ -94,20 +128,36 @@ class Scorer:
         parts = [self.computer.featurize(adapter, batch) for _, batch in self._batches(triples, "test gradients")]
         return Features.cat(parts)
 
-    def run(self, train: torch.Tensor, test: torch.Tensor, sink) -> None:
-        """Feed ``sum_c lr_c <g_c(train_i), g_c(test_j)>`` to ``sink`` block by block.
+    def prepare(self, test: torch.Tensor) -> list[Features]:
+        """The test side's gradient factors, once per checkpoint.
 
-        :param train: shape: (N, 3), dtype: long, dataset ids
         :param test: shape: (M, 3), dtype: long, dataset ids
         """
         with torch.no_grad():
-            tests = [self._featurize_all(adapter, test) for adapter in self.adapters]
-            for start, batch in self._batches(train, "TracIn"):
+            return [self._featurize_all(adapter, test) for adapter in self.adapters]
+
+    def run_range(self, train: torch.Tensor, tests: list[Features], sink, offset: int = 0,
+                  desc: str = "TracIn") -> None:
+        """Feed ``sum_c lr_c <g_c(train_i), g_c(test_j)>`` to ``sink`` block by block.
+
+        :param train: shape: (n, 3), dtype: long; training triples ``offset .. offset + n``
+        :param tests: from :meth:`prepare`
+        """
+        with torch.no_grad():
+            for start, batch in self._batches(train, desc):
                 block = None
                 for adapter, lr, test_features in zip(self.adapters, self.learning_rates, tests):
                     part = self.computer.featurize(adapter, batch).kernel(test_features) * lr
                     block = part if block is None else block + part
-                sink.add(start, block)
+                sink.add(offset + start, block)
+
+    def run(self, train: torch.Tensor, test: torch.Tensor, sink) -> None:
+        """All training triples against all test triples.
+
+        :param train: shape: (N, 3), dtype: long, dataset ids
+        :param test: shape: (M, 3), dtype: long, dataset ids
+        """
+        self.run_range(train, self.prepare(test), sink)
 
     def run_self(self, train: torch.Tensor, sink: VectorSink) -> None:
         """Feed ``sum_c lr_c |g_c(train_i)|^2`` to ``sink`` block by block."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from pathlib import Path
 from collections.abc import Sequence
 
 import torch
@@ -37,6 +39,9 @@ class TracIn:
     :param method: ``"fast"`` (exact closed form, default), ``"vmap"`` or ``"loop"`` (the reference)
     :param batch_size: training triples per batch (default depends on the method)
     :param device: torch device (default: the model's)
+    :param precision: ``None`` (the model's dtype, exact), or ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"fp64"``;
+        bf16 / fp16 are opt-in and approximate
+    :param shard_size: training triples per shard (the unit of the resumable store and of torchrun sharding)
     :param progress: show tqdm progress bars
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
         ``TriplesFactory`` when one is given)
@@ -52,13 +57,16 @@ class TracIn:
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         *,
+        precision: str | None = None,
+        shard_size: int = 16384,
         progress: bool = True,
         labels: Labels | None = None,
     ):
         self.config = TracInConfig(
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
             method=method, batch_size=batch_size,
-            device=None if device is None else str(device), progress=progress,
+            device=None if device is None else str(device), precision=precision, shard_size=shard_size,
+            progress=progress,
         )
         self.model = model
         reference = ModelAdapter(model, self.config.parameters)  # validates the model and parameter patterns
@@ -96,7 +104,8 @@ class TracIn:
         if self._adapters is None:  # each checkpoint is loaded once and kept
             device = torch.device(self.config.device) if self.config.device else self._reference.device
             self._adapters = [
-                ModelAdapter(materialize(self.model, c, device), self.config.parameters) for c in self.checkpoints
+                ModelAdapter(materialize(self.model, c, device, self.config.dtype), self.config.parameters)
+                for c in self.checkpoints
             ]
             logger.info("TracIn with %d checkpoint(s), method=%s, paths: %s", len(self._adapters),
                         self.config.method, self.describe())
@@ -134,22 +143,55 @@ class TracIn:
         self._scorer().run(self.training_triples, test, sink)
         return sink.scores
 
-    def influence(self, test_triples: torch.Tensor, top_k: int = 10) -> InfluenceResult:
+    def influence(self, test_triples: torch.Tensor, top_k: int = 10,
+                  store: str | os.PathLike | None = None) -> InfluenceResult:
         """Top-k proponents and opponents of each test triple, streamed (memory independent of N).
+
+        Under ``torchrun`` (an initialised process group) the training shards are split over the ranks and
+        every rank returns the same, merged result, identical to one process.
 
         :param test_triples: shape: (M, 3), dtype: long, dataset ids
         :param top_k: k >= 1 (capped at N)
+        :param store: a folder for finished shards; re-running the same work with the same store resumes
+            where an interrupted run stopped. The caller removes it when done (``ShardStore.remove_folder``).
         """
+        from .runners import ShardStore, sharded_topk
+
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise KGTracinError(f"top_k must be an integer >= 1, got {top_k!r}")
         test = self._check_test(test_triples)
-        sink = TopKSink(test.shape[0], min(top_k, self.training_triples.shape[0]), self._reference.dtype)
-        self._scorer().run(self.training_triples, test, sink)
+        k = min(top_k, self.training_triples.shape[0])
+        scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
+        shard_store = None if store is None else ShardStore(store, self._fingerprint(test, k))
+        sink = sharded_topk(scorer, self.training_triples, test, k, self._reference.dtype,
+                            self.config.shard_size, shard_store)
         return InfluenceResult(
             proponents=TopK(sink.top_indices, sink.top_values),
             opponents=TopK(sink.bottom_indices, sink.bottom_values),
             test_triples=test, training_triples=self.training_triples, labels=self.labels,
         )
+
+    def _fingerprint(self, test: torch.Tensor, k: int) -> dict:
+        """What identifies a top-k computation, for the resumable store."""
+        from . import __version__
+
+        def digest(tensor: torch.Tensor) -> str:
+            return hashlib.sha1(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+        def checkpoint_id(c: Checkpoint) -> list:
+            if isinstance(c.state, (str, os.PathLike)):
+                stat = Path(c.state).stat()
+                return [str(Path(c.state).resolve()), stat.st_size, stat.st_mtime_ns, c.learning_rate]
+            return [digest(torch.cat([v.reshape(-1).double().cpu() for v in c.state.values()
+                                      if v.is_floating_point()])), c.learning_rate]
+
+        return {
+            "kgtracin": __version__, "model": type(self.model).__name__, "k": k,
+            "method": self.config.method, "parameters": list(self._reference.parameters),
+            "batch_size": self.config.effective_batch_size, "shard_size": self.config.shard_size,
+            "precision": self.config.precision, "train": digest(self.training_triples), "test": digest(test),
+            "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
+        }
 
     def self_influence(self) -> torch.Tensor:
         """``TracIn(z -> z)`` for every training triple: high values flag candidate noisy facts.

@@ -1,0 +1,126 @@
+"""Sharding, the resumable store, torchrun (gloo, 2 processes) and reduced precision."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kgtracin import TracIn
+from kgtracin.runs import load_run
+from kgtracin.scoring import Scorer
+
+from .test_cli import assert_clean_error, run_cli
+
+LIMIT = "4"
+
+
+@pytest.fixture(scope="module")
+def run(nations_run):
+    return load_run(nations_run)
+
+
+@pytest.mark.parametrize("shard_size", [1, 100, 700, 100000])
+def test_shards_give_the_top_k_of_the_matrix(run, shard_size):
+    test = run.splits["testing"][:5]
+    tracin = TracIn(run.model, run.training_triples, run.checkpoints, batch_size=64, shard_size=shard_size,
+                    progress=False)
+    full = tracin.scores(test)
+    result = tracin.influence(test, top_k=6)
+    assert torch.equal(result.proponents.indices, torch.topk(full, 6, dim=1).indices)
+    assert torch.equal(result.opponents.indices, torch.topk(full, 6, dim=1, largest=False).indices)
+    assert torch.allclose(result.proponents.scores, torch.topk(full, 6, dim=1).values)
+
+
+def test_killed_explain_resumes_with_identical_output(nations_run, tmp_path, capsys, monkeypatch, caplog):
+    args = ["explain", nations_run, "--split", "test", "--limit", LIMIT, "--top-k", "5", "--shard-size", "200"]
+    fresh = tmp_path / "fresh.tsv"
+    code, _, err = run_cli(capsys, *args, "--output", fresh)
+    assert code == 0, err
+    assert not any(p.name.endswith("kgtracin-store") for p in tmp_path.iterdir())  # removed after success
+
+    calls = []
+    original = Scorer.run_range
+
+    def dying(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # as if the process were killed during its 4th shard
+        return original(self, *a, **kw)
+
+    store, out = tmp_path / "store", tmp_path / "resumed.tsv"
+    monkeypatch.setattr(Scorer, "run_range", dying)
+    code, _, err = run_cli(capsys, *args, "--store", store, "--output", out)
+    assert code != 0 and not out.exists()
+    assert len(list(store.glob("shard_*.pt"))) == 3
+
+    calls.clear()
+    monkeypatch.setattr(Scorer, "run_range", lambda self, *a, **kw: (calls.append(1), original(self, *a, **kw)))
+    code, _, err = run_cli(capsys, *args, "--store", store, "--output", out)
+    assert code == 0, err
+    assert "resuming" in caplog.text and "3 of 8" in caplog.text
+    assert len(calls) == 8 - 3
+    assert out.read_bytes() == fresh.read_bytes()
+    assert not store.exists()
+
+
+def test_store_for_other_work_starts_afresh(nations_run, tmp_path, capsys, monkeypatch):
+    store = tmp_path / "store"
+    base = ["explain", nations_run, "--split", "test", "--limit", LIMIT, "--shard-size", "400", "--store", store]
+    original = Scorer.run_range
+    calls = []
+
+    def dying(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Scorer, "run_range", dying)
+    run_cli(capsys, *base, "--top-k", "3", "--output", tmp_path / "a.tsv")
+    assert len(list(store.glob("shard_*.pt"))) == 1
+    calls.clear()
+    monkeypatch.setattr(Scorer, "run_range", lambda self, *a, **kw: (calls.append(1), original(self, *a, **kw)))
+    code, _, err = run_cli(capsys, *base, "--top-k", "4", "--output", tmp_path / "b.tsv")  # different work
+    assert code == 0, err
+    assert len(calls) == 4  # all shards recomputed
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_torchrun_gloo_two_processes_identical(nations_run, tmp_path):
+    args = ["explain", str(nations_run), "--split", "test", "--limit", LIMIT, "--top-k", "7", "--shard-size", "300"]
+    single = _cli("-m", "kgtracin", *args, "--output", str(tmp_path / "single.tsv"))
+    assert single.returncode == 0, single.stderr
+    dist = _cli("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "kgtracin", *args,
+                "--output", str(tmp_path / "dist.tsv"))
+    assert dist.returncode == 0, dist.stderr
+    assert (tmp_path / "dist.tsv").read_bytes() == (tmp_path / "single.tsv").read_bytes()
+    assert dist.stdout.count("wrote ") == 1  # only rank 0 writes
+
+
+@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.1), ("fp16", 0.02)])
+def test_low_precision_is_close_and_opt_in(run, precision, tolerance):
+    test = run.splits["testing"][:4]
+    train = run.training_triples[:300]
+    exact = TracIn(run.model, train, run.checkpoints, progress=False).scores(test)
+    low = TracIn(run.model, train, run.checkpoints, precision=precision, progress=False).scores(test)
+    assert low.dtype == torch.float32
+    error = float((low - exact).abs().max() / exact.abs().max())
+    assert 0 < error < tolerance  # not exact, but close
+
+
+def test_bad_precision(run, nations_run, capsys, tmp_path):
+    from kgtracin import KGTracinError
+
+    with pytest.raises(KGTracinError, match="precision"):
+        TracIn(run.model, run.training_triples, precision="fp8")
+    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--precision", "fp8",
+                           "--output", tmp_path / "x.tsv")
+    assert_clean_error(code, err, "fp8")
