@@ -124,3 +124,17 @@ def test_bad_precision(run, nations_run, capsys, tmp_path):
     code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--precision", "fp8",
                            "--output", tmp_path / "x.tsv")
     assert_clean_error(code, err, "fp8")
+
+
+def test_compile_is_exact_for_loop_and_refused_for_fast(run, nations_run, capsys, tmp_path):
+    from kgtracin import KGTracinError
+
+    test, train = run.splits["testing"][:2], run.training_triples[:20]
+    exact = TracIn(run.model, train, run.checkpoints, method="loop", progress=False).scores(test)
+    compiled = TracIn(run.model, train, run.checkpoints, method="loop", compile=True, progress=False).scores(test)
+    assert float((compiled - exact).abs().max() / exact.abs().max()) < 1e-5
+    with pytest.raises(KGTracinError, match="compile applies to method"):
+        TracIn(run.model, train, compile=True)
+    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--compile", "--output",
+                           tmp_path / "x.tsv")
+    assert_clean_error(code, err, "compile")

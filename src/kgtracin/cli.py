@@ -47,6 +47,8 @@ device_option = click.option("--device", default=None, help="torch device, e.g. 
 precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
                                 show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
                                 "and approximate (see BENCHMARKS.md)")
+compile_option = click.option("--compile", "compile_", is_flag=True,
+                              help="torch.compile the scorer (with --method vmap or loop)")
 shard_option = click.option("--shard-size", type=int, default=16384, show_default=True, callback=_positive,
                             help="training triples per shard (unit of resuming and of torchrun sharding)")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
@@ -141,13 +143,14 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @batch_option
 @device_option
 @precision_option
+@compile_option
 @shard_option
 @click.option("--store", type=click.Path(), default=None,
               help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @verbose_option
 def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method, batch_size, device, precision,
-            shard_size, store, output, verbose) -> None:
+            compile_, shard_size, store, output, verbose) -> None:
     """Top-k proponents and opponents of test triples, labelled.
 
     Finished training shards are kept in a store until the output is written, so a killed run re-run with the
@@ -169,7 +172,8 @@ def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method
     test = _test_triples(run, triples, test_file, split, limit)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
-                    precision=precision, shard_size=shard_size, labels=run.labels, progress=rank == 0)
+                    precision=precision, compile=compile_, shard_size=shard_size, labels=run.labels,
+                    progress=rank == 0)
     store = Path(store) if store else output_path.absolute().parent / f".{output_path.name}.kgtracin-store"
     result = tracin.influence(test, top_k=top_k, store=store)
     if rank == 0:
@@ -191,9 +195,10 @@ def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method
 @method_option
 @batch_option
 @device_option
+@precision_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @verbose_option
-def self_influence(run_dir, top_k, parameters, method, batch_size, device, output, verbose) -> None:
+def self_influence(run_dir, top_k, parameters, method, batch_size, device, precision, output, verbose) -> None:
     """Training triples ranked by self-influence: candidates for noisy facts."""
     _setup_logging(verbose)
     import pandas as pd
@@ -206,7 +211,8 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, outpu
     check_output(output)
     run = load_run(run_dir)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
-                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device)
+                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
+                    precision=precision)
     values = tracin.self_influence()
     order = torch.argsort(values, descending=True, stable=True)
     if top_k is not None:

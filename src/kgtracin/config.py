@@ -41,6 +41,8 @@ class TracInConfig:
     #: Compute dtype: ``None`` keeps the model's; ``fp32``, ``bf16``, ``fp16`` or ``fp64`` casts the checkpoints.
     #: Lower precision is opt-in and inexact (see BENCHMARKS.md for its measured error).
     precision: str | None = field(default=None, metadata={"help": "fp32 (exact), bf16 or fp16"})
+    #: torch.compile the model's scoring for ``vmap`` / ``loop``. The fast path's hooks cannot be traced.
+    compile: bool = field(default=False, metadata={"help": "torch.compile the scorer (vmap, loop)"})
     #: Training triples per shard: the unit of resumable storage and of work split across processes.
     shard_size: int = field(default=16384, metadata={"help": "training triples per shard"})
     #: Show tqdm progress bars.
@@ -53,6 +55,11 @@ class TracInConfig:
             raise KGTracinError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise KGTracinError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.compile and self.method == "fast":
+            raise KGTracinError(
+                "compile applies to method 'vmap' or 'loop': torch.compile cannot trace the hooks of the fast "
+                "path (it gave wrong results when tried), and the fast path needs no compilation"
+            )
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise KGTracinError(f"shard size must be a positive integer, got {self.shard_size!r}")
         params = self.parameters

@@ -41,6 +41,7 @@ class TracIn:
     :param device: torch device (default: the model's)
     :param precision: ``None`` (the model's dtype, exact), or ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"fp64"``;
         bf16 / fp16 are opt-in and approximate
+    :param compile: ``torch.compile`` the scoring function (``vmap`` and ``loop`` only)
     :param shard_size: training triples per shard (the unit of the resumable store and of torchrun sharding)
     :param progress: show tqdm progress bars
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
@@ -58,6 +59,7 @@ class TracIn:
         device: str | torch.device | None = None,
         *,
         precision: str | None = None,
+        compile: bool = False,
         shard_size: int = 16384,
         progress: bool = True,
         labels: Labels | None = None,
@@ -65,7 +67,8 @@ class TracIn:
         self.config = TracInConfig(
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
             method=method, batch_size=batch_size,
-            device=None if device is None else str(device), precision=precision, shard_size=shard_size,
+            device=None if device is None else str(device), precision=precision, compile=compile,
+            shard_size=shard_size,
             progress=progress,
         )
         self.model = model
@@ -107,6 +110,9 @@ class TracIn:
                 ModelAdapter(materialize(self.model, c, device, self.config.dtype), self.config.parameters)
                 for c in self.checkpoints
             ]
+            if self.config.compile:
+                for adapter in self._adapters:
+                    adapter.scorer = torch.compile(adapter.scorer)
             logger.info("TracIn with %d checkpoint(s), method=%s, paths: %s", len(self._adapters),
                         self.config.method, self.describe())
         return Scorer(
