@@ -138,3 +138,15 @@ def test_compile_is_exact_for_loop_and_refused_for_fast(run, nations_run, capsys
     code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--compile", "--output",
                            tmp_path / "x.tsv")
     assert_clean_error(code, err, "compile")
+
+
+def test_test_blocks_do_not_change_results(run, tmp_path):
+    test, train = run.splits["testing"][:7], run.training_triples[:300]
+    whole = TracIn(run.model, train, run.checkpoints, progress=False)
+    blocked = TracIn(run.model, train, run.checkpoints, test_block_size=3, progress=False)
+    expected = whole.scores(test)
+    assert float((blocked.scores(test) - expected).abs().max() / expected.abs().max()) < 1e-5
+    a, b = whole.influence(test, top_k=4), blocked.influence(test, top_k=4, store=tmp_path / "store")
+    assert torch.equal(a.proponents.indices, b.proponents.indices)
+    assert torch.equal(a.opponents.indices, b.opponents.indices)
+    assert len(list((tmp_path / "store").glob("test_block_*"))) == 3

@@ -45,6 +45,9 @@ class TracInConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the scorer (vmap, loop)"})
     #: Training triples per shard: the unit of resumable storage and of work split across processes.
     shard_size: int = field(default=16384, metadata={"help": "training triples per shard"})
+    #: Test triples per block: the test side's factors and the (batch x block) kernel are held one block at a
+    #: time, so memory stays bounded however many predictions are explained.
+    test_block_size: int = field(default=4096, metadata={"help": "test triples held at once"})
     #: Show tqdm progress bars.
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -60,6 +63,8 @@ class TracInConfig:
                 "compile applies to method 'vmap' or 'loop': torch.compile cannot trace the hooks of the fast "
                 "path (it gave wrong results when tried), and the fast path needs no compilation"
             )
+        if not isinstance(self.test_block_size, int) or self.test_block_size < 1:
+            raise KGTracinError(f"test block size must be a positive integer, got {self.test_block_size!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise KGTracinError(f"shard size must be a positive integer, got {self.shard_size!r}")
         params = self.parameters

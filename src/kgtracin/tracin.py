@@ -43,6 +43,7 @@ class TracIn:
         bf16 / fp16 are opt-in and approximate
     :param compile: ``torch.compile`` the scoring function (``vmap`` and ``loop`` only)
     :param shard_size: training triples per shard (the unit of the resumable store and of torchrun sharding)
+    :param test_block_size: test triples whose factors are held at once (bounds memory for large M)
     :param progress: show tqdm progress bars
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
         ``TriplesFactory`` when one is given)
@@ -61,6 +62,7 @@ class TracIn:
         precision: str | None = None,
         compile: bool = False,
         shard_size: int = 16384,
+        test_block_size: int = 4096,
         progress: bool = True,
         labels: Labels | None = None,
     ):
@@ -68,8 +70,7 @@ class TracIn:
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
             method=method, batch_size=batch_size,
             device=None if device is None else str(device), precision=precision, compile=compile,
-            shard_size=shard_size,
-            progress=progress,
+            shard_size=shard_size, test_block_size=test_block_size, progress=progress,
         )
         self.model = model
         reference = ModelAdapter(model, self.config.parameters)  # validates the model and parameter patterns
@@ -145,9 +146,13 @@ class TracIn:
         :return: shape: (M, N); entry (j, i) is the influence of training triple i on test triple j
         """
         test = self._check_test(test_triples)
-        sink = DenseSink(test.shape[0], self.training_triples.shape[0], self._reference.dtype)
-        self._scorer().run(self.training_triples, test, sink)
-        return sink.scores
+        scorer, block = self._scorer(), self.config.test_block_size
+        out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._reference.dtype)
+        for first in range(0, test.shape[0], block):
+            sink = DenseSink(min(block, test.shape[0] - first), self.training_triples.shape[0], out.dtype)
+            scorer.run(self.training_triples, test[first : first + block], sink)
+            out[first : first + block] = sink.scores
+        return out
 
     def influence(self, test_triples: torch.Tensor, top_k: int = 10,
                   store: str | os.PathLike | None = None) -> InfluenceResult:
@@ -168,12 +173,20 @@ class TracIn:
         test = self._check_test(test_triples)
         k = min(top_k, self.training_triples.shape[0])
         scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
-        shard_store = None if store is None else ShardStore(store, self._fingerprint(test, k))
-        sink = sharded_topk(scorer, self.training_triples, test, k, self._reference.dtype,
-                            self.config.shard_size, shard_store)
+        block = self.config.test_block_size
+        parts = []
+        for first in range(0, test.shape[0], block):
+            test_block = test[first : first + block]
+            shard_store = None
+            if store is not None:
+                folder = Path(store) if test.shape[0] <= block else Path(store) / f"test_block_{first // block:05d}"
+                shard_store = ShardStore(folder, self._fingerprint(test_block, k))
+            parts.append(sharded_topk(scorer, self.training_triples, test_block, k, self._reference.dtype,
+                                      self.config.shard_size, shard_store))
         return InfluenceResult(
-            proponents=TopK(sink.top_indices, sink.top_values),
-            opponents=TopK(sink.bottom_indices, sink.bottom_values),
+            proponents=TopK(torch.cat([p.top_indices for p in parts]), torch.cat([p.top_values for p in parts])),
+            opponents=TopK(torch.cat([p.bottom_indices for p in parts]),
+                           torch.cat([p.bottom_values for p in parts])),
             test_triples=test, training_triples=self.training_triples, labels=self.labels,
         )
 

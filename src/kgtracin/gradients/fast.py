@@ -117,8 +117,8 @@ class _Recorder:
         for key, (module, _, _) in (*plan.linears.items(), *plan.smalls.items()):
             self.handles.append(module.register_forward_hook(self._call_hook(key)))
 
-    def _check_batch(self, key: str, tensor: torch.Tensor) -> None:
-        if tensor.ndim == 0 or tensor.shape[0] != self.batch:
+    def _check_batch(self, key: str, tensor: torch.Tensor, ndim: int | None = None) -> None:
+        if tensor.ndim == 0 or tensor.shape[0] != self.batch or (ndim is not None and tensor.ndim != ndim):
             raise RuntimeError(
                 f"method='fast' cannot attribute {key} per triple (leading dimension {tuple(tensor.shape)} "
                 f"is not the batch of {self.batch}); use method='vmap'"
@@ -127,9 +127,7 @@ class _Recorder:
     def _row_hook(self, key: str):
         def hook(module, inputs, output):
             index = inputs[0]
-            if index.ndim != 1:
-                self._check_batch(key, index.new_empty(0, 0))
-            self._check_batch(key, index)
+            self._check_batch(key, index, ndim=1)
             leaf = output.detach().requires_grad_(True)
             self.rows[key].append((index, leaf))
             return leaf

@@ -1,0 +1,127 @@
+"""The kgtracin benchmark suite: ``python benchmarks/run.py`` (``--quick`` for a small smoke run).
+
+Every measurement runs in its own process (so peak RSS is its own), one after another, on this machine.
+Writes ``benchmarks/results.json``, ``BENCHMARKS.md`` and ``benchmarks/scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+COMMAND = "python benchmarks/run.py"
+SYN_N = 272_115
+
+
+def suite(quick: bool) -> list[dict]:
+    """The measurements, each a spec for ``measure.py``. Keys name them in the report."""
+    ms = [1, 10, 100] if quick else [1, 10, 100, 1000]
+    slices = [16, 48] if quick else [32, 96]
+    specs = [
+        {"key": "umls epoch", "kind": "epoch", "workload": "umls-conve"},
+        {"key": "umls captum fc", "kind": "captum", "m": 20 if quick else 100, "batch_size": 128},
+        {"key": "umls fast fc", "kind": "tracin", "workload": "umls-conve", "method": "fast", "parameters": "fc",
+         "m": 20 if quick else 100},
+        {"key": "umls vmap fc", "kind": "tracin", "workload": "umls-conve", "method": "vmap", "parameters": "fc",
+         "m": 20 if quick else 100, "slices": slices},
+        {"key": "umls precision", "kind": "precision", "m": 20 if quick else 100,
+         "compile_slice": 64 if quick else 256},
+    ]
+    specs.append({"key": "umls fast scores M=100", "kind": "tracin", "workload": "umls-conve", "method": "fast",
+                  "m": 100, "api": "scores"})
+    for m in ms:
+        specs.append({"key": f"umls fast all M={m}", "kind": "tracin", "workload": "umls-conve", "method": "fast",
+                      "m": m})
+    for m in ms[:3]:
+        for method in ("vmap", "loop"):
+            specs.append({"key": f"umls {method} all M={m}", "kind": "tracin", "workload": "umls-conve",
+                          "method": method, "m": m, "slices": slices})
+    n_syn = 20_000 if quick else SYN_N
+    for model in ("conve", "distmult", "transe", "complex"):
+        workload = f"synthetic-{model}"
+        specs.append({"key": f"{workload} epoch", "kind": "epoch", "workload": workload, "n_train": n_syn})
+        for m in ms:
+            specs.append({"key": f"{workload} fast M={m}", "kind": "tracin", "workload": workload,
+                          "method": "fast", "m": m, "n_train": n_syn})
+    for m in ms[:3] if quick else [1, 10, 100]:
+        for method in ("vmap", "loop"):
+            specs.append({"key": f"synthetic-conve {method} M={m}", "kind": "tracin", "workload": "synthetic-conve",
+                          "method": method, "m": m, "n_train": n_syn, "slices": slices})
+    fractions = [0.125, 0.25, 0.5]
+    for f in fractions:
+        n = int(n_syn * f)
+        specs.append({"key": f"synthetic-conve epoch N={n}", "kind": "epoch", "workload": "synthetic-conve",
+                      "n_train": n})
+        specs.append({"key": f"synthetic-conve fast M=100 N={n}", "kind": "tracin", "workload": "synthetic-conve",
+                      "method": "fast", "m": 100, "n_train": n})
+    return specs
+
+
+def measure(spec: dict) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    start = time.time()
+    proc = subprocess.run([sys.executable, str(HERE / "measure.py"), json.dumps(spec)], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1], "wall": time.time() - start}
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["wall"] = time.time() - start
+    return result
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU; Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--render-only", action="store_true", help="re-render from benchmarks/results.json")
+    parser.add_argument("--only", default=None, help="run only specs whose key contains this text")
+    args = parser.parse_args()
+    results_file = HERE / ("results-quick.json" if args.quick else "results.json")
+    record = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    if not args.render_only:
+        record = {"machine": machine(), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M UTC",
+                  time.gmtime()), "results": record.get("results", {}) if args.only else {}}
+        for spec in suite(args.quick):
+            if args.only and args.only not in spec["key"]:
+                continue
+            print(f"{spec['key']} ...", end=" ", flush=True)
+            record["results"][spec["key"]] = {"spec": spec, **measure(spec)}
+            result = record["results"][spec["key"]]
+            print(result.get("error") or f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_gb']:.2f} GB",
+                  flush=True)
+            results_file.write_text(json.dumps(record, indent=1))
+        record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results_file.write_text(json.dumps(record, indent=1))
+    from report import render
+
+    render(record, ROOT / ("BENCHMARKS-quick.md" if args.quick else "BENCHMARKS.md"),
+           HERE / ("scaling-quick.png" if args.quick else "scaling.png"), COMMAND + (" --quick" if args.quick else ""))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()
