@@ -117,3 +117,13 @@ def test_conve_uses_every_structured_path(run_factory):
 def test_tucker_core_tensor_falls_back_to_vmap(run_factory):
     run = load_run(run_factory("TuckER", False))
     assert TracIn(run.model, run.training_triples, progress=False).describe()["interaction.core_tensor"] == "vmap"
+
+
+def test_log_names_the_path_of_each_parameter_group(run_factory, caplog):
+    import logging
+
+    run = load_run(run_factory("TuckER", False))
+    with caplog.at_level(logging.INFO, logger="kgtracin"):
+        TracIn(run.model, run.training_triples[:10], progress=False).self_influence()
+    assert "fast path for TuckER" in caplog.text
+    assert "by rows" in caplog.text and "by batchnorm-eval" in caplog.text and "1 parameter(s) by vmap" in caplog.text

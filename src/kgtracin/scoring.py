@@ -23,10 +23,10 @@ __all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "select_top"]
 
 
 class DenseSink:
-    """Collects the full ``(M, N)`` score matrix."""
+    """Writes the full score matrix into ``scores``, shape (M, N) (a view of a larger matrix is fine)."""
 
-    def __init__(self, num_test: int, num_train: int, dtype: torch.dtype):
-        self.scores = torch.zeros(num_test, num_train, dtype=dtype)
+    def __init__(self, scores: torch.Tensor):
+        self.scores = scores
 
     def add(self, start: int, block: torch.Tensor) -> None:
         """:param block: shape: (B, M), scores of training triples ``start .. start + B``"""

@@ -149,9 +149,7 @@ class TracIn:
         scorer, block = self._scorer(), self.config.test_block_size
         out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._reference.dtype)
         for first in range(0, test.shape[0], block):
-            sink = DenseSink(min(block, test.shape[0] - first), self.training_triples.shape[0], out.dtype)
-            scorer.run(self.training_triples, test[first : first + block], sink)
-            out[first : first + block] = sink.scores
+            scorer.run(self.training_triples, test[first : first + block], DenseSink(out[first : first + block]))
         return out
 
     def influence(self, test_triples: torch.Tensor, top_k: int = 10,
