@@ -108,7 +108,8 @@ class TracIn:
         if self._adapters is None:  # each checkpoint is loaded once and kept
             device = torch.device(self.config.device) if self.config.device else self._reference.device
             self._adapters = [
-                ModelAdapter(materialize(self.model, c, device, self.config.dtype), self.config.parameters)
+                ModelAdapter(materialize(self.model, c, device, self.config.dtype),
+                             self.config.parameters).freeze_unselected()
                 for c in self.checkpoints
             ]
             if self.config.compile:

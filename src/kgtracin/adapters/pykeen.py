@@ -79,6 +79,17 @@ class ModelAdapter:
         self.parameters = select_parameters(model, parameters)
         self.scorer = _ScoreHRT(model)
 
+    def freeze_unselected(self) -> "ModelAdapter":
+        """Stop autograd from tracking the parameters that are not differentiated.
+
+        Only for a model the adapter owns (kgtracin's private copy of a checkpoint): it saves the forward
+        pass the bookkeeping for gradients nobody asks for.
+        """
+        for param in self.model.parameters():
+            if not any(param is chosen for chosen in self.parameters.values()):
+                param.requires_grad_(False)
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

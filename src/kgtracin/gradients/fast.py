@@ -164,6 +164,12 @@ def _bn_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[
     return scale, shift
 
 
+def _stack_calls(tensors, batch: int) -> torch.Tensor:
+    """A layer's per-call tensors (B, ..., d) as one (B, P, d) tensor; no copy for a single call."""
+    parts = [t.reshape(batch, -1, t.shape[-1]) for t in tensors]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 class FastComputer(GradientComputer):
     """Exact per-triple gradient factors from one batched backward pass (the default method)."""
 
@@ -222,9 +228,8 @@ class FastComputer(GradientComputer):
                 position += len(calls)
                 if name in plan.linears:
                     _, w_sel, b_sel = plan.linears[name]
-                    xs = torch.cat([x.reshape(batch, -1, x.shape[-1]) for x, _ in calls], 1) if w_sel else None
-                    ds = torch.cat([d.reshape(batch, -1, d.shape[-1]) for d in deltas], 1)
-                    groups[name] = OuterGroup(xs, ds, b_sel)
+                    xs = _stack_calls([x for x, _ in calls], batch) if w_sel else None
+                    groups[name] = OuterGroup(xs, _stack_calls(deltas, batch), b_sel)
                     continue
                 module, w_sel, b_sel = plan.smalls[name]
                 fn = _conv_grads if isinstance(module, nn.Conv2d) else _bn_grads
