@@ -38,9 +38,10 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         "Times marked * are extrapolated linearly from two timed slices of training triples (the fixed cost of",
         "the test side plus a per-training-triple cost); the slices are in `benchmarks/results.json`.",
         "`fast` is timed through `TracIn.influence(top_k=10)`; `loop` and `vmap` through `TracIn.scores` on the",
-        "slices. One checkpoint, float32, all parameters unless said otherwise. The epoch is forward + backward",
-        "of the same per-triple loss (`softplus(-score)`, eval mode) over the same training triples in batches",
-        "of 1024, all parameters.",
+        "slices. Every timed measurement (Captum's too) follows a warm-up on a small slice of the same work.",
+        "One checkpoint, float32, all parameters unless said otherwise; `fast` uses its default batch of 256.",
+        "The epoch is forward + backward of the same per-triple loss (`softplus(-score)`, eval mode) over the",
+        "same training triples, all parameters, timed at batch sizes 256 and 1024: the faster is the floor.",
         "",
     ]
     # -- targets
@@ -48,10 +49,11 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
     syn_ep = _r(res, "synthetic-conve epoch")
     syn100, syn1000 = _r(res, "synthetic-conve fast M=100"), _r(res, "synthetic-conve fast M=1000")
     lines += ["## Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
-    if cap and fast_fc:
-        speed = cap["seconds"] / fast_fc["seconds"]
-        lines.append(f"| >= 100x faster than Captum TracInCP, UMLS ConvE fc layer, M=100 x N=5,216 | "
-                     f"{speed:.0f}x ({cap['seconds']:.1f} s vs {fast_fc['seconds']:.2f} s) | {_check(speed >= 100)} |")
+    if cap:
+        speed = cap["seconds"] / cap["kgtracin_seconds"]
+        lines.append(f"| >= 100x faster than Captum TracInCP, UMLS ConvE fc layer, M=100 x N=5,216 (both give the "
+                     f"full matrix, timed in one process) | {speed:.0f}x ({cap['seconds']:.1f} s vs "
+                     f"{cap['kgtracin_seconds']:.2f} s) | {_check(speed >= 100)} |")
         lines.append(f"| agrees with Captum to 1e-4 relative | {cap['relative_error']:.1e} | "
                      f"{_check(cap['relative_error'] <= 1e-4)} |")
     if syn_ep and syn100:
@@ -92,10 +94,14 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
     if cap and fast_fc:
         lines += ["### fc layer only (2.07M weights), M=100, against Captum", "",
                   "| method | time | vs fast |", "| --- | --- | --- |",
-                  f"| kgtracin fast | {_s(fast_fc)} | 1x |",
-                  f"| kgtracin vmap | {_s(vfc)} | {_ratio(vfc, fast_fc)} |",
-                  f"| Captum 0.9 TracInCP, sample_wise_grads_per_batch=True, batch 128 | {_s(cap)} | "
-                  f"{_ratio(cap, fast_fc)} |", "",
+                  f"| kgtracin fast, `scores` (full matrix), in the Captum process | "
+                  f"{cap['kgtracin_seconds']:.2f} s | 1x |",
+                  f"| kgtracin fast, `influence` (top-10), own process | {_s(fast_fc)} | "
+                  f"{fast_fc['seconds'] / cap['kgtracin_seconds']:.2f}x |",
+                  f"| kgtracin vmap | {_s(vfc)} | {vfc['seconds'] / cap['kgtracin_seconds']:.0f}x |" if vfc else
+                  "| kgtracin vmap | n/a | |",
+                  f"| Captum 0.9 TracInCP, sample_wise_grads_per_batch=True, batch 128, influence(k=None) | "
+                  f"{_s(cap)} | {cap['seconds'] / cap['kgtracin_seconds']:.0f}x |", "",
                   f"Captum peak RSS {cap['peak_rss_gb']:.1f} GB. Captum's scores and kgtracin's agree to "
                   f"{cap['relative_error']:.1e} relative.", ""]
     # -- synthetic

@@ -23,7 +23,7 @@ PRECISIONS: dict[str, torch.dtype] = {
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
 #: triple of a batch, so their batches are small.
-DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
+DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 256, "vmap": 16, "loop": 32}
 
 
 @dataclass(frozen=True)

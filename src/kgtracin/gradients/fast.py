@@ -155,13 +155,17 @@ def _conv_grads(module: nn.Conv2d, x: torch.Tensor, delta: torch.Tensor) -> tupl
 
 
 def _bn_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-triple eval-mode batch-norm gradients. :return: scale (B, C), shift (B, C)"""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    x_hat = (x - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
-    positions = tuple(range(2, x.ndim))
-    scale = (delta * x_hat).sum(dim=positions) if positions else delta * x_hat
-    shift = delta.sum(dim=positions) if positions else delta
-    return scale, shift
+    """Per-triple eval-mode batch-norm gradients. :return: scale (B, C), shift (B, C)
+
+    With ``x_hat = (x - mean) / std``: scale = sum_p delta x_hat = (sum_p delta x - mean sum_p delta) / std and
+    shift = sum_p delta, computed without any full-size temporary.
+    """
+    batch, channels = x.shape[0], x.shape[1]
+    x, delta = x.reshape(batch, channels, -1), delta.reshape(batch, channels, -1)
+    shift = delta.sum(dim=2)
+    dx = torch.einsum("bcp,bcp->bc", delta, x)
+    std = torch.sqrt(module.running_var + module.eps)
+    return (dx - module.running_mean * shift) / std, shift
 
 
 def _stack_calls(tensors, batch: int) -> torch.Tensor:
@@ -209,14 +213,15 @@ class FastComputer(GradientComputer):
             row_targets = [leaf for calls in recorder.rows.values() for _, leaf in calls]
             call_targets = [out for calls in recorder.calls.values() for _, out in calls]
             tables = [adapter.parameters[name] for name in plan.rows]
-            grads = torch.autograd.grad(
-                loss, row_targets + call_targets + tables, allow_unused=True, materialize_grads=True
-            )
-            if any(bool(g.any()) for g in grads[len(row_targets) + len(call_targets):]):
+            grads = torch.autograd.grad(loss, row_targets + call_targets + tables, allow_unused=True)
+            # a table reached other than through the hooked lookups would get a gradient here
+            if any(g is not None and bool(g.any()) for g in grads[len(row_targets) + len(call_targets):]):
                 raise RuntimeError(
                     f"{type(adapter.model).__name__} uses an embedding table outside per-triple lookups; "
                     "use method='vmap'"
                 )
+            targets = row_targets + call_targets
+            grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, targets)]
             position = 0
             for name, calls in recorder.rows.items():
                 index = torch.stack([idx for idx, _ in calls], dim=1)
