@@ -49,34 +49,66 @@ def select_top(values: torch.Tensor, indices: torch.Tensor, k: int, largest: boo
 class TopKSink:
     """Keeps the running top-k (largest: proponents) and bottom-k (smallest: opponents) per test triple.
 
-    Merging is deterministic and order-independent (ties go to the smaller training index), so partial
-    sinks from shards, processes or an interrupted run merge to the same result.
+    Kernel blocks are buffered and selected from in bulk (about ``buffer_elements`` scores at a time), so the
+    selection costs little however small the batches. Merging is deterministic and order-independent (ties go
+    to the smaller training index), so partial sinks from shards, processes or an interrupted run merge to
+    the same result.
     """
 
-    def __init__(self, num_test: int, k: int, dtype: torch.dtype):
+    def __init__(self, num_test: int, k: int, dtype: torch.dtype, buffer_elements: int = 1 << 24):
         self.k = k
-        self.top_values = torch.empty(num_test, 0, dtype=dtype)
-        self.top_indices = torch.empty(num_test, 0, dtype=torch.long)
-        self.bottom_values = torch.empty(num_test, 0, dtype=dtype)
-        self.bottom_indices = torch.empty(num_test, 0, dtype=torch.long)
+        self._top = (torch.empty(num_test, 0, dtype=dtype), torch.empty(num_test, 0, dtype=torch.long))
+        self._bottom = (torch.empty(num_test, 0, dtype=dtype), torch.empty(num_test, 0, dtype=torch.long))
+        self._buffer: list[tuple[int, torch.Tensor]] = []
+        self._buffered = 0
+        self._limit = max(1, buffer_elements // max(num_test, 1))
 
     def add(self, start: int, block: torch.Tensor) -> None:
         """:param block: shape: (B, M), scores of training triples ``start .. start + B``"""
-        block = block.T.cpu()  # (M, B)
-        k = min(self.k, block.shape[1])
+        self._buffer.append((start, block.T.to("cpu", self._top[0].dtype)))
+        self._buffered += block.shape[0]
+        if self._buffered >= self._limit:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        values = torch.cat([b for _, b in self._buffer], dim=1)  # (M, C)
+        indices = torch.cat([torch.arange(s, s + b.shape[1]) for s, b in self._buffer])
+        self._buffer, self._buffered = [], 0
+        k = min(self.k, values.shape[1])
         for largest in (True, False):
-            v, i = torch.topk(block, k, dim=1, largest=largest, sorted=False)
-            self._merge(v, i + start, largest)
+            v, i = torch.topk(values, k, dim=1, largest=largest, sorted=False)
+            self._merge(v, indices[i], largest)
 
     def _merge(self, values: torch.Tensor, indices: torch.Tensor, largest: bool) -> None:
+        current = self._top if largest else self._bottom
+        merged = select_top(torch.cat([current[0], values.to(current[0].dtype)], 1),
+                            torch.cat([current[1], indices], 1), self.k, largest)
         if largest:
-            self.top_values, self.top_indices = select_top(
-                torch.cat([self.top_values, values.to(self.top_values.dtype)], 1),
-                torch.cat([self.top_indices, indices], 1), self.k, True)
+            self._top = merged
         else:
-            self.bottom_values, self.bottom_indices = select_top(
-                torch.cat([self.bottom_values, values.to(self.bottom_values.dtype)], 1),
-                torch.cat([self.bottom_indices, indices], 1), self.k, False)
+            self._bottom = merged
+
+    @property
+    def top_values(self) -> torch.Tensor:
+        self._flush()
+        return self._top[0]
+
+    @property
+    def top_indices(self) -> torch.Tensor:
+        self._flush()
+        return self._top[1]
+
+    @property
+    def bottom_values(self) -> torch.Tensor:
+        self._flush()
+        return self._bottom[0]
+
+    @property
+    def bottom_indices(self) -> torch.Tensor:
+        self._flush()
+        return self._bottom[1]
 
     def merge(self, other: "TopKSink") -> None:
         """Fold another sink over the same test triples into this one."""
@@ -90,8 +122,8 @@ class TopKSink:
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], k: int) -> "TopKSink":
         sink = cls(state["top_values"].shape[0], k, state["top_values"].dtype)
-        for key, value in state.items():
-            setattr(sink, key, value)
+        sink._top = (state["top_values"], state["top_indices"])
+        sink._bottom = (state["bottom_values"], state["bottom_indices"])
         return sink
 
 
