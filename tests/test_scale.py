@@ -150,3 +150,25 @@ def test_test_blocks_do_not_change_results(run, tmp_path):
     assert torch.equal(a.proponents.indices, b.proponents.indices)
     assert torch.equal(a.opponents.indices, b.opponents.indices)
     assert len(list((tmp_path / "store").glob("test_block_*"))) == 3
+
+
+def test_store_is_not_reused_for_changed_in_memory_weights(run, tmp_path):
+    import copy
+
+    from kgtracin import Checkpoint
+
+    test, train, store = run.splits["testing"][:3], run.training_triples[:400], tmp_path / "store"
+    state = run.model.state_dict()
+    changed = copy.deepcopy(state)
+    name = "interaction.hr1d.0.weight"
+    changed[name] = changed[name] * 1.5
+    first = TracIn(run.model, train, [Checkpoint(state, 1.0)], shard_size=100, progress=False)
+    first.influence(test, top_k=3, store=store)
+    assert len(list(store.glob("shard_*.pt"))) == 4
+    second = TracIn(run.model, train, [Checkpoint(changed, 1.0)], shard_size=100, progress=False)
+    from_store = second.influence(test, top_k=3, store=store)
+    fresh = second.influence(test, top_k=3)
+    assert torch.equal(from_store.proponents.indices, fresh.proponents.indices)
+    assert torch.equal(from_store.proponents.scores, fresh.proponents.scores)
+    old = first.influence(test, top_k=3)
+    assert not torch.equal(old.proponents.scores, fresh.proponents.scores)

@@ -193,15 +193,17 @@ class TracIn:
         """What identifies a top-k computation, for the resumable store."""
         from . import __version__
 
-        def digest(tensor: torch.Tensor) -> str:
-            return hashlib.sha1(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+        def digest(*tensors: torch.Tensor) -> str:
+            sha = hashlib.sha1()
+            for tensor in tensors:  # tensor by tensor: no copy of the whole model
+                sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            return sha.hexdigest()
 
         def checkpoint_id(c: Checkpoint) -> list:
             if isinstance(c.state, (str, os.PathLike)):
                 stat = Path(c.state).stat()
                 return [str(Path(c.state).resolve()), stat.st_size, stat.st_mtime_ns, c.learning_rate]
-            return [digest(torch.cat([v.reshape(-1).double().cpu() for v in c.state.values()
-                                      if v.is_floating_point()])), c.learning_rate]
+            return [digest(*c.state.values()), c.learning_rate]
 
         return {
             "kgtracin": __version__, "model": type(self.model).__name__, "k": k,

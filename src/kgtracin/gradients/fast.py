@@ -15,6 +15,7 @@ slower); :meth:`FastComputer.describe` and the log say which path each parameter
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -180,20 +181,20 @@ class FastComputer(GradientComputer):
     name = "fast"
 
     def __init__(self) -> None:
-        self._plans: dict[int, _Plan] = {}
+        # keyed by the adapter itself (not its id, which a later adapter could reuse)
+        self._plans: weakref.WeakKeyDictionary[ModelAdapter, _Plan] = weakref.WeakKeyDictionary()
 
     def _plan(self, adapter: ModelAdapter) -> _Plan:
-        key = id(adapter)
-        if key not in self._plans:
-            self._plans[key] = _make_plan(adapter)
+        if adapter not in self._plans:
+            self._plans[adapter] = _make_plan(adapter)
             counts: dict[str, int] = {}
-            for path in self._plans[key].paths.values():
+            for path in self._plans[adapter].paths.values():
                 counts[path] = counts.get(path, 0) + 1
             logger.info(
                 "fast path for %s: %s", type(adapter.model).__name__,
                 ", ".join(f"{n} parameter(s) by {p}" for p, n in counts.items()),
             )
-        return self._plans[key]
+        return self._plans[adapter]
 
     def describe(self, adapter: ModelAdapter) -> dict[str, str]:
         return dict(self._plan(adapter).paths)
