@@ -1,4 +1,4 @@
-"""Generic cases: every method x model agrees with the ``loop`` reference on all parameters.
+"""Generic cases: every method x model x loss agrees with the ``loop`` reference on all parameters.
 
 Each model gets a three-line subclass of :class:`GenericModelCase`; a meta-test fails when a model in
 :data:`MODELS` has no case.
@@ -17,6 +17,8 @@ from .conftest import relative_error
 #: every model kgtracin promises a fast path for, plus generic ERModels
 MODELS = ("ConvE", "DistMult", "TransE", "ComplEx", "RotatE", "ERMLP", "TuckER")
 TOLERANCE = 1e-5
+#: (model, inverse triples) whose softmax loss has the closed form (scores linear in the candidate entity)
+SOFTMAX_CLOSED_FORM = {("ConvE", True), ("DistMult", False), ("DistMult", True), ("ComplEx", False)}
 NUM_TRAIN, NUM_TEST = 120, 6
 
 
@@ -26,8 +28,9 @@ class GenericModelCase:
     model: str
     inverse: bool
 
-    @pytest.fixture(scope="class")
-    def setup(self, run_factory):
+    @pytest.fixture(scope="class", params=["bce", "softmax"])
+    def setup(self, run_factory, request):
+        loss = request.param
         run = load_run(run_factory(self.model, self.inverse))
         model = run.model.double()  # compare in float64
         assert run.model.use_inverse_triples == self.inverse
@@ -36,35 +39,57 @@ class GenericModelCase:
         assert len(checkpoints) == 2
         train = run.training_triples[:NUM_TRAIN]
         test = run.splits["testing"][:NUM_TEST]
-        reference = TracIn(model, train, checkpoints, method="loop", progress=False)
-        return model, checkpoints, train, test, reference.scores(test), reference.self_influence()
+        reference = TracIn(model, train, checkpoints, method="loop", progress=False, loss=loss)
+        return model, checkpoints, train, test, reference.scores(test), reference.self_influence(), loss
 
     @pytest.mark.parametrize("method", ["vmap", "fast"])
     def test_scores_match_loop(self, setup, method):
-        model, checkpoints, train, test, expected, _ = setup
-        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False).scores(test)
+        model, checkpoints, train, test, expected, _, loss = setup
+        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False,
+                        loss=loss).scores(test)
         assert actual.shape == (NUM_TEST, NUM_TRAIN)
         assert actual.dtype == torch.float64
         assert relative_error(actual, expected) < TOLERANCE
 
     @pytest.mark.parametrize("method", ["vmap", "fast"])
     def test_self_influence_matches_loop(self, setup, method):
-        model, checkpoints, train, _, _, expected = setup
-        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False).self_influence()
+        model, checkpoints, train, _, _, expected, loss = setup
+        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False,
+                        loss=loss).self_influence()
         assert relative_error(actual, expected) < TOLERANCE
 
     def test_reference_is_not_trivial(self, setup):
-        *_, expected, self_expected = setup
+        *_, expected, self_expected, _ = setup
         assert expected.abs().max() > 0 and expected.std() > 0
         assert (self_expected > 0).all()
 
     def test_fast_covers_all_parameters(self, setup):
-        model, checkpoints, train, *_ = setup
-        tracin = TracIn(model, train, checkpoints, progress=False)
+        model, checkpoints, train, *_, loss = setup
+        tracin = TracIn(model, train, checkpoints, progress=False, loss=loss)
         paths = tracin.describe()
         assert set(paths) == {name for name, p in model.named_parameters() if p.requires_grad}
         embeddings = [n for n in paths if n.endswith("_embeddings.weight")]
-        assert embeddings and all(paths[n] == "rows" for n in embeddings)
+        if loss == "bce":
+            assert embeddings and all(paths[n] == "rows" for n in embeddings)
+        elif (self.model, self.inverse) in SOFTMAX_CLOSED_FORM:
+            assert {paths[n] for n in embeddings} == {"rows", "rows+candidates"}
+        else:  # the exact fallback says why
+            assert all(p.startswith("vmap (softmax: ") for p in paths.values())
+
+    def test_normalized_is_scaled_raw(self, setup):
+        """``normalize="train"`` divides each training gradient by its norm, checkpoint by checkpoint."""
+        model, checkpoints, train, test, *_, loss = setup
+        per_checkpoint = []
+        for checkpoint in checkpoints:
+            tracin = TracIn(model, train, [checkpoint], progress=False, loss=loss)
+            norms = (tracin.self_influence() / checkpoint.learning_rate).sqrt()
+            per_checkpoint.append(tracin.scores(test) / norms)
+        expected = sum(per_checkpoint)
+        normalized = TracIn(model, train, checkpoints, progress=False, loss=loss, normalize="train")
+        assert relative_error(normalized.scores(test), expected) < TOLERANCE
+        expected_self = sum(torch.sqrt(c.learning_rate * TracIn(model, train, [c], progress=False, loss=loss)
+                                       .self_influence()) for c in checkpoints)
+        assert relative_error(normalized.self_influence(), expected_self) < TOLERANCE
 
 
 class TestConvE(GenericModelCase):
@@ -112,6 +137,23 @@ def test_conve_uses_every_structured_path(run_factory):
     run = load_run(run_factory("ConvE", True))
     paths = set(TracIn(run.model, run.training_triples, progress=False).describe().values())
     assert paths == {"rows", "outer-product", "conv2d-unfold", "batchnorm-eval"}
+
+
+def test_softmax_is_cross_entropy_in_both_directions(run_factory):
+    """The softmax loss against PyKEEN's own scoring of all tails and (inverse) heads."""
+    from torch.nn import functional as F
+
+    from kgtracin.adapters import ModelAdapter
+
+    for model_name, inverse in (("ConvE", True), ("DistMult", False)):
+        run = load_run(run_factory(model_name, inverse))
+        model, test = run.model.double(), run.splits["testing"][:4]
+        tails = model.predict_t(test[:, :2]) if not model.predict_with_sigmoid else None
+        heads = model.predict_h(test[:, 1:])
+        expected = F.cross_entropy(tails, test[:, 2], reduction="none") + F.cross_entropy(heads, test[:, 0],
+                                                                                         reduction="none")
+        actual = ModelAdapter(model, loss="softmax").losses(test)
+        assert relative_error(actual, expected) < TOLERANCE
 
 
 def test_tucker_core_tensor_falls_back_to_vmap(run_factory):

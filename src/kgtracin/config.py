@@ -9,7 +9,7 @@ import torch
 
 from .errors import KGTracinError
 
-__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS"]
+__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS"]
 
 Method = Literal["fast", "vmap", "loop"]
 
@@ -20,6 +20,9 @@ METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64,
 }
+
+#: How training gradients are scaled before the inner product: None (raw TracIn) or "train" (unit norm).
+NORMALIZATIONS: tuple[str | None, ...] = (None, "train")
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
 #: triple of a batch, so their batches are small.
@@ -50,6 +53,11 @@ class TracInConfig:
     test_block_size: int = field(default=4096, metadata={"help": "test triples held at once"})
     #: Show tqdm progress bars.
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    #: The per-triple loss: ``bce`` (``softplus(-score)``) or ``softmax`` (1-N cross-entropy, both directions).
+    loss: str = field(default="bce", metadata={"help": "TracIn loss: bce or softmax"})
+    #: ``None`` (raw TracIn), or ``"train"``: each training gradient divided by its norm at each checkpoint
+    #: (RelatIF-style), so that large-gradient outliers stop being everyone's proponents.
+    normalize: str | None = field(default=None, metadata={"help": "none or train"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,6 +71,12 @@ class TracInConfig:
                 "compile applies to method 'vmap' or 'loop': torch.compile cannot trace the hooks of the fast "
                 "path (it gave wrong results when tried), and the fast path needs no compilation"
             )
+        from .losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise KGTracinError(f"unknown normalisation {self.normalize!r}; choose none or train")
         if not isinstance(self.test_block_size, int) or self.test_block_size < 1:
             raise KGTracinError(f"test block size must be a positive integer, got {self.test_block_size!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:

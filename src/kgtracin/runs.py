@@ -46,6 +46,19 @@ class Run:
     splits: dict[str, torch.Tensor] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
 
+    @property
+    def training_loss(self) -> str:
+        """The PyKEEN loss the model was trained with (from the manifest, else the model's own)."""
+        recorded = (self.manifest.get("training") or {}).get("loss")
+        return recorded or type(getattr(self.model, "loss", None)).__name__
+
+    @property
+    def tracin_loss(self) -> str:
+        """The TracIn loss that matches training: ``softmax`` for a softmax / cross-entropy loss, else ``bce``."""
+        from .losses import loss_for_training
+
+        return loss_for_training(self.training_loss)
+
 
 def write_labels(path: Path, labels: tuple[str, ...]) -> None:
     pd.DataFrame({"id": range(len(labels)), "label": labels}).to_csv(path, sep="\t", index=False)

@@ -147,6 +147,8 @@ class Scorer:
     computer: GradientComputer
     batch_size: int
     progress: bool = True
+    #: None, or "train": divide each training gradient by its norm at each checkpoint
+    normalize: str | None = None
 
     def _batches(self, triples: torch.Tensor, desc: str) -> Iterator[tuple[int, torch.Tensor]]:
         n = triples.shape[0]
@@ -179,7 +181,10 @@ class Scorer:
             for start, batch in self._batches(train, desc):
                 block = None
                 for adapter, lr, test_features in zip(self.adapters, self.learning_rates, tests):
-                    part = self.computer.featurize(adapter, batch).kernel(test_features) * lr
+                    features = self.computer.featurize(adapter, batch)
+                    part = features.kernel(test_features) * lr
+                    if self.normalize == "train":
+                        part = part / features.self_kernel().clamp_min(1e-30).sqrt().unsqueeze(1)
                     block = part if block is None else block + part
                 sink.add(offset + start, block)
 
@@ -198,5 +203,7 @@ class Scorer:
                 block = None
                 for adapter, lr in zip(self.adapters, self.learning_rates):
                     part = self.computer.featurize(adapter, batch).self_kernel() * lr
+                    if self.normalize == "train":  # <g / |g|, g> = |g|
+                        part = part / (part / lr).clamp_min(1e-30).sqrt()
                     block = part if block is None else block + part
                 sink.add(start, block)

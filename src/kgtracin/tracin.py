@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 class TracIn:
     """Exact TracIn influence of training triples on test triples for a PyKEEN ``ERModel``.
 
-    ``TracIn(z -> z') = sum_c lr_c <grad l_{w_c}(z), grad l_{w_c}(z')>`` with ``l = softplus(-score)``
-    (BCE-with-logits against label 1), gradients over the selected parameters in ``eval()`` mode.
+    ``TracIn(z -> z') = sum_c lr_c <grad l_{w_c}(z), grad l_{w_c}(z')>``, gradients over the selected
+    parameters in ``eval()`` mode, with ``l`` the ``bce`` loss ``softplus(-score)`` or the ``softmax`` loss (the
+    1-N cross-entropy in both directions; see :mod:`kgtracin.losses`).
 
     :param model: any PyKEEN ``ERModel``; its architecture is reused for every checkpoint
     :param training_triples: shape: (N, 3), dtype: long, dataset ids; or a ``TriplesFactory``
@@ -47,6 +48,10 @@ class TracIn:
     :param progress: show tqdm progress bars
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
         ``TriplesFactory`` when one is given)
+    :param loss: ``"bce"`` (default for a bare model) or ``"softmax"``; :meth:`from_run` follows the run's
+        training loss
+    :param normalize: ``None`` (raw TracIn) or ``"train"``: each training gradient divided by its norm at each
+        checkpoint, ``sum_c lr_c <g_c(z), g_c(z')> / |g_c(z)|``
     """
 
     def __init__(
@@ -65,15 +70,18 @@ class TracIn:
         test_block_size: int = 4096,
         progress: bool = True,
         labels: Labels | None = None,
+        loss: str = "bce",
+        normalize: str | None = None,
     ):
         self.config = TracInConfig(
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
             method=method, batch_size=batch_size,
             device=None if device is None else str(device), precision=precision, compile=compile,
-            shard_size=shard_size, test_block_size=test_block_size, progress=progress,
+            shard_size=shard_size, test_block_size=test_block_size, progress=progress, loss=loss,
+            normalize=normalize,
         )
         self.model = model
-        reference = ModelAdapter(model, self.config.parameters)  # validates the model and parameter patterns
+        reference = ModelAdapter(model, self.config.parameters, self.config.loss)  # validates the model and parameter patterns
         if hasattr(training_triples, "mapped_triples"):
             if labels is None and hasattr(training_triples, "entity_to_id"):
                 labels = Labels.from_maps(training_triples.entity_to_id, training_triples.relation_to_id)
@@ -101,6 +109,7 @@ class TracIn:
 
         run = load_run(path)
         kwargs.setdefault("labels", run.labels)
+        kwargs.setdefault("loss", run.tracin_loss)
         return cls(run.model, run.training_triples, checkpoints=run.checkpoints, **kwargs)
 
     # -- internals ----------------------------------------------------------------------------------
@@ -109,7 +118,7 @@ class TracIn:
             device = torch.device(self.config.device) if self.config.device else self._reference.device
             self._adapters = [
                 ModelAdapter(materialize(self.model, c, device, self.config.dtype),
-                             self.config.parameters).freeze_unselected()
+                             self.config.parameters, self.config.loss).freeze_unselected()
                 for c in self.checkpoints
             ]
             if self.config.compile:
@@ -123,6 +132,7 @@ class TracIn:
             computer=self._computer,
             batch_size=self.config.effective_batch_size,
             progress=self.config.progress,
+            normalize=self.config.normalize,
         )
 
     def _check_test(self, test_triples) -> torch.Tensor:
@@ -209,7 +219,8 @@ class TracIn:
             "kgtracin": __version__, "model": type(self.model).__name__, "k": k,
             "method": self.config.method, "parameters": list(self._reference.parameters),
             "batch_size": self.config.effective_batch_size, "shard_size": self.config.shard_size,
-            "precision": self.config.precision, "train": digest(self.training_triples), "test": digest(test),
+            "precision": self.config.precision, "loss": self.config.loss, "normalize": self.config.normalize,
+            "train": digest(self.training_triples), "test": digest(test),
             "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
         }
 

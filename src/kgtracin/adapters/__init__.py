@@ -1,5 +1,5 @@
 """Adapters: what kgtracin needs from a model (the per-triple loss and its parameters)."""
 
-from .pykeen import ModelAdapter, select_parameters, triple_loss
+from .pykeen import ModelAdapter, select_parameters
 
-__all__ = ["ModelAdapter", "select_parameters", "triple_loss"]
+__all__ = ["ModelAdapter", "select_parameters"]

@@ -7,20 +7,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-
 from ..errors import KGTracinError
+from ..losses import TripleLoss, make_loss
 
-__all__ = ["ModelAdapter", "select_parameters", "triple_loss"]
-
-
-def triple_loss(scores: torch.Tensor) -> torch.Tensor:
-    """Per-triple TracIn loss: BCE-with-logits of the score against label 1, i.e. ``softplus(-score)``.
-
-    :param scores: shape: (B,), the pre-sigmoid scores
-    :return: shape: (B,)
-    """
-    return F.softplus(-scores)
+__all__ = ["ModelAdapter", "select_parameters"]
 
 
 def select_parameters(model: nn.Module, parameters: str | Sequence[str] = "all") -> dict[str, nn.Parameter]:
@@ -50,15 +40,16 @@ def select_parameters(model: nn.Module, parameters: str | Sequence[str] = "all")
     return {name: p for name, p in named.items() if name in chosen}
 
 
-class _ScoreHRT(nn.Module):
-    """Wraps a model so that ``forward`` is ``score_hrt`` on *internal* ids (for ``torch.func.functional_call``)."""
+class _TripleLosses(nn.Module):
+    """Wraps a model so that ``forward`` is the per-triple loss on *internal* ids (for ``functional_call``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, loss: TripleLoss):
         super().__init__()
         self.model = model
+        self.loss = loss
 
     def forward(self, hrt: torch.Tensor) -> torch.Tensor:
-        return self.model.score_hrt(hrt).view(-1)
+        return self.loss(self.model, hrt)
 
 
 class ModelAdapter:
@@ -70,14 +61,15 @@ class ModelAdapter:
     and with batch-norm running statistics.
     """
 
-    def __init__(self, model: nn.Module, parameters: str | Sequence[str] = "all"):
+    def __init__(self, model: nn.Module, parameters: str | Sequence[str] = "all", loss: str | TripleLoss = "bce"):
         from pykeen.models import ERModel
 
         if not isinstance(model, ERModel):
             raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
         self.model = model.eval()
         self.parameters = select_parameters(model, parameters)
-        self.scorer = _ScoreHRT(model)
+        self.loss = make_loss(loss)
+        self.scorer = _TripleLosses(model, self.loss)
 
     def freeze_unselected(self) -> "ModelAdapter":
         """Stop autograd from tracking the parameters that are not differentiated.
@@ -148,12 +140,12 @@ class ModelAdapter:
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         :return: shape: (B,)
         """
-        return self.scorer(self.to_internal(hrt))
+        return self.model.score_hrt(self.to_internal(hrt)).view(-1)
 
     def losses(self, hrt: torch.Tensor) -> torch.Tensor:
-        """Per-triple losses ``softplus(-score)``.
+        """Per-triple TracIn losses (the adapter's ``loss``: ``bce`` or ``softmax``).
 
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         :return: shape: (B,)
         """
-        return triple_loss(self.scores(hrt))
+        return self.scorer(self.to_internal(hrt))

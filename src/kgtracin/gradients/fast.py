@@ -25,6 +25,8 @@ from torch.nn import functional as F
 from ..adapters import ModelAdapter
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
+from .candidates import (CandidateGroup, all_scores, softmax_deltas, softmax_directions, softmax_unsupported,
+                         surrogate_scores)
 from .vmap import vmap_dense_grads
 
 __all__ = ["FastComputer"]
@@ -48,6 +50,8 @@ class _Plan:
     remainder: list[str] = field(default_factory=list)
     #: parameter name -> path
     paths: dict[str, str] = field(default_factory=dict)
+    #: for the softmax loss: parameter name of a candidate entity table -> its representation index
+    candidates: dict[str, int] = field(default_factory=dict)
 
 
 def _is_plain_embedding(representation: nn.Module) -> bool:
@@ -66,10 +70,22 @@ def _bn_supported(module: nn.Module) -> bool:
     return type(module) in _BATCH_NORMS and module.affine and module.running_mean is not None
 
 
+#: The most numbers a dense per-triple fallback may hold for one batch (256 MiB of float32).
+_DENSE_FALLBACK_LIMIT = 1 << 26
+
+
 def _make_plan(adapter: ModelAdapter) -> _Plan:
     plan = _Plan()
     selected = adapter.parameters
     model = adapter.model
+    if adapter.loss.name == "softmax":
+        reason = softmax_unsupported(model)
+        if reason is not None:  # exact, slower: torch.func over every selected parameter
+            plan.remainder = list(selected)
+            plan.paths = {name: f"vmap (softmax: {reason})" for name in selected}
+            return plan
+        entity = {*model.interaction.tail_indices, *model.interaction.head_indices}
+        plan.candidates = {f"entity_representations.{i}._embeddings.weight": i for i in sorted(entity)}
     for group_name in ("entity_representations", "relation_representations"):
         for i, representation in enumerate(getattr(model, group_name, [])):
             name = f"{group_name}.{i}._embeddings.weight"
@@ -97,6 +113,9 @@ def _make_plan(adapter: ModelAdapter) -> _Plan:
             for name, sel in ((w, w_sel), (b, b_sel)):
                 if sel:
                     plan.paths[name] = path
+    for name in plan.candidates:
+        if name in plan.rows:
+            plan.paths[name] = "rows+candidates"
     plan.remainder = [name for name in selected if name not in plan.paths]
     for name in plan.remainder:
         plan.paths[name] = "vmap"
@@ -205,28 +224,36 @@ class FastComputer(GradientComputer):
         groups: dict = {}
         dense: list[torch.Tensor] = []
         if plan.rows or plan.linears or plan.smalls:
+            softmax = self._softmax_scores(adapter, hrt) if adapter.loss.name == "softmax" else None
             recorder = _Recorder(plan, batch)
             try:
                 with torch.enable_grad():
-                    loss = adapter.losses(hrt).sum()
+                    loss, candidates = self._forward(adapter, hrt, softmax)
             finally:
                 recorder.remove()
             row_targets = [leaf for calls in recorder.rows.values() for _, leaf in calls]
             call_targets = [out for calls in recorder.calls.values() for _, out in calls]
+            leaf_targets = [leaf for _, leaves in candidates for leaf in leaves.values()]
             tables = [adapter.parameters[name] for name in plan.rows]
-            grads = torch.autograd.grad(loss, row_targets + call_targets + tables, allow_unused=True)
+            targets = row_targets + call_targets + leaf_targets
+            grads = torch.autograd.grad(loss, targets + tables, allow_unused=True)
             # a table reached other than through the hooked lookups would get a gradient here
-            if any(g is not None and bool(g.any()) for g in grads[len(row_targets) + len(call_targets):]):
+            if any(g is not None and bool(g.any()) for g in grads[len(targets):]):
                 raise RuntimeError(
                     f"{type(adapter.model).__name__} uses an embedding table outside per-triple lookups; "
                     "use method='vmap'"
                 )
-            targets = row_targets + call_targets
             grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, targets)]
             position = 0
             for name, calls in recorder.rows.items():
-                index = torch.stack([idx for idx, _ in calls], dim=1)
-                row_grads = torch.stack([g.reshape(batch, -1) for g in grads[position : position + len(calls)]], 1)
+                table = adapter.parameters[name]
+                if calls:
+                    index = torch.stack([idx for idx, _ in calls], dim=1)
+                    row_grads = torch.stack([g.reshape(batch, -1) for g in grads[position : position + len(calls)]],
+                                            1)
+                else:  # a table that only the candidate side reaches (e.g. ConvE's tail bias)
+                    index = hrt.new_zeros(batch, 0)
+                    row_grads = table.new_zeros(batch, 0, table.shape[1])
                 position += len(calls)
                 groups[name] = RowGroup(index, row_grads)
             for name, calls in recorder.calls.items():
@@ -244,8 +271,60 @@ class FastComputer(GradientComputer):
                     dense.append(sum(p[0] for p in parts))
                 if b_sel:
                     dense.append(sum(p[1] for p in parts))
+            leaf_grads = iter(grads[position:])
+            queries = [{i: next(leaf_grads) for i in leaves} for _, leaves in candidates]
+            for name, index in plan.candidates.items():
+                if name not in groups:
+                    continue
+                zero = adapter.parameters[name].new_zeros(batch, adapter.parameters[name].shape[1])
+                deltas = torch.stack([d for d, _ in candidates], dim=1)
+                q = torch.stack([qs.get(index, zero) for qs in queries], dim=1)
+                used = torch.tensor([index in qs for qs in queries], device=deltas.device)
+                groups[name] = CandidateGroup(groups[name], deltas * used.view(1, -1, 1).to(deltas.dtype), q)
         if plan.remainder:
-            dense.append(vmap_dense_grads(adapter, hrt, plan.remainder))
+            dense.append(self._remainder(plan, adapter, hrt))
         if dense:
             groups["dense"] = DenseGroup(torch.cat(dense, dim=1))
         return Features(groups)
+
+    @staticmethod
+    def _softmax_scores(adapter: ModelAdapter, hrt: torch.Tensor):
+        """Both directions of a batch with every candidate's score and ``delta = softmax - onehot``."""
+        directions = softmax_directions(adapter.model, adapter.to_internal(hrt))
+        with torch.no_grad():
+            scores = all_scores(adapter.model, directions)
+            deltas = [softmax_deltas(s, t) for s, t in zip(scores, directions.targets)]
+        return directions, scores, deltas
+
+    @staticmethod
+    def _forward(adapter: ModelAdapter, hrt: torch.Tensor, softmax):
+        """The batch's summed loss, or for ``softmax`` the summed surrogate ``s(q, sum_e delta_e x_e)``.
+
+        :param softmax: None, or the output of :meth:`_softmax_scores`
+        :return: the scalar to differentiate, and per direction (delta (B, E), candidate leaves)
+        """
+        if softmax is None:
+            return adapter.losses(hrt).sum(), []
+        model = adapter.model
+        directions, scores, deltas = softmax
+        total, candidates = 0.0, []
+        for (surrogate, leaves), delta, full in zip(surrogate_scores(model, directions, deltas), deltas, scores):
+            expected = (delta * full).sum(dim=1)
+            tolerance = torch.finfo(full.dtype).eps ** 0.5 * (1.0 + (delta.abs() * full.abs()).sum(dim=1))
+            if not bool(((surrogate.detach() - expected).abs() <= tolerance).all()):
+                raise RuntimeError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "
+                                   "method='fast' cannot take loss='softmax'; use method='vmap'")
+            total = total + surrogate.sum()
+            candidates.append((delta, leaves))
+        return total, candidates
+
+    @staticmethod
+    def _remainder(plan: _Plan, adapter: ModelAdapter, hrt: torch.Tensor) -> torch.Tensor:
+        size = sum(adapter.parameters[name].numel() for name in plan.remainder)
+        if size * hrt.shape[0] > _DENSE_FALLBACK_LIMIT:
+            raise RuntimeError(
+                f"{type(adapter.model).__name__}: {len(plan.remainder)} parameter(s) ({size} numbers) have no closed "
+                f"form here ({plan.paths[plan.remainder[0]]}); their per-triple gradients would exceed the memory "
+                "bound: select fewer --parameters or use a smaller --batch-size"
+            )
+        return vmap_dense_grads(adapter, hrt, plan.remainder)

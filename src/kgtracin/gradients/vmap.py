@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch.func import functional_call, grad, vmap
 
-from ..adapters import ModelAdapter, triple_loss
+from ..adapters import ModelAdapter
 from ._factors import DenseGroup, Features
 from .base import GradientComputer, flat_dense
 
@@ -25,7 +25,7 @@ def vmap_dense_grads(adapter: ModelAdapter, hrt: torch.Tensor, names: list[str])
     params = {f"model.{name}": adapter.parameters[name].detach() for name in names}
 
     def loss_one(p: Mapping[str, torch.Tensor], triple: torch.Tensor) -> torch.Tensor:
-        return triple_loss(functional_call(adapter.scorer, p, (triple.unsqueeze(0),))).sum()
+        return functional_call(adapter.scorer, p, (triple.unsqueeze(0),)).sum()
 
     try:
         grads = vmap(grad(loss_one), in_dims=(None, 0))(params, internal)

@@ -1,0 +1,191 @@
+"""The ``softmax`` loss in closed form: the entity table as rows plus rank-one candidate terms.
+
+With ``l = -log softmax_e s(q, e)[target]`` and scores linear in the candidate's embedding,
+``s(q, e) = <q, x_e>`` (a bias is one more table with ``q = 1``), the gradient of one triple's loss with
+respect to an entity table is
+
+    G(z) = sum_s onehot(idx_s) (x) g_s   +   sum_k delta_k (x) q_k
+
+* ``g_s``: the gradient of the rows that the *query* looks up (the head for tail prediction), exactly as for
+  the ``bce`` loss but with the upstream ``sum_e delta_e x_e`` (see ``shared/TRACIN_MATH.md`` section 7);
+* ``delta_k = softmax(s) - onehot(target)``: shape (E,), one per direction ``k`` (tails, heads);
+* ``q_k``: the query, ``ds_e / dx_e``.
+
+Both come from one forward and backward pass of the surrogate ``s(q, sum_e delta_e x_e)``: its gradient with
+respect to the query's parameters is the loss gradient (``delta`` held fixed), and its gradient with respect
+to the candidate leaf is ``q``. No per-triple gradient of an entity table is ever built: two triples'
+table gradients meet through E-length and d-length dot products only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..losses import head_queries
+from ._factors import Group, RowGroup
+
+__all__ = ["CandidateGroup", "softmax_unsupported", "SoftmaxDirections", "softmax_directions"]
+
+#: interactions whose score is linear in the tail's representations, and in the head's
+_TAIL_LINEAR = {"DistMultInteraction", "ComplExInteraction", "ConvEInteraction", "TuckERInteraction",
+                "RESCALInteraction"}
+_HEAD_LINEAR = {"DistMultInteraction", "ComplExInteraction", "RESCALInteraction"}
+
+
+@dataclass
+class CandidateGroup(Group):
+    """An entity table under a 1-N loss: query-side rows plus rank-one candidate terms, per triple.
+
+    :param rows: the rows the query looks up: index (B, S), grads (B, S, D)
+    :param deltas: shape: (B, K, E); ``dl/ds`` over all candidates, per direction
+    :param queries: shape: (B, K, D); ``ds_e/dx_e`` per direction, in the table's storage layout
+    """
+
+    rows: RowGroup
+    deltas: torch.Tensor
+    queries: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.deltas.shape[0]
+
+    @staticmethod
+    def _cross(deltas: torch.Tensor, queries: torch.Tensor, rows: RowGroup) -> torch.Tensor:
+        """``sum_{k, s} delta_k(a)[idx_s(b)] <q_k(a), g_s(b)>``. :return: shape: (A, B)"""
+        a, k, _ = deltas.shape
+        b, s = rows.index.shape
+        if s == 0:
+            return deltas.new_zeros(a, b)
+        gathered = deltas.reshape(a * k, -1)[:, rows.index.reshape(-1)]  # (A K, B S)
+        dots = queries.reshape(a * k, -1) @ rows.grads.reshape(b * s, -1).T  # (A K, B S)
+        return (gathered * dots).reshape(a, k, b, s).sum(dim=(1, 3))
+
+    def kernel(self, other: "CandidateGroup") -> torch.Tensor:
+        b, k, _ = self.deltas.shape
+        m, j, _ = other.deltas.shape
+        dd = self.deltas.reshape(b * k, -1) @ other.deltas.reshape(m * j, -1).T
+        qq = self.queries.reshape(b * k, -1) @ other.queries.reshape(m * j, -1).T
+        out = (dd * qq).reshape(b, k, m, j).sum(dim=(1, 3))
+        out += self._cross(self.deltas, self.queries, other.rows)
+        out += self._cross(other.deltas, other.queries, self.rows).T
+        if self.rows.index.shape[1] and other.rows.index.shape[1]:
+            out += self.rows.kernel(other.rows)
+        return out
+
+    def self_kernel(self) -> torch.Tensor:
+        dd = self.deltas @ self.deltas.transpose(1, 2)  # (B, K, K)
+        qq = self.queries @ self.queries.transpose(1, 2)
+        out = (dd * qq).sum(dim=(1, 2))
+        if self.rows.index.shape[1]:
+            index, grads = self.rows.index, self.rows.grads  # (B, S), (B, S, D)
+            gathered = torch.gather(self.deltas, 2, index.unsqueeze(1).expand(-1, self.deltas.shape[1], -1))
+            dots = self.queries @ grads.transpose(1, 2)  # (B, K, S)
+            out = out + 2 * (gathered * dots).sum(dim=(1, 2)) + self.rows.self_kernel()
+        return out
+
+    @classmethod
+    def cat(cls, groups: list["CandidateGroup"]) -> "CandidateGroup":
+        return cls(RowGroup.cat([g.rows for g in groups]), torch.cat([g.deltas for g in groups]),
+                   torch.cat([g.queries for g in groups]))
+
+
+def softmax_unsupported(model) -> str | None:
+    """Why the closed form cannot take this model's ``softmax`` loss, or None when it can."""
+    from pykeen.nn.representation import Embedding
+
+    interaction = type(model.interaction).__name__
+    if interaction not in _TAIL_LINEAR:
+        return f"{interaction} scores are not linear in the candidate tail"
+    if not model.use_inverse_triples and interaction not in _HEAD_LINEAR:
+        return f"{interaction} scores are not linear in the candidate head (train with inverse triples)"
+    for i in {*model.interaction.tail_indices, *model.interaction.head_indices}:
+        rep = model.entity_representations[i]
+        if type(rep) is not Embedding or rep.normalizer is not None or rep.unique:
+            return f"entity representation {i} ({type(rep).__name__}) is not a plain embedding"
+    return None
+
+
+@dataclass
+class SoftmaxDirections:
+    """The two prediction directions of a batch, with their candidate tables.
+
+    :param queries: per direction, shape (B, 2) internal ids: ``(h, r)`` for tails, ``(r, t)`` for heads
+    :param head_side: per direction, whether the candidate is the head slot (``score_h``)
+    :param targets: per direction, shape (B,): the true candidate
+    :param candidates: per direction, the entity representation indices in the candidate slot
+    """
+
+    queries: list[torch.Tensor]
+    head_side: list[bool]
+    targets: list[torch.Tensor]
+    candidates: list[tuple[int, ...]]
+
+
+def softmax_directions(model, internal: torch.Tensor) -> SoftmaxDirections:
+    """Tail prediction, then head prediction as the model was trained (inverse triples: tails of ``(t, r_inv)``).
+
+    :param internal: shape: (B, 3), internal ids
+    """
+    tails, heads = tuple(model.interaction.tail_indices), tuple(model.interaction.head_indices)
+    batch, inverse = head_queries(model, internal)
+    return SoftmaxDirections(
+        queries=[internal[:, :2], batch], head_side=[False, not inverse],
+        targets=[internal[:, 2], internal[:, 0]], candidates=[tails, tails if inverse else heads],
+    )
+
+
+def candidate_leaf(model, index: int, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A leaf holding ``sum_e delta_e x_e`` in storage layout, and its view as the representation's output.
+
+    :param upstream: shape: (B, D), ``delta @ table``
+    :return: the leaf (B, D) and the representation-shaped tensor (B, *shape), complex where the table is
+    """
+    rep = model.entity_representations[index]
+    leaf = upstream.detach().requires_grad_(True)
+    if rep.is_complex:
+        return leaf, torch.view_as_complex(leaf.view(leaf.shape[0], *rep._shape))
+    return leaf, leaf.view(leaf.shape[0], *rep._shape)
+
+
+def surrogate_scores(model, directions: SoftmaxDirections, deltas: list[torch.Tensor]):
+    """Score ``s(q, sum_e delta_e x_e)`` per direction, with the candidate slot as a leaf.
+
+    :param deltas: per direction, shape (B, E)
+    :return: per direction the scores (B,) and the candidate leaves {representation index: leaf (B, D)}
+    """
+    out = []
+    for query, head_side, candidates, delta in zip(directions.queries, directions.head_side,
+                                                  directions.candidates, deltas):
+        leaves, cand = {}, []
+        for i in candidates:
+            table = model.entity_representations[i]._embeddings.weight.detach()
+            leaves[i], x = candidate_leaf(model, i, delta.to(table.dtype) @ table)
+            cand.append(x)
+        rel_index = query[:, 0] if head_side else query[:, 1]
+        ent_index = query[:, 1] if head_side else query[:, 0]
+        other_slot = model.interaction.tail_indices if head_side else model.interaction.head_indices
+        entity = [model.entity_representations[i](indices=ent_index) for i in other_slot]
+        relation = [rep(indices=rel_index) for rep in model.relation_representations]
+        squeeze = lambda xs: xs[0] if len(xs) == 1 else xs  # noqa: E731
+        h, t = (squeeze(cand), squeeze(entity)) if head_side else (squeeze(entity), squeeze(cand))
+        scores = model.interaction.score_hrt(h=h, r=squeeze(relation), t=t).view(-1)
+        out.append((scores, leaves))
+    return out
+
+
+def all_scores(model, directions: SoftmaxDirections) -> list[torch.Tensor]:
+    """Scores of every candidate per direction. :return: per direction, shape (B, E)"""
+    return [model.score_h(q) if head_side else model.score_t(q)
+            for q, head_side in zip(directions.queries, directions.head_side)]
+
+
+def softmax_deltas(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``softmax(s) - onehot(target)``, the gradient of the cross-entropy with respect to the scores.
+
+    :param scores: shape: (B, E)
+    :param targets: shape: (B,)
+    """
+    return torch.softmax(scores, dim=1) - F.one_hot(targets, scores.shape[1]).to(scores.dtype)
