@@ -48,9 +48,12 @@ class InfluenceResult:
     training_triples: torch.Tensor
     labels: Labels | None = None
 
-    def to_frame(self, labels: Labels | None = None) -> pd.DataFrame:
+    def to_frame(self, labels: Labels | None = None,
+                 model_view: tuple[torch.Tensor, torch.Tensor] | None = None) -> pd.DataFrame:
         """One row per (test triple, kind, rank), labelled when labels are known, else with ids.
 
+        :param model_view: each test triple's score (M,) and filtered tail rank (M,); adds the columns
+            ``test_score`` and ``test_rank`` after ``test_tail``
         :return: a DataFrame with the columns :data:`COLUMNS`; ``kind`` is ``proponent`` or ``opponent`` and
             ``rank`` starts at 1
         """
@@ -78,4 +81,10 @@ class InfluenceResult:
         frame = pd.concat(frames, ignore_index=True)
         order = np.lexsort((frame["rank"].to_numpy(), (frame["kind"] == "opponent").to_numpy(),
                             frame["test_index"].to_numpy()))
-        return frame.iloc[order].reset_index(drop=True)[list(COLUMNS)]
+        frame = frame.iloc[order].reset_index(drop=True)[list(COLUMNS)]
+        if model_view is not None:
+            scores, ranks = (np.asarray(x.double().cpu()) for x in model_view)
+            at = frame.columns.get_loc("test_tail") + 1
+            frame.insert(at, "test_rank", ranks[frame["test_index"].to_numpy()])
+            frame.insert(at, "test_score", scores[frame["test_index"].to_numpy()])
+        return frame

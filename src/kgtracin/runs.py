@@ -26,7 +26,7 @@ from .checkpoints import Checkpoint, load_state_dict_file
 from .errors import KGTracinError
 from .triples import Labels, read_labeled_triples
 
-__all__ = ["Run", "load_run", "MANIFEST", "RUN_FORMAT", "write_labels", "read_labels"]
+__all__ = ["Run", "load_run", "read_manifest", "MANIFEST", "RUN_FORMAT", "write_labels", "read_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def read_labels(path: Path) -> tuple[str, ...]:
     except (ValueError, pd.errors.ParserError):
         raise KGTracinError(f"run file {path} is malformed (expected columns id, label)") from None
     return tuple(frame["label"])
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a kgtracin run directory."""
+    return _read_manifest(Path(path))
 
 
 def _read_manifest(path: Path) -> dict:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .adapters import ModelAdapter
 from .gradients import Features, GradientComputer
 
-__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "select_top"]
+__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "SumSink", "select_top"]
 
 
 class DenseSink:
@@ -127,6 +127,20 @@ class TopKSink:
         return sink
 
 
+class SumSink:
+    """Adds each training triple's influence summed over the test triples: ``sum_j TracIn(z_i -> z'_j)``.
+
+    TracIn is linear in the test gradient, so this is the influence on the summed test loss.
+    """
+
+    def __init__(self, num_train: int, dtype: torch.dtype):
+        self.values = torch.zeros(num_train, dtype=dtype)
+
+    def add(self, start: int, block: torch.Tensor) -> None:
+        """:param block: shape: (B, M)"""
+        self.values[start : start + block.shape[0]] += block.sum(dim=1).cpu().to(self.values.dtype)
+
+
 class VectorSink:
     """Collects one number per training triple (self-influence)."""
 
@@ -168,7 +182,11 @@ class Scorer:
         :param test: shape: (M, 3), dtype: long, dataset ids
         """
         with torch.no_grad():
-            return [self._featurize_all(adapter, test) for adapter in self.adapters]
+            tests = [self._featurize_all(adapter, test) for adapter in self.adapters]
+            if self.normalize == "cosine":
+                for features in tests:
+                    features.norms = features.self_kernel().clamp_min(1e-30).sqrt()
+            return tests
 
     def run_range(self, train: torch.Tensor, tests: list[Features], sink, offset: int = 0,
                   desc: str = "TracIn") -> None:
@@ -183,8 +201,10 @@ class Scorer:
                 for adapter, lr, test_features in zip(self.adapters, self.learning_rates, tests):
                     features = self.computer.featurize(adapter, batch)
                     part = features.kernel(test_features) * lr
-                    if self.normalize == "train":
+                    if self.normalize in ("train", "cosine"):
                         part = part / features.self_kernel().clamp_min(1e-30).sqrt().unsqueeze(1)
+                    if self.normalize == "cosine":
+                        part = part / test_features.norms.unsqueeze(0)
                     block = part if block is None else block + part
                 sink.add(offset + start, block)
 
@@ -205,5 +225,7 @@ class Scorer:
                     part = self.computer.featurize(adapter, batch).self_kernel() * lr
                     if self.normalize == "train":  # <g / |g|, g> = |g|
                         part = part / (part / lr).clamp_min(1e-30).sqrt()
+                    elif self.normalize == "cosine":  # always lr: uninformative, but defined
+                        part = part / (part / lr).clamp_min(1e-30)
                     block = part if block is None else block + part
                 sink.add(start, block)

@@ -17,7 +17,7 @@ from .config import TracInConfig
 from .errors import KGTracinError
 from .gradients import make_computer
 from .results import InfluenceResult, TopK
-from .scoring import DenseSink, Scorer, TopKSink, VectorSink
+from .scoring import DenseSink, Scorer, SumSink, TopKSink, VectorSink
 from .triples import Labels
 
 __all__ = ["TracIn"]
@@ -223,6 +223,19 @@ class TracIn:
             "train": digest(self.training_triples), "test": digest(test),
             "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
         }
+
+    def total_influence(self, test_triples: torch.Tensor) -> torch.Tensor:
+        """Each training triple's influence on the summed loss of all test triples, ``sum_j TracIn(z_i -> z'_j)``.
+
+        :param test_triples: shape: (M, 3), dtype: long, dataset ids (e.g. the validation split)
+        :return: shape: (N,); negative: training on z_i raised the test loss (a harmful triple)
+        """
+        test = self._check_test(test_triples)
+        scorer, block = self._scorer(), self.config.test_block_size
+        sink = SumSink(self.training_triples.shape[0], self._reference.dtype)
+        for first in range(0, test.shape[0], block):
+            scorer.run(self.training_triples, test[first : first + block], sink)
+        return sink.values
 
     def self_influence(self) -> torch.Tensor:
         """``TracIn(z -> z)`` for every training triple: high values flag candidate noisy facts.

@@ -15,11 +15,12 @@ import torch
 from pykeen.training.callbacks import TrainingCallback
 
 from . import __version__
+from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
 from .runs import MANIFEST, RUN_FORMAT, write_labels
 from .triples import Labels, read_labeled_triples, write_labeled_triples
 
-__all__ = ["TrainingConfig", "train_run", "DATASETS"]
+__all__ = ["TrainingConfig", "train_run", "DATASETS", "format_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,16 @@ class TrainingConfig:
     """How ``kgtracin train`` trains. Validated on construction."""
 
     model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
-    epochs: int = field(default=20, metadata={"help": "training epochs"})
-    checkpoints: int = field(default=5, metadata={"help": "checkpoints spread over training"})
+    epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "training epochs"})
+    checkpoints: int | None = field(default=None, metadata={"help": "checkpoints spread over training "
+                                                                    "(default: min(5, epochs))"})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    learning_rate: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    learning_rate: float = field(default=DEFAULT_LEARNING_RATE, metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=256, metadata={"help": "training batch size"})
     embedding_dim: int | None = field(default=None, metadata={"help": "embedding dimension (model default)"})
     inverse_triples: bool | None = field(default=None, metadata={"help": "train with inverse triples"})
     training_loop: str = field(default="lcwa", metadata={"help": "lcwa or slcwa"})
+    loss: str = field(default="crossentropy", metadata={"help": "PyKEEN loss name (crossentropy, softplus, bce, ...)"})
 
     def __post_init__(self) -> None:
         from pykeen.models import model_resolver
@@ -53,6 +56,14 @@ class TrainingConfig:
         if not issubclass(model_cls, ERModel):
             raise KGTracinError(f"model {self.model!r} is not an ERModel, which kgtracin needs")
         object.__setattr__(self, "model", model_cls.__name__)
+        from pykeen.losses import loss_resolver
+
+        try:
+            object.__setattr__(self, "loss", loss_resolver.lookup(self.loss).__name__)
+        except (KeyError, ValueError):
+            raise KGTracinError(f"unknown loss {self.loss!r}; e.g. crossentropy, softplus, bcewithlogits") from None
+        if isinstance(self.epochs, int) and self.epochs >= 1 and self.checkpoints is None:
+            object.__setattr__(self, "checkpoints", min(5, self.epochs))
         for name in ("epochs", "checkpoints", "batch_size"):
             if getattr(self, name) < 1:
                 raise KGTracinError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -111,6 +122,28 @@ class _CheckpointSaver(TrainingCallback):
         self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
 
 
+def _evaluate(model, ids: dict[str, torch.Tensor]) -> dict | None:
+    """Filtered MRR and Hits@k on the test split (validation when there is none), filtered by all splits."""
+    from .predictions import evaluate_model
+
+    split = "testing" if "testing" in ids else "validation" if "validation" in ids else None
+    if split is None:
+        return None
+    result = evaluate_model(model, ids[split], list(ids.values()))
+    result["split"] = split
+    return result
+
+
+def format_evaluation(evaluation: dict | None) -> str:
+    """One line: ``filtered test MRR 0.612, Hits@1 0.48, Hits@3 0.70, Hits@10 0.87 (661 triples)``."""
+    if not evaluation:
+        return "no test or validation split: not evaluated"
+    split = {"testing": "test", "validation": "validation"}[evaluation["split"]]
+    return (f"filtered {split} MRR {evaluation['mrr']:.3f}, Hits@1 {evaluation['hits_at_1']:.3f}, "
+            f"Hits@3 {evaluation['hits_at_3']:.3f}, Hits@10 {evaluation['hits_at_10']:.3f} "
+            f"({evaluation['num_triples']} triples, both directions)")
+
+
 def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str | None = None,
               training: str | None = None, validation: str | None = None, testing: str | None = None,
               progress: bool = True) -> Path:
@@ -135,6 +168,7 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     factory = TriplesFactory(ids["training"], labels.entity_to_id, labels.relation_to_id,
                              create_inverse_triples=config.inverse_triples)
     model_kwargs = {} if config.embedding_dim is None else {"embedding_dim": config.embedding_dim}
+    model_kwargs["loss"] = config.loss
     set_random_seed(config.seed)
     try:
         model = model_resolver.make(config.model, model_kwargs, triples_factory=factory, random_seed=config.seed)
@@ -151,6 +185,7 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
         losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
                             callbacks=[saver], use_tqdm=progress, use_tqdm_batch=False)
         torch.save(model.state_dict(), staging / "model.pt")
+        evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
         write_labels(staging / "relations.tsv", labels.relations)
         for name, triples in splits.items():
@@ -163,7 +198,7 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
             "optimizer": "Adam", "seed": config.seed, "losses": [float(x) for x in losses],
             "num_entities": len(labels.entities), "num_relations": len(labels.relations),
             "splits": {name: f"triples/{name}.tsv" for name in splits},
-            "checkpoints": saver.saved, "final_model": "model.pt",
+            "checkpoints": saver.saved, "final_model": "model.pt", "evaluation": evaluation,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if output.exists():

@@ -186,6 +186,8 @@ class Features:
     """All groups of per-triple gradient factors for a batch of ``B`` triples, keyed by group name."""
 
     groups: dict[str, Group]
+    #: shape: (B,), the gradient norms, when a cosine normalisation asks for them
+    norms: torch.Tensor | None = None
 
     @property
     def size(self) -> int:

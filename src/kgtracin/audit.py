@@ -1,0 +1,92 @@
+"""Ranking training triples by how suspicious they are: candidates for noisy or wrong facts.
+
+Each detector gives every training triple a number, higher meaning more suspicious:
+
+* ``validation_cosine``: ``-sum_j sum_c lr_c cos(g_c(z), g_c(z'_j))`` over the validation triples z'_j:
+  training on z pushed the validation loss *up*, whatever the size of z's gradient;
+* ``validation``: the same with raw inner products, ``-sum_j TracIn(z -> z'_j)``;
+* ``self_influence``: ``TracIn(z -> z)``, the size of z's gradients over training;
+* ``loss``: the final model's loss of z alone, the baseline every detector must beat.
+
+TracIn is linear in the test gradient, so the validation detectors cost one pass over the training triples
+per checkpoint, like ``explain``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+
+from .adapters import ModelAdapter
+from .errors import KGTracinError
+
+__all__ = ["DETECTORS", "DEFAULT_DETECTOR", "detector_scores", "audit_frame"]
+
+logger = logging.getLogger(__name__)
+
+#: The detectors, in column order.
+DETECTORS: tuple[str, ...] = ("validation_cosine", "validation", "self_influence", "loss")
+
+#: The detector whose order the audit's rows follow (measured by ``kgtracin evaluate --noisy``; README).
+DEFAULT_DETECTOR = "validation_cosine"
+
+
+@torch.no_grad()
+def plain_losses(model, triples: torch.Tensor, loss: str, batch_size: int = 1024) -> torch.Tensor:
+    """The final model's loss of each triple alone. :return: shape: (N,)"""
+    adapter = ModelAdapter(model, loss=loss)
+    return torch.cat([adapter.losses(triples[i : i + batch_size]).detach().cpu()
+                      for i in range(0, triples.shape[0], batch_size)])
+
+
+def detector_scores(model, training_triples: torch.Tensor, validation: torch.Tensor | None, checkpoints,
+                    detectors: tuple[str, ...] = DETECTORS, **tracin_kwargs) -> dict[str, torch.Tensor]:
+    """Every detector's score for every training triple.
+
+    :param model: the final model (for the ``loss`` baseline) and the architecture of the checkpoints
+    :param training_triples: shape: (N, 3), dtype: long
+    :param validation: shape: (V, 3), dtype: long; needed by the ``validation*`` detectors
+    :param checkpoints: ``Checkpoint`` list
+    :param tracin_kwargs: passed to :class:`~kgtracin.TracIn` (``loss``, ``method``, ``parameters``, ...)
+    :return: detector name -> shape (N,), higher is more suspicious
+    """
+    from .tracin import TracIn
+
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise KGTracinError(f"unknown detector {unknown[0]!r}; choose from {', '.join(DETECTORS)}")
+    if validation is None and any(d.startswith("validation") for d in detectors):
+        raise KGTracinError("the validation detectors need validation triples; the run has none "
+                            "(train with --validation FILE, or use a --dataset)")
+    tracin_kwargs = {k: v for k, v in tracin_kwargs.items() if k != "normalize"}
+    out = {}
+    for name in detectors:
+        if name == "loss":
+            out[name] = plain_losses(model, training_triples, tracin_kwargs.get("loss", "bce"))
+            continue
+        normalize = "cosine" if name == "validation_cosine" else None
+        tracin = TracIn(model, training_triples, checkpoints, normalize=normalize, **tracin_kwargs)
+        out[name] = tracin.self_influence() if name == "self_influence" else -tracin.total_influence(validation)
+    return {name: out[name].double() for name in detectors}
+
+
+def audit_frame(scores: dict[str, torch.Tensor], training_triples: torch.Tensor, labels=None,
+                order_by: str = DEFAULT_DETECTOR, top_k: int | None = None) -> pd.DataFrame:
+    """Training triples, most suspicious first by ``order_by``, one column per detector.
+
+    :return: columns ``rank head relation tail train_index`` and one per detector
+    """
+    if order_by not in scores:
+        raise KGTracinError(f"cannot order by {order_by!r}: it was not computed")
+    order = torch.argsort(scores[order_by], descending=True, stable=True)
+    if top_k is not None:
+        order = order[:top_k]
+    triples = training_triples[order]
+    named = labels.to_labels(triples) if labels is not None else triples.numpy()
+    frame = pd.DataFrame({"rank": range(1, len(order) + 1), "head": named[:, 0], "relation": named[:, 1],
+                          "tail": named[:, 2], "train_index": order.numpy()})
+    for name, values in scores.items():
+        frame[name] = values[order].numpy()
+    return frame

@@ -1,0 +1,90 @@
+"""Writing ``kgtracin evaluate``'s results: ``evaluation.json``, ``evaluation.md`` and ``evaluation.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["write_outputs"]
+
+
+def _deletion_markdown(deletion: dict) -> list[str]:
+    lines = [f"## Deletion ({deletion['mode']} retraining)", ""]
+    config = deletion["retrain"]
+    lines.append(f"Model {config['model']} d={config['embedding_dim']}, "
+                 f"{'unit-norm constrained' if config['constrained'] else 'unconstrained'}, "
+                 f"{config['epochs']} {'full-batch steps' if deletion['mode'] == 'isolated' else 'epochs'}, "
+                 f"Adam lr {config['learning_rate']}, {config['checkpoints']} checkpoints.")
+    for seed in deletion["seeds"]:
+        base = seed["base"]
+        lines.append(f"- seed {seed['seed']}: base model filtered test MRR {base['mrr']:.3f} "
+                     f"(Hits@1 {base['hits_at_1']:.3f}); {seed['num_targets']} targets ranked first")
+    spread = any("tc_std" in row for row in deletion["table"])
+    lines += ["", "| arm | k | PD % | TC % |" + (" PD sd | TC sd |" if spread else ""),
+              "| --- | --- | --- | --- |" + (" --- | --- |" if spread else "")]
+    for row in sorted(deletion["table"], key=lambda r: (r["k"], -r["tc"], -r["pd"])):
+        extra = f" {row['pd_std']:.1f} | {row['tc_std']:.1f} |" if "tc_std" in row else (" | |" if spread else "")
+        lines.append(f"| {row['arm']} | {row['k']} | {row['pd']:.1f} | {row['tc']:.1f} |{extra}")
+    return lines + [""]
+
+
+def _noisy_markdown(noisy: dict) -> list[str]:
+    lines = ["## Noisy facts", "",
+             f"{noisy['fraction']:.0%} of training tails corrupted ({noisy['num_noisy']} triples); retrained model "
+             f"filtered test MRR {noisy['base']['mrr']:.3f}; TracIn loss {noisy['loss']}.", "",
+             "| detector | ROC AUC | recall in top 10% |", "| --- | --- | --- |"]
+    for name, values in sorted(noisy["detectors"].items(), key=lambda kv: -kv[1]["auc"]):
+        lines.append(f"| {name} | {values['auc']:.3f} | {values['recall_at_10pct']:.3f} |")
+    return lines + [""]
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deletions = [d for d in (result.get("deletion"),) if d]
+    panels = len(deletions) + (1 if result.get("noisy") else 0)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(6.5 * max(panels, 1), 4.2), squeeze=False)
+    column = 0
+    for deletion in deletions:
+        ax = axes[0, column]
+        rows = sorted(deletion["table"], key=lambda r: (r["k"], r["arm"]))
+        labels = [f"{r['arm']}" + ("" if r["arm"].endswith(f"-{r['k']}") else f" (k={r['k']})") for r in rows]
+        y = range(len(rows))
+        ax.barh([i + 0.2 for i in y], [r["tc"] for r in rows], height=0.4, label="TC %", color="#c0392b")
+        ax.barh([i - 0.2 for i in y], [r["pd"] for r in rows], height=0.4, label="PD %", color="#2980b9")
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_title(f"deletion, {deletion['mode']} retraining")
+        ax.legend(loc="lower right", fontsize=8)
+        column += 1
+    if result.get("noisy"):
+        ax = axes[0, column]
+        items = sorted(result["noisy"]["detectors"].items(), key=lambda kv: kv[1]["auc"])
+        ax.barh([k for k, _ in items], [v["auc"] for _, v in items], color="#27ae60")
+        ax.axvline(0.5, color="grey", linestyle=":")
+        ax.set_xlim(0, 1)
+        ax.set_title("noisy-fact detection (ROC AUC)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: dict, folder: str | Path) -> Path:
+    """Write the JSON, Markdown and PNG into ``folder`` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    lines = ["# kgtracin evaluation", "", f"Run: `{result['run']}`. Command: `{result['command']}`.", ""]
+    if result.get("deletion"):
+        lines += _deletion_markdown(result["deletion"])
+    if result.get("noisy"):
+        lines += _noisy_markdown(result["noisy"])
+    lines.append("PD: the target's probability dropped after deleting k triples and retraining. TC: its filtered "
+                 "top-1 tail changed. NH-k: k random training triples sharing an entity with the target; RG-k: k "
+                 "random triples sharing none.")
+    (folder / "evaluation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _plot(result, folder / "evaluation.png")
+    return folder

@@ -1,0 +1,98 @@
+"""The model's own view of a triple: its score, its filtered rank among all tails, and its top tails.
+
+Ranks are *filtered* (every other known true tail of ``(h, r, ?)`` is removed before ranking) and
+*realistic* (ties count half), as in PyKEEN's rank-based evaluator. Scores are the pre-sigmoid scores of
+``predict_t``, which handles inverse-triple models as PyKEEN does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["KnownTriples", "tail_scores", "tail_view", "evaluate_model"]
+
+
+class KnownTriples:
+    """Every known true triple, for filtering: ``(h, r) -> tails``.
+
+    :param parts: tensors of shape (n, 3), dtype long, dataset ids
+    """
+
+    def __init__(self, parts: Iterable[torch.Tensor]):
+        tails: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for part in parts:
+            for h, r, t in part.tolist():
+                tails[h, r].append(t)
+        self._tails = {key: torch.tensor(sorted(set(value)), dtype=torch.long) for key, value in tails.items()}
+
+    def tails(self, head: int, relation: int) -> torch.Tensor:
+        """The known tails of ``(head, relation, ?)``. :return: shape: (n,), dtype: long"""
+        return self._tails.get((head, relation), torch.empty(0, dtype=torch.long))
+
+    def mask(self, hr: torch.Tensor, num_entities: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """True where a tail is a known true tail to filter out.
+
+        :param hr: shape: (B, 2), dtype: long
+        :param keep: shape: (B,), a tail per row that is *not* filtered (the triple being ranked)
+        :return: shape: (B, num_entities), dtype: bool
+        """
+        out = torch.zeros(hr.shape[0], num_entities, dtype=torch.bool)
+        for row, (h, r) in enumerate(hr.tolist()):
+            out[row, self.tails(h, r)] = True
+        if keep is not None:
+            out[torch.arange(hr.shape[0]), keep] = False
+        return out
+
+
+@torch.no_grad()
+def tail_scores(model, hr: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Pre-sigmoid scores of every tail, as ``predict_t`` gives them.
+
+    :param hr: shape: (B, 2), dtype: long, dataset ids
+    :return: shape: (B, num_entities)
+    """
+    model.eval()
+    parts = []
+    for first in range(0, hr.shape[0], batch_size):
+        part = hr[first : first + batch_size].to(next(model.parameters()).device)
+        scores = model.predict_t(part)
+        if model.predict_with_sigmoid:
+            scores = torch.logit(scores)
+        parts.append(scores.cpu())
+    return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+
+
+def tail_view(model, triples: torch.Tensor, known: KnownTriples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each triple's score and filtered, realistic rank among all tails of ``(h, r, ?)``.
+
+    :param triples: shape: (B, 3), dtype: long, dataset ids
+    :return: scores (B,) and ranks (B,), float, rank 1 is best
+    """
+    scores = tail_scores(model, triples[:, :2])
+    scores = scores.masked_fill(known.mask(triples[:, :2], scores.shape[1], keep=triples[:, 2]), float("-inf"))
+    own = scores.gather(1, triples[:, 2:3])
+    greater = (scores > own).sum(dim=1)
+    ties = (scores == own).sum(dim=1) - 1
+    return own.squeeze(1), 1.0 + greater.double() + 0.5 * ties.double()
+
+
+def evaluate_model(model, triples: torch.Tensor, filter_triples: list[torch.Tensor], batch_size: int = 256) -> dict:
+    """Filtered rank-based evaluation with PyKEEN's evaluator (both directions, realistic ranks).
+
+    :param triples: shape: (n, 3), dtype: long, the triples to rank
+    :param filter_triples: every known triple (training, validation, testing)
+    :return: ``{"mrr": ..., "hits_at_1": ..., "hits_at_3": ..., "hits_at_10": ..., "num_triples": n}``
+    """
+    from pykeen.evaluation import RankBasedEvaluator
+
+    evaluator = RankBasedEvaluator(filtered=True)
+    results = evaluator.evaluate(model, triples, additional_filter_triples=filter_triples, batch_size=batch_size,
+                                 use_tqdm=False)
+    out = {"mrr": float(results.get_metric("both.realistic.inverse_harmonic_mean_rank"))}
+    for k in (1, 3, 10):
+        out[f"hits_at_{k}"] = float(results.get_metric(f"both.realistic.hits_at_{k}"))
+    out["num_triples"] = int(triples.shape[0])
+    return out
