@@ -163,7 +163,8 @@ def test_from_pykeen_folder(run, tmp_path, caplog):
         tracin = TracIn.from_run(tmp_path, progress=False)
     assert "learning rate" in caplog.text
     test = run.splits["testing"][:2]
-    expected = TracIn(model, run.training_triples, progress=False).scores(test)
+    assert tracin.config.loss == "softmax"  # the pickled model carries its CrossEntropyLoss
+    expected = TracIn(model, run.training_triples, progress=False, loss="softmax", normalize="train").scores(test)
     assert torch.allclose(tracin.scores(test), expected)
 
 

@@ -120,7 +120,7 @@ def test_train_from_files_and_manifest(tmp_path, capsys):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["model"] == "DistMult" and manifest["inverse_triples"] is False
     assert [c["epoch"] for c in manifest["checkpoints"]] == [2, 4]
-    assert all(c["learning_rate"] == 0.001 for c in manifest["checkpoints"])
+    assert all(c["learning_rate"] == 0.01 for c in manifest["checkpoints"])
     assert all((run_dir / c["file"]).is_file() for c in manifest["checkpoints"])
     assert set(manifest["splits"]) == {"training", "testing"}
     run = load_run(run_dir)
@@ -283,3 +283,57 @@ def test_train_refuses_existing_output(nations_run, capsys):
     code, _, err = run_cli(capsys, "train", "--dataset", "nations", "--output", nations_run)
     assert_clean_error(code, err, "already exists")
     assert (Path(nations_run) / "manifest.json").is_file()
+
+
+# -- quality commands -----------------------------------------------------------------------------------
+
+def test_explain_reports_the_models_view(nations_run, tmp_path, capsys):
+    from kgtracin.predictions import KnownTriples, tail_view
+
+    out = tmp_path / "view.tsv"
+    code, stdout, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--limit", "2", "--top-k", "2",
+                                "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t")
+    assert list(frame.columns[:6]) == ["test_index", "test_head", "test_relation", "test_tail", "test_score",
+                                       "test_rank"]
+    run = load_run(nations_run)
+    scores, ranks = tail_view(run.model, run.splits["testing"][:2], KnownTriples(run.splits.values()))
+    first = frame.groupby("test_index").first()
+    assert first["test_rank"].tolist() == ranks.tolist()
+    assert torch.allclose(torch.tensor(first["test_score"].to_numpy()), scores.double(), atol=1e-6)
+    assert "filtered rank" in stdout
+
+
+def test_audit(nations_run, tmp_path, capsys):
+    out = tmp_path / "audit.tsv"
+    code, stdout, err = run_cli(capsys, "audit", nations_run, "--top-k", "15", "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t")
+    assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", "validation_cosine",
+                                   "validation", "self_influence", "loss"]
+    assert len(frame) == 15 and frame["validation_cosine"].is_monotonic_decreasing
+    code, _, err = run_cli(capsys, "audit", nations_run, "--order-by", "loss", "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t")
+    assert len(frame) == len(load_run(nations_run).training_triples) and frame["loss"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--noisy", "2"], ["--noisy"]),
+    (["--no-deletion"], ["--noisy"]),
+    (["--k", "0"], ["--k"]),
+])
+def test_evaluate_bad_options(nations_run, capsys, tmp_path, args, words):
+    code, _, err = run_cli(capsys, "evaluate", nations_run, "--output", tmp_path / "ev", *args)
+    assert_clean_error(code, err, *words)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_train_checkpoints_default_to_epochs(tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--epochs", "2",
+                                "--embedding-dim", "8", "--output", tmp_path / "run")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [c["epoch"] for c in manifest["checkpoints"]] == [1, 2]
+    assert "filtered test MRR" in stdout and manifest["evaluation"]["mrr"] > 0

@@ -45,6 +45,8 @@ class Run:
     labels: Labels
     splits: dict[str, torch.Tensor] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    #: the folder it was loaded from
+    path: Path | None = None
 
     @property
     def training_loss(self) -> str:
@@ -123,7 +125,7 @@ def _load_kgtracin_run(path: Path) -> Run:
             raise KGTracinError(f"checkpoint file {checkpoint.state} is missing")
     if not checkpoints:
         checkpoints = [Checkpoint(str(path / manifest["final_model"]), 1.0)]
-    return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest)
+    return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest, path)
 
 
 def _load_pykeen_folder(path: Path) -> Run:
@@ -148,7 +150,7 @@ def _load_pykeen_folder(path: Path) -> Run:
                    "using the final weights with learning rate 1.0", path)
     labels = Labels.from_maps(factory.entity_to_id, factory.relation_to_id)
     return Run(model.eval(), factory.mapped_triples, [Checkpoint(model.state_dict(), 1.0)], labels,
-               {"training": factory.mapped_triples}, {})
+               {"training": factory.mapped_triples}, {}, path)
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .adapters import ModelAdapter
 from .checkpoints import Checkpoint, materialize
-from .config import TracInConfig
+from .config import DEFAULT_NORMALIZE, TracInConfig
 from .errors import KGTracinError
 from .gradients import make_computer
 from .results import InfluenceResult, TopK
@@ -103,6 +103,9 @@ class TracIn:
     def from_run(cls, path: str | os.PathLike, **kwargs) -> "TracIn":
         """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
+        As ``kgtracin explain`` does, the loss follows the run's training loss and training gradients are
+        normalised (``normalize="train"``) unless given otherwise.
+
         :param kwargs: passed to :class:`TracIn` (``parameters``, ``method``, ``batch_size``, ``device``, ...)
         """
         from .runs import load_run
@@ -110,6 +113,7 @@ class TracIn:
         run = load_run(path)
         kwargs.setdefault("labels", run.labels)
         kwargs.setdefault("loss", run.tracin_loss)
+        kwargs.setdefault("normalize", DEFAULT_NORMALIZE)
         return cls(run.model, run.training_triples, checkpoints=run.checkpoints, **kwargs)
 
     # -- internals ----------------------------------------------------------------------------------

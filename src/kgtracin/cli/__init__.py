@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from .errors import KGTracinError
-from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_NORMALIZE
+from ..errors import KGTracinError
+from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_NORMALIZE
 
 __all__ = ["cli", "main"]
 
@@ -95,7 +95,7 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
     on the shipped datasets; the MRR and Hits@k are printed and kept in the run's manifest.
     """
     _setup_logging(verbose)
-    from .training import TrainingConfig, format_evaluation, train_run
+    from ..training import TrainingConfig, format_evaluation, train_run
 
     if (dataset is None) == (training is None):
         raise KGTracinError("give exactly one of --dataset or --training FILE")
@@ -106,7 +106,7 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
                             inverse_triples=inverse_triples, training_loop=training_loop, loss=loss)
     path = train_run(output, config, dataset=dataset, training=training, validation=validation,
                      testing=testing)
-    from .runs import read_manifest
+    from ..runs import read_manifest
 
     click.echo(f"trained {config.model} for {epochs} epochs ({config.training_loop}, {config.loss}); "
                f"{format_evaluation(read_manifest(path).get('evaluation'))}")
@@ -116,7 +116,7 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
 def _test_triples(run, triples, test_file, split, limit):
     import torch
 
-    from .triples import read_labeled_triples
+    from ..triples import read_labeled_triples
 
     chosen = sum(x is not None and x != () for x in (triples, test_file, split))
     if chosen != 1:
@@ -180,11 +180,11 @@ def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method
     are split over the processes; rank 0 writes the output, identical to one process.
     """
     _setup_logging(verbose)
-    from .outputs import check_output, write_table
-    from .runners import ShardStore
-    from .runners.distributed import init_from_env, local_device, world
-    from .runs import load_run
-    from .tracin import TracIn
+    from ..outputs import check_output, write_table
+    from ..runners import ShardStore
+    from ..runners.distributed import init_from_env, local_device, world
+    from ..runs import load_run
+    from ..tracin import TracIn
 
     output_path = check_output(output)
     device = local_device(device)
@@ -200,7 +200,7 @@ def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method
     store = Path(store) if store else output_path.absolute().parent / f".{output_path.name}.kgtracin-store"
     result = tracin.influence(test, top_k=top_k, store=store)
     if rank == 0:
-        from .predictions import KnownTriples, tail_view
+        from ..predictions import KnownTriples, tail_view
 
         scores, ranks = tail_view(run.model, test, KnownTriples(run.splits.values()))
         frame = result.to_frame(model_view=(scores, ranks))
@@ -232,9 +232,9 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
     import pandas as pd
     import torch
 
-    from .outputs import check_output, write_table
-    from .runs import load_run
-    from .tracin import TracIn
+    from ..outputs import check_output, write_table
+    from ..runs import load_run
+    from ..tracin import TracIn
 
     check_output(output)
     run = load_run(run_dir)
@@ -255,120 +255,6 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
-@click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
-@click.option("--order-by", type=click.Choice(["validation_cosine", "validation", "self_influence", "loss"]),
-              default=None, help="the detector that orders the rows [default: validation_cosine]")
-@parameters_option
-@method_option
-@batch_option
-@device_option
-@loss_option
-@click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
-@verbose_option
-def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, verbose) -> None:
-    """Rank every training triple by how suspicious it is (noisy or wrong facts first).
-
-    Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
-    validation loss, gradient-cosine TracIn), validation (the same, raw TracIn), self_influence, and loss (the
-    final model's loss of the triple alone: the baseline).
-    """
-    _setup_logging(verbose)
-    from .audit import DEFAULT_DETECTOR, audit_frame, detector_scores
-    from .outputs import check_output, write_table
-    from .runs import load_run
-
-    check_output(output)
-    run = load_run(run_dir)
-    validation = run.splits.get("validation")
-    detectors = ("validation_cosine", "validation", "self_influence", "loss") if validation is not None else (
-        "self_influence", "loss")
-    order_by = order_by or (DEFAULT_DETECTOR if validation is not None else "self_influence")
-    scores = detector_scores(run.model, run.training_triples, validation, run.checkpoints, detectors,
-                             parameters=list(parameters) or "all", method=method, batch_size=batch_size,
-                             device=device, loss=loss or run.tracin_loss, labels=run.labels)
-    frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
-    write_table(frame, output)
-    for row in frame.head(5).itertuples():
-        click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
-    click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
-
-
-@cli.command()
-@click.argument("run_dir", type=click.Path())
-@click.option("--output", type=click.Path(), required=True, help="folder for evaluation.md, .json and .png")
-@click.option("--retrain", type=click.Choice(["isolated", "reshuffled"]), default="isolated", show_default=True,
-              help="isolated: only the deleted triples differ; reshuffled: PyKEEN's loop, new seeds")
-@click.option("--targets", type=int, default=20, show_default=True, callback=_positive,
-              help="test triples ranked first to explain and delete for")
-@click.option("--k", "ks", type=int, multiple=True, default=(1, 10), show_default=True,
-              help="triples deleted per target (repeatable)")
-@click.option("--seeds", type=int, default=None, callback=_positive,
-              help="seeds [default: 1 isolated, 3 reshuffled]")
-@click.option("--steps", type=int, default=None, callback=_positive,
-              help="full-batch steps (isolated) or epochs (reshuffled) [default: 200 / 50]")
-@click.option("--embedding-dim", type=int, default=32, show_default=True, callback=_positive)
-@click.option("--learning-rate", type=float, default=None, help="Adam learning rate [default: the run's]")
-@click.option("--constrained/--unconstrained", default=False, show_default=True,
-              help="keep PyKEEN's default constrainer (DistMult: unit-norm entities)")
-@click.option("--arms", type=click.Choice(["all", "default"]), default="all", show_default=True,
-              help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only")
-@click.option("--noisy", type=float, default=None, help="also corrupt this fraction of tails and score detectors")
-@click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
-@verbose_option
-def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim, learning_rate, constrained, arms,
-             noisy, no_deletion, verbose) -> None:
-    """Measure explanation quality for a run's model, beside baselines.
-
-    Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
-    each loss and normalisation, NH-k random neighbours, RG-k random far triples), retrain, and report PD
-    (probability dropped) and TC (top-1 changed). --noisy F: corrupt a fraction F of training tails, retrain,
-    and report each audit detector's ROC AUC beside the plain-loss baseline.
-    """
-    _setup_logging(verbose)
-    import shlex
-
-    from pykeen.triples import TriplesFactory
-
-    from .config import DEFAULT_NORMALIZE
-    from .evaluation import DEFAULT_ARMS, EvaluationConfig, RetrainConfig, TracInArm, run_deletion, run_noisy
-    from .evaluation.outputs import write_outputs
-    from .runs import load_run
-
-    if noisy is not None and not 0 < noisy < 1:
-        raise KGTracinError(f"--noisy must be a fraction between 0 and 1, got {noisy}")
-    if no_deletion and noisy is None:
-        raise KGTracinError("--no-deletion needs --noisy")
-    if any(k < 1 for k in ks):
-        raise KGTracinError("--k must be >= 1")
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KGTracinError(f"output {out} already exists and is not an empty directory")
-    run = load_run(run_dir)
-    if "testing" not in run.splits:
-        raise KGTracinError("the run has no test split to draw targets from")
-    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
-                             create_inverse_triples=bool(run.model.use_inverse_triples))
-    mode_steps = steps or (200 if retrain == "isolated" else 50)
-    lr = learning_rate or float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
-    recipe = RetrainConfig(model=type(run.model).__name__, embedding_dim=embedding_dim,
-                           inverse_triples=bool(run.model.use_inverse_triples), constrained=constrained,
-                           epochs=mode_steps, learning_rate=lr)
-    default_arm = TracInArm(run.tracin_loss, DEFAULT_NORMALIZE)
-    config = EvaluationConfig(retrain=recipe, mode=retrain, targets=targets, ks=tuple(sorted(set(ks))),
-                              arms=DEFAULT_ARMS if arms == "all" else (default_arm,),
-                              seeds=tuple(range(seeds or (1 if retrain == "isolated" else 3))))
-    result = {"run": str(run_dir), "command": "kgtracin " + shlex.join(sys.argv[1:])}
-    if not no_deletion:
-        result["deletion"] = run_deletion(factory, dict(run.splits), config)
-    if noisy is not None:
-        result["noisy"] = run_noisy(factory, dict(run.splits), config, noisy, run.tracin_loss)
-    write_outputs(result, out)
-    click.echo((out / "evaluation.md").read_text(encoding="utf-8"))
-    click.echo(f"wrote {out / 'evaluation.md'}, evaluation.json and evaluation.png")
-
-
-@cli.command()
 @click.option("--model", default="ConvE", show_default=True, help="PyKEEN model name")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--num-test", type=int, default=3, show_default=True, callback=_positive,
@@ -379,9 +265,10 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
 def demo(model, epochs, num_test, top_k, output, verbose) -> None:
     """Train a small model on Nations with checkpoints, then explain a few test predictions."""
     _setup_logging(verbose)
-    from .runs import load_run
-    from .tracin import TracIn
-    from .training import TrainingConfig, train_run
+    from ..predictions import KnownTriples, tail_view
+    from ..runs import load_run
+    from ..tracin import TracIn
+    from ..training import TrainingConfig, format_evaluation, train_run
 
     with tempfile.TemporaryDirectory(prefix="kgtracin-demo-") as scratch:
         run_dir = Path(output) if output else Path(scratch) / "run"
@@ -390,15 +277,21 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
         click.echo(f"training {config.model} on Nations for {epochs} epochs with {config.checkpoints} checkpoints ...")
         train_run(run_dir, config, dataset="nations")
         run = load_run(run_dir)
+        click.echo(format_evaluation(run.manifest.get("evaluation")))
         test = run.splits["testing"][:num_test]
-        tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints, labels=run.labels)
-        click.echo(f"TracIn over all {sum(p.numel() for p in run.model.parameters())} parameters, "
-                   f"{len(run.checkpoints)} checkpoints, {len(run.training_triples)} training triples")
-        frame = tracin.influence(test, top_k=top_k).to_frame()
+        tracin = TracIn.from_run(run_dir)
+        click.echo(f"TracIn ({tracin.config.loss} loss, {tracin.config.normalize}-normalised) over all "
+                   f"{sum(p.numel() for p in run.model.parameters())} parameters, {len(run.checkpoints)} "
+                   f"checkpoints, {len(run.training_triples)} training triples")
+        scores, ranks = tail_view(run.model, test, KnownTriples(run.splits.values()))
+        frame = tracin.influence(test, top_k=top_k).to_frame(model_view=(scores, ranks))
         _print_table(frame, per_kind=top_k, max_tests=num_test)
     if output:
         click.echo(f"\nrun saved to {output}; try: kgtracin explain {output} --split test --limit 10 "
                    "--output influence.tsv")
+
+
+from . import quality  # noqa: E402,F401 - registers audit and evaluate
 
 
 def main(argv: list[str] | None = None) -> None:

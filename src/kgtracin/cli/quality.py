@@ -1,0 +1,126 @@
+"""``kgtracin audit`` and ``kgtracin evaluate``: finding noisy facts and measuring explanation quality."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import KGTracinError
+from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_option, loss_option, method_option,
+               parameters_option, verbose_option)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
+@click.option("--order-by", type=click.Choice(["validation_cosine", "validation", "self_influence", "loss"]),
+              default=None, help="the detector that orders the rows [default: validation_cosine]")
+@parameters_option
+@method_option
+@batch_option
+@device_option
+@loss_option
+@click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@verbose_option
+def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, verbose) -> None:
+    """Rank every training triple by how suspicious it is (noisy or wrong facts first).
+
+    Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
+    validation loss, gradient-cosine TracIn), validation (the same, raw TracIn), self_influence, and loss (the
+    final model's loss of the triple alone: the baseline).
+    """
+    _setup_logging(verbose)
+    from ..audit import DEFAULT_DETECTOR, audit_frame, detector_scores
+    from ..outputs import check_output, write_table
+    from ..runs import load_run
+
+    check_output(output)
+    run = load_run(run_dir)
+    validation = run.splits.get("validation")
+    detectors = ("validation_cosine", "validation", "self_influence", "loss") if validation is not None else (
+        "self_influence", "loss")
+    order_by = order_by or (DEFAULT_DETECTOR if validation is not None else "self_influence")
+    scores = detector_scores(run.model, run.training_triples, validation, run.checkpoints, detectors,
+                             parameters=list(parameters) or "all", method=method, batch_size=batch_size,
+                             device=device, loss=loss or run.tracin_loss, labels=run.labels)
+    frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
+    write_table(frame, output)
+    for row in frame.head(5).itertuples():
+        click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
+    click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--output", type=click.Path(), required=True, help="folder for evaluation.md, .json and .png")
+@click.option("--retrain", type=click.Choice(["isolated", "reshuffled"]), default="isolated", show_default=True,
+              help="isolated: only the deleted triples differ; reshuffled: PyKEEN's loop, new seeds")
+@click.option("--targets", type=int, default=20, show_default=True, callback=_positive,
+              help="test triples ranked first to explain and delete for")
+@click.option("--k", "ks", type=int, multiple=True, default=(1, 10), show_default=True,
+              help="triples deleted per target (repeatable)")
+@click.option("--seeds", type=int, default=None, callback=_positive,
+              help="seeds [default: 1 isolated, 3 reshuffled]")
+@click.option("--steps", type=int, default=None, callback=_positive,
+              help="full-batch steps (isolated) or epochs (reshuffled) [default: 200 / 50]")
+@click.option("--embedding-dim", type=int, default=32, show_default=True, callback=_positive)
+@click.option("--learning-rate", type=float, default=None, help="Adam learning rate [default: the run's]")
+@click.option("--constrained/--unconstrained", default=False, show_default=True,
+              help="keep PyKEEN's default constrainer (DistMult: unit-norm entities)")
+@click.option("--arms", type=click.Choice(["all", "default"]), default="all", show_default=True,
+              help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only")
+@click.option("--noisy", type=float, default=None, help="also corrupt this fraction of tails and score detectors")
+@click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
+@verbose_option
+def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim, learning_rate, constrained, arms,
+             noisy, no_deletion, verbose) -> None:
+    """Measure explanation quality for a run's model, beside baselines.
+
+    Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
+    each loss and normalisation, NH-k random neighbours, RG-k random far triples), retrain, and report PD
+    (probability dropped) and TC (top-1 changed). --noisy F: corrupt a fraction F of training tails, retrain,
+    and report each audit detector's ROC AUC beside the plain-loss baseline.
+    """
+    _setup_logging(verbose)
+    import shlex
+
+    from pykeen.triples import TriplesFactory
+
+    from ..config import DEFAULT_NORMALIZE
+    from ..evaluation import DEFAULT_ARMS, EvaluationConfig, RetrainConfig, TracInArm, run_deletion, run_noisy
+    from ..evaluation.outputs import write_outputs
+    from ..runs import load_run
+
+    if noisy is not None and not 0 < noisy < 1:
+        raise KGTracinError(f"--noisy must be a fraction between 0 and 1, got {noisy}")
+    if no_deletion and noisy is None:
+        raise KGTracinError("--no-deletion needs --noisy")
+    if any(k < 1 for k in ks):
+        raise KGTracinError("--k must be >= 1")
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KGTracinError(f"output {out} already exists and is not an empty directory")
+    run = load_run(run_dir)
+    if "testing" not in run.splits:
+        raise KGTracinError("the run has no test split to draw targets from")
+    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
+                             create_inverse_triples=bool(run.model.use_inverse_triples))
+    mode_steps = steps or (200 if retrain == "isolated" else 50)
+    lr = learning_rate or float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
+    recipe = RetrainConfig(model=type(run.model).__name__, embedding_dim=embedding_dim,
+                           inverse_triples=bool(run.model.use_inverse_triples), constrained=constrained,
+                           epochs=mode_steps, learning_rate=lr)
+    default_arm = TracInArm(run.tracin_loss, DEFAULT_NORMALIZE)
+    config = EvaluationConfig(retrain=recipe, mode=retrain, targets=targets, ks=tuple(sorted(set(ks))),
+                              arms=DEFAULT_ARMS if arms == "all" else (default_arm,),
+                              seeds=tuple(range(seeds or (1 if retrain == "isolated" else 3))))
+    result = {"run": str(run_dir), "command": "kgtracin " + shlex.join(sys.argv[1:])}
+    if not no_deletion:
+        result["deletion"] = run_deletion(factory, dict(run.splits), config)
+    if noisy is not None:
+        result["noisy"] = run_noisy(factory, dict(run.splits), config, noisy, run.tracin_loss)
+    write_outputs(result, out)
+    click.echo((out / "evaluation.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {out / 'evaluation.md'}, evaluation.json and evaluation.png")

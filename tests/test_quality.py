@@ -1,0 +1,169 @@
+"""The quality machinery is correct: losses follow the run, detectors, ranks, AUC, isolated retraining.
+
+These tests check correctness against brute force or invariants, never a quality threshold: quality figures
+come from ``kgtracin evaluate`` and ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kgtracin import TracIn
+from kgtracin.audit import DETECTORS, audit_frame, detector_scores
+from kgtracin.evaluation import RetrainConfig, Retrainer
+from kgtracin.evaluation.deletion import far_rows, neighbour_rows
+from kgtracin.evaluation.noisy import corrupt_tails, roc_auc
+from kgtracin.losses import loss_for_training
+from kgtracin.predictions import KnownTriples, tail_view
+from kgtracin.runs import load_run
+
+from .conftest import relative_error
+
+
+@pytest.fixture(scope="module")
+def run(run_factory):
+    return load_run(run_factory("DistMult", False))
+
+
+def test_training_loss_picks_the_tracin_loss(run):
+    assert loss_for_training("CrossEntropyLoss") == "softmax"
+    assert loss_for_training("SoftplusLoss") == "bce" and loss_for_training("BCEWithLogitsLoss") == "bce"
+    assert run.manifest["training"]["loss"] == "CrossEntropyLoss" and run.tracin_loss == "softmax"
+    tracin = TracIn.from_run(run.path, progress=False)
+    assert tracin.config.loss == "softmax" and tracin.config.normalize == "train"
+
+
+def test_manifest_has_the_evaluation_and_checkpoints(run):
+    evaluation = run.manifest["evaluation"]
+    assert evaluation["split"] == "testing" and evaluation["num_triples"] == run.splits["testing"].shape[0]
+    assert 0 < evaluation["mrr"] <= 1 and evaluation["hits_at_1"] <= evaluation["hits_at_3"] <= evaluation["hits_at_10"]
+    assert len(run.checkpoints) == 2  # min(5, epochs=2)
+
+
+def test_filtered_rank_matches_brute_force(run):
+    model, test = run.model, run.splits["testing"][:20]
+    known = KnownTriples(run.splits.values())
+    scores, ranks = tail_view(model, test, known)
+    all_known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
+    with torch.no_grad():
+        full = model.predict_t(test[:, :2])
+    for i, (h, r, t) in enumerate(test.tolist()):
+        own = full[i, t]
+        others = [full[i, e] for e in range(model.num_entities) if e != t and (h, r, e) not in all_known]
+        expected = 1 + sum(float(o > own) for o in others) + 0.5 * sum(float(o == own) for o in others)
+        assert ranks[i] == expected
+        assert torch.isclose(scores[i], own)
+
+
+def test_total_influence_is_the_column_sum(run):
+    tracin = TracIn(run.model, run.training_triples[:80], progress=False, loss="softmax")
+    valid = run.splits["validation"][:7]
+    assert relative_error(tracin.total_influence(valid), tracin.scores(valid).sum(dim=0)) < 1e-5
+
+
+def test_detectors_match_their_definitions(run):
+    train, valid = run.training_triples[:60], run.splits["validation"][:5]
+    scores = detector_scores(run.model, train, valid, run.checkpoints, DETECTORS, loss="softmax", progress=False)
+    raw = sum(TracIn(run.model, train, [c], loss="softmax", progress=False).scores(valid) for c in run.checkpoints)
+    assert relative_error(scores["validation"], -raw.sum(dim=0).double()) < 1e-5
+    cosine = 0
+    for c in run.checkpoints:
+        one = TracIn(run.model, train, [c], loss="softmax", progress=False)
+        train_norm = (one.self_influence() / c.learning_rate).sqrt()
+        test_norm = (TracIn(run.model, valid, [c], loss="softmax", progress=False).self_influence()
+                     / c.learning_rate).sqrt()
+        cosine = cosine + one.scores(valid) / train_norm.unsqueeze(0) / test_norm.unsqueeze(1)
+    assert relative_error(scores["validation_cosine"], -cosine.sum(dim=0).double()) < 1e-5
+    with torch.no_grad():
+        from kgtracin.adapters import ModelAdapter
+
+        expected_loss = ModelAdapter(run.model, loss="softmax").losses(train)
+    assert relative_error(scores["loss"], expected_loss.double()) < 1e-6
+    frame = audit_frame(scores, train, run.labels, order_by="loss", top_k=10)
+    assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", *DETECTORS]
+    assert frame["loss"].is_monotonic_decreasing and len(frame) == 10
+    assert float(frame["loss"].iloc[0]) == float(scores["loss"].max())
+
+
+def test_roc_auc_matches_pairwise_count():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (40,), generator=generator).double()
+    positive = torch.rand(40, generator=generator) < 0.3
+    pairs = [(float(p > n) + 0.5 * float(p == n)) for p in scores[positive] for n in scores[~positive]]
+    assert roc_auc(scores, positive) == pytest.approx(sum(pairs) / len(pairs))
+
+
+def test_corrupt_tails_changes_only_tails_of_the_chosen(run):
+    train = run.training_triples
+    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
+    corrupted, noisy = corrupt_tails(train, 0.05, run.model.num_entities, seed=3, known=known)
+    assert int(noisy.sum()) == round(0.05 * train.shape[0])
+    assert torch.equal(corrupted[~noisy], train[~noisy])
+    assert torch.equal(corrupted[:, :2], train[:, :2])
+    assert (corrupted[noisy, 2] != train[noisy, 2]).all()
+    assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
+
+
+def test_neighbour_and_far_rows(run):
+    train, target = run.training_triples, run.splits["testing"][0]
+    generator = torch.Generator().manual_seed(0)
+    near, far = neighbour_rows(train, target, 10, generator), far_rows(train, target, 10, generator)
+    entities = set(target[[0, 2]].tolist())
+    assert all(entities & {h, t} for h, _, t in train[near].tolist())
+    assert not any(entities & {h, t} for h, _, t in train[far].tolist())
+
+
+@pytest.fixture(scope="module")
+def retrainer(run):
+    from pykeen.triples import TriplesFactory
+
+    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id)
+    return Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, epochs=4, checkpoints=2), factory)
+
+
+def test_isolated_retraining_deleting_nothing_is_bit_identical(retrainer):
+    first, checkpoints = retrainer.isolated()
+    second, _ = retrainer.isolated(torch.empty(0, dtype=torch.long))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert len(checkpoints) == 2 and all(c.learning_rate == retrainer.config.learning_rate for c in checkpoints)
+
+
+def test_isolated_retraining_only_drops_the_deleted_terms(retrainer):
+    """One step's gradient without rows D equals the full gradient minus exactly the gradient of D's terms."""
+    from kgtracin.losses import SoftmaxLoss
+
+    model = retrainer._fresh().eval()
+    deleted = torch.tensor([3, 17, 42])
+    keep = torch.ones(retrainer.triples.shape[0], dtype=torch.bool)
+    keep[deleted] = False
+
+    def grad(rows):
+        model.zero_grad()
+        (SoftmaxLoss()(model, retrainer.triples[rows]).sum() / retrainer.triples.shape[0]).backward()
+        return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()])
+
+    full, kept, removed = grad(torch.ones_like(keep)), grad(keep), grad(~keep)
+    assert torch.allclose(full - removed, kept, atol=1e-6)
+    assert not torch.allclose(full, kept)
+    changed, _ = retrainer.isolated(deleted)
+    base, _ = retrainer.isolated()
+    assert any(not torch.equal(a, b) for a, b in zip(changed.state_dict().values(), base.state_dict().values()))
+
+
+def test_evaluate_end_to_end(run, tmp_path, capsys):
+    from .test_cli import run_cli
+
+    out = tmp_path / "eval"
+    code, stdout, err = run_cli(capsys, "evaluate", run.path, "--output", out, "--targets", 2,
+                                "--steps", 3, "--k", 1, "--k", 2, "--embedding-dim", 8, "--noisy", 0.05)
+    assert code == 0, err
+    result = json.loads((out / "evaluation.json").read_text())
+    arms = {row["arm"] for row in result["deletion"]["table"]}
+    assert {"NH-1", "NH-2", "RG-1", "RG-2", "TracIn softmax, train-normalised", "TracIn bce"} <= arms
+    assert all(0 <= row["pd"] <= 100 and 0 <= row["tc"] <= 100 for row in result["deletion"]["table"])
+    assert set(result["noisy"]["detectors"]) == {*DETECTORS, "loss (bce)"}
+    assert (out / "evaluation.png").stat().st_size > 1000
+    assert "| arm | k | PD % | TC % |" in (out / "evaluation.md").read_text()
