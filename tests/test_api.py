@@ -164,7 +164,7 @@ def test_from_pykeen_folder(run, tmp_path, caplog):
     assert "learning rate" in caplog.text
     test = run.splits["testing"][:2]
     assert tracin.config.loss == "softmax"  # the pickled model carries its CrossEntropyLoss
-    expected = TracIn(model, run.training_triples, progress=False, loss="softmax", normalize="train").scores(test)
+    expected = TracIn(model, run.training_triples, progress=False, loss="softmax").scores(test)
     assert torch.allclose(tracin.scores(test), expected)
 
 

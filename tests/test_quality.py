@@ -33,7 +33,7 @@ def test_training_loss_picks_the_tracin_loss(run):
     assert loss_for_training("SoftplusLoss") == "bce" and loss_for_training("BCEWithLogitsLoss") == "bce"
     assert run.manifest["training"]["loss"] == "CrossEntropyLoss" and run.tracin_loss == "softmax"
     tracin = TracIn.from_run(run.path, progress=False)
-    assert tracin.config.loss == "softmax" and tracin.config.normalize == "train"
+    assert tracin.config.loss == "softmax" and tracin.config.normalize is None
 
 
 def test_manifest_has_the_evaluation_and_checkpoints(run):

@@ -25,8 +25,9 @@ PRECISIONS: dict[str, torch.dtype] = {
 DEFAULT_EPOCHS = 50
 DEFAULT_LEARNING_RATE = 0.01
 
-#: The CLI's default normalisation for ``explain`` (chosen by ``kgtracin evaluate``; see README).
-DEFAULT_NORMALIZE = "train"
+#: The default normalisation of ``explain`` and ``from_run``: raw TracIn. ``kgtracin evaluate`` found no gain
+#: from normalising the training gradients on Nations DistMult (README, "Explanation quality").
+DEFAULT_NORMALIZE: str | None = None
 
 #: How training gradients are scaled before the inner product: None (raw TracIn) or "train" (unit norm).
 NORMALIZATIONS: tuple[str | None, ...] = (None, "train", "cosine")

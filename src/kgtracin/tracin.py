@@ -103,8 +103,7 @@ class TracIn:
     def from_run(cls, path: str | os.PathLike, **kwargs) -> "TracIn":
         """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
-        As ``kgtracin explain`` does, the loss follows the run's training loss and training gradients are
-        normalised (``normalize="train"``) unless given otherwise.
+        As ``kgtracin explain`` does, the loss follows the run's training loss unless given otherwise.
 
         :param kwargs: passed to :class:`TracIn` (``parameters``, ``method``, ``batch_size``, ``device``, ...)
         """

@@ -56,7 +56,8 @@ shard_option = click.option("--shard-size", type=int, default=16384, show_defaul
 loss_option = click.option("--loss", type=click.Choice(["bce", "softmax"]), default=None,
                            help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
                            "cross-entropy loss, else bce]")
-normalize_option = click.option("--normalize", type=click.Choice(["none", "train"]), default=DEFAULT_NORMALIZE,
+normalize_option = click.option("--normalize", type=click.Choice(["none", "train"]),
+                                default=DEFAULT_NORMALIZE or "none",
                                 show_default=True, help="train: divide each training gradient by its norm "
                                 "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
@@ -280,7 +281,7 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
         click.echo(format_evaluation(run.manifest.get("evaluation")))
         test = run.splits["testing"][:num_test]
         tracin = TracIn.from_run(run_dir)
-        click.echo(f"TracIn ({tracin.config.loss} loss, {tracin.config.normalize}-normalised) over all "
+        click.echo(f"TracIn ({tracin.config.loss} loss) over all "
                    f"{sum(p.numel() for p in run.model.parameters())} parameters, {len(run.checkpoints)} "
                    f"checkpoints, {len(run.training_triples)} training triples")
         scores, ranks = tail_view(run.model, test, KnownTriples(run.splits.values()))
