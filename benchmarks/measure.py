@@ -38,7 +38,7 @@ def one_epoch(spec) -> dict:
     """
     w = load(spec["workload"])
     train = w.train[: spec.get("n_train")]
-    adapter = ModelAdapter(w.model)
+    adapter = ModelAdapter(w.model, loss=spec.get("loss", "bce"))
     times = {}
     for batch in spec.get("batch_sizes", [256, 1024]):
         adapter.losses(train[:batch]).sum().backward()  # warm-up
@@ -55,7 +55,7 @@ def tracin(spec) -> dict:
     w = load(spec["workload"])
     train, test = w.train[: spec.get("n_train")], w.test[: spec["m"]]
     kwargs = dict(parameters=params_of(spec), method=spec["method"], progress=False,
-                  precision=spec.get("precision"), compile=spec.get("compile", False))
+                  precision=spec.get("precision"), compile=spec.get("compile", False), loss=spec.get("loss", "bce"))
     if spec.get("slices"):  # time two slices of training triples, extrapolate linearly to all of them
         times = []
         for n in spec["slices"]:

@@ -1,6 +1,7 @@
 """Noisy-fact detection on UMLS: 5% of training tails corrupted, trained by ``kgtracin train`` defaults.
 
-Usage: ``python benchmarks/noisy_facts.py [MODEL ...]`` (default: DistMult ConvE). For each model it prints the
+Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--schedule linear|log]`` (default: DistMult ConvE,
+linear). For each model it prints the
 filtered test MRR of the model trained on the corrupted data, then every audit detector's ROC AUC and recall in
 the top 10%, under both TracIn losses, so that the plain-loss baseline of either loss stands beside them.
 """
@@ -8,14 +9,13 @@ the top 10%, under both TracIn losses, so that the plain-loss baseline of either
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 
-def main(models: list[str], fraction: float = 0.05) -> None:
+def main(models: list[str], fraction: float = 0.05, schedule: str = "linear") -> None:
     from pykeen.datasets import UMLS
 
     from kgtracin.audit import detector_scores
@@ -37,12 +37,13 @@ def main(models: list[str], fraction: float = 0.05) -> None:
         for name, triples in files.items():
             write_labeled_triples(scratch / f"{name}.tsv", labels.to_labels(triples))
         for model in models:
-            path = train_run(scratch / model, TrainingConfig(model=model),
+            path = train_run(scratch / model, TrainingConfig(model=model, checkpoint_schedule=schedule),
                              **{name: str(scratch / f"{name}.tsv") for name in files}, progress=False)
             run = load_run(path)
             assert torch.equal(run.labels.to_ids(labels.to_labels(train)), run.training_triples)
+            epochs = [c["epoch"] for c in run.manifest["checkpoints"]]
             print(f"{model}: trained on {fraction:.0%} corrupted tails ({int(noisy.sum())} triples), filtered test "
-                  f"MRR {run.manifest['evaluation']['mrr']:.3f}", flush=True)
+                  f"MRR {run.manifest['evaluation']['mrr']:.3f}, checkpoints at epochs {epochs}", flush=True)
             for loss in ("softmax", "bce"):
                 scores = detector_scores(run.model, run.training_triples, run.splits["validation"], run.checkpoints,
                                          loss=loss, progress=False)
@@ -51,4 +52,10 @@ def main(models: list[str], fraction: float = 0.05) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["DistMult", "ConvE"])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("models", nargs="*", default=["DistMult", "ConvE"])
+    parser.add_argument("--schedule", choices=["linear", "log"], default="linear")
+    args = parser.parse_args()
+    main(args.models, schedule=args.schedule)

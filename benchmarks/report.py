@@ -66,6 +66,15 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         ratio = syn1000["seconds"] / syn_ep["seconds"]
         lines.append(f"| ... M=1000 <= 3x one epoch | {ratio:.2f}x ({syn1000['seconds']:.0f} s) | "
                      f"{_check(ratio <= 3)} |")
+    soft_ep, soft100 = _r(res, "synthetic-conve softmax epoch"), _r(res, "synthetic-conve softmax fast M=100")
+    if soft100 and syn_ep:
+        ratio = soft100["seconds"] / syn_ep["seconds"]
+        lines.append(f"| `softmax` loss: synthetic 272k ConvE d=200, M=100 <= 2x one epoch | {ratio:.2f}x one bce "
+                     f"epoch ({soft100['seconds']:.0f} s vs {syn_ep['seconds']:.0f} s)"
+                     + (f"; {soft100['seconds'] / soft_ep['seconds']:.2f}x one softmax (1-N, both directions) "
+                        f"epoch of {soft_ep['seconds']:.0f} s" if soft_ep else "") + f" | {_check(ratio <= 2)} |")
+        lines.append(f"| ... with peak RSS <= 4 GB | {soft100['peak_rss_gb']:.2f} GB | "
+                     f"{_check(soft100['peak_rss_gb'] <= 4)} |")
     scaling = sorted(
         (e["spec"]["n_train"], e) for k, e in res.items()
         if k.startswith("synthetic-conve fast M=100 N=") and "error" not in e)

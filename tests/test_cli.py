@@ -337,3 +337,38 @@ def test_train_checkpoints_default_to_epochs(tmp_path, capsys):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [c["epoch"] for c in manifest["checkpoints"]] == [1, 2]
     assert "filtered test MRR" in stdout and manifest["evaluation"]["mrr"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--predict", "--predict-head"])
+def test_explain_predictions(nations_run, tmp_path, capsys, flag):
+    """The model's top new completions, best first, none of them a training triple, then explained."""
+    run = load_run(nations_run)
+    h, r, t = run.labels.to_labels(run.splits["testing"][:1])[0]
+    anchor = (h, r) if flag == "--predict" else (r, t)
+    out = tmp_path / "predicted.tsv"
+    code, stdout, err = run_cli(capsys, "explain", nations_run, flag, *anchor, "--n", "2", "--top-k", "1",
+                                "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t").groupby("test_index").first()
+    assert len(frame) == 2
+    ids = run.labels.to_ids(frame[["test_head", "test_relation", "test_tail"]].to_numpy())
+    training = {tuple(x) for x in run.training_triples.tolist()}
+    assert not any(tuple(x) in training for x in ids.tolist())
+    with torch.no_grad():
+        if flag == "--predict":
+            scores = run.model.predict_t(ids[:1, :2])[0]
+            slot = 2
+        else:
+            scores = run.model.predict_h(ids[:1, 1:])[0]
+            slot = 0
+    candidates = [e for e in range(run.model.num_entities)
+                  if tuple(ids[0].tolist()[:slot] + [e] + ids[0].tolist()[slot + 1:]) not in training]
+    best = sorted(candidates, key=lambda e: -float(scores[e]))[:2]
+    assert ids[:, slot].tolist() == best
+
+
+def test_explain_predict_bad_label(nations_run, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "explain", nations_run, "--predict", "atlantis", "embassy", "--output",
+                           tmp_path / "x.tsv")
+    assert_clean_error(code, err, "atlantis")
+    assert not (tmp_path / "x.tsv").exists()

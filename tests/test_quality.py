@@ -167,3 +167,13 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
     assert set(result["noisy"]["detectors"]) == {*DETECTORS, "loss (bce)"}
     assert (out / "evaluation.png").stat().st_size > 1000
     assert "| arm | k | PD % | TC % |" in (out / "evaluation.md").read_text()
+
+
+def test_checkpoint_schedules():
+    from kgtracin.training import TrainingConfig
+
+    assert TrainingConfig(model="DistMult").checkpoint_epochs() == [10, 20, 30, 40, 50]
+    assert TrainingConfig(model="DistMult", checkpoint_schedule="log").checkpoint_epochs() == [1, 3, 7, 19, 50]
+    assert TrainingConfig(model="DistMult", epochs=2).checkpoints == 2
+    with pytest.raises(ValueError, match="checkpoint-schedule"):
+        TrainingConfig(model="DistMult", checkpoint_schedule="cubic")

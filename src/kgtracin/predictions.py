@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["KnownTriples", "tail_scores", "tail_view", "evaluate_model"]
+__all__ = ["KnownTriples", "tail_scores", "tail_view", "evaluate_model", "top_predictions"]
 
 
 class KnownTriples:
@@ -63,6 +63,30 @@ def tail_scores(model, hr: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
             scores = torch.logit(scores)
         parts.append(scores.cpu())
     return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+
+
+@torch.no_grad()
+def top_predictions(model, anchor: tuple[int, int], n: int, known: KnownTriples, head: bool = False) -> torch.Tensor:
+    """The model's ``n`` best completions of ``(h, r, ?)`` (or ``(?, r, t)``), leaving out known triples.
+
+    :param anchor: ``(h, r)`` for tails, ``(r, t)`` for heads (``head=True``), dataset ids
+    :param known: the triples to leave out (the facts the model was trained on)
+    :return: shape: (n', 3), dtype: long, the predicted triples, best first (n' <= n)
+    """
+    model.eval()
+    if head:
+        relation, tail = anchor
+        scores = model.predict_h(torch.tensor([[relation, tail]], device=next(model.parameters()).device))[0].cpu()
+        for h in range(model.num_entities):
+            if tail in known.tails(h, relation).tolist():
+                scores[h] = float("-inf")
+        order = [int(e) for e in torch.argsort(scores, descending=True, stable=True) if scores[e] > float("-inf")]
+        return torch.tensor([[e, relation, tail] for e in order[:n]], dtype=torch.long).view(-1, 3)
+    h, relation = anchor
+    scores = tail_scores(model, torch.tensor([[h, relation]]))[0]
+    scores[known.tails(h, relation)] = float("-inf")
+    order = [int(e) for e in torch.argsort(scores, descending=True, stable=True) if scores[e] > float("-inf")]
+    return torch.tensor([[h, relation, e] for e in order[:n]], dtype=torch.long).view(-1, 3)
 
 
 def tail_view(model, triples: torch.Tensor, known: KnownTriples) -> tuple[torch.Tensor, torch.Tensor]:

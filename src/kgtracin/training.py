@@ -43,6 +43,8 @@ class TrainingConfig:
     inverse_triples: bool | None = field(default=None, metadata={"help": "train with inverse triples"})
     training_loop: str = field(default="lcwa", metadata={"help": "lcwa or slcwa"})
     loss: str = field(default="crossentropy", metadata={"help": "PyKEEN loss name (crossentropy, softplus, bce, ...)"})
+    #: "linear": checkpoints evenly spread; "log": geometrically spread, so early training is represented
+    checkpoint_schedule: str = field(default="linear", metadata={"help": "linear or log"})
 
     def __post_init__(self) -> None:
         from pykeen.models import model_resolver
@@ -73,14 +75,20 @@ class TrainingConfig:
             raise KGTracinError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.embedding_dim is not None and self.embedding_dim < 1:
             raise KGTracinError(f"--embedding-dim must be >= 1, got {self.embedding_dim}")
+        if self.checkpoint_schedule not in ("linear", "log"):
+            raise KGTracinError(f"--checkpoint-schedule must be linear or log, got {self.checkpoint_schedule!r}")
         if self.training_loop not in ("lcwa", "slcwa"):
             raise KGTracinError(f"--training-loop must be lcwa or slcwa, got {self.training_loop!r}")
         if self.inverse_triples is None:  # ConvE is meant to be trained with inverse triples
             object.__setattr__(self, "inverse_triples", self.model == "ConvE")
 
     def checkpoint_epochs(self) -> list[int]:
-        """``checkpoints`` epochs spread evenly over training, the last one being the final epoch."""
-        return sorted({round(self.epochs * (k + 1) / self.checkpoints) for k in range(self.checkpoints)})
+        """``checkpoints`` epochs spread over training (evenly, or geometrically from epoch 1), the last one
+        being the final epoch. A geometric schedule may give fewer distinct epochs on short training."""
+        n = self.checkpoints
+        if self.checkpoint_schedule == "log" and n > 1:
+            return sorted({max(1, round(self.epochs ** (k / (n - 1)))) for k in range(n)})
+        return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})
 
 
 def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:

@@ -86,10 +86,12 @@ def cli() -> None:
 @click.option("--training-loop", type=click.Choice(["lcwa", "slcwa"]), default="lcwa", show_default=True)
 @click.option("--loss", default="crossentropy", show_default=True,
               help="PyKEEN training loss (crossentropy, softplus, bcewithlogits, marginranking, ...)")
+@click.option("--checkpoint-schedule", type=click.Choice(["linear", "log"]), default="linear", show_default=True,
+              help="spread the checkpoints evenly, or geometrically from epoch 1")
 @click.option("--output", type=click.Path(), required=True, help="run directory to create")
 @verbose_option
 def train(dataset, training, validation, testing, model, epochs, checkpoints, seed, learning_rate, batch_size,
-          embedding_dim, inverse_triples, training_loop, loss, output, verbose) -> None:
+          embedding_dim, inverse_triples, training_loop, loss, checkpoint_schedule, output, verbose) -> None:
     """Train a PyKEEN model, save checkpoints with their learning rates, and report its filtered test MRR.
 
     The defaults (LCWA, cross-entropy over all tails, Adam at 0.01, 50 epochs) train models worth explaining
@@ -104,7 +106,8 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
         raise KGTracinError("--validation and --testing go with --training, not --dataset")
     config = TrainingConfig(model=model, epochs=epochs, checkpoints=checkpoints, seed=seed,
                             learning_rate=learning_rate, batch_size=batch_size, embedding_dim=embedding_dim,
-                            inverse_triples=inverse_triples, training_loop=training_loop, loss=loss)
+                            inverse_triples=inverse_triples, training_loop=training_loop, loss=loss,
+                            checkpoint_schedule=checkpoint_schedule)
     path = train_run(output, config, dataset=dataset, training=training, validation=validation,
                      testing=testing)
     from ..runs import read_manifest
@@ -114,14 +117,26 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
     click.echo(f"run saved to {path}")
 
 
-def _test_triples(run, triples, test_file, split, limit):
+def _test_triples(run, triples, test_file, split, limit, predict=(), predict_head=(), n=3):
     import torch
 
     from ..triples import read_labeled_triples
 
-    chosen = sum(x is not None and x != () for x in (triples, test_file, split))
+    chosen = sum(x is not None and x != () for x in (triples, test_file, split, predict, predict_head))
     if chosen != 1:
-        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE or --split test|validation")
+        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE, --split test|validation, "
+                            "--predict H R or --predict-head R T")
+    if predict or predict_head:
+        from ..predictions import KnownTriples, top_predictions
+
+        h, r, t = run.labels.resolve((predict[0], predict[1], predict[0]) if predict else
+                                     (predict_head[1], predict_head[0], predict_head[1]),
+                                     source="--predict" if predict else "--predict-head")
+        known = KnownTriples([run.training_triples])
+        found = top_predictions(run.model, (h, r) if predict else (r, t), n, known, head=bool(predict_head))
+        if found.shape[0] == 0:
+            raise KGTracinError("every candidate is already a training triple; nothing new to explain")
+        return found
     if triples:
         return torch.tensor([run.labels.resolve(t) for t in triples], dtype=torch.long)
     if test_file is not None:
@@ -158,6 +173,12 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples")
 @click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
 @click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
+@click.option("--predict", nargs=2, default=(), metavar="H R",
+              help="explain the model's top --n tails of (H, R, ?) that are not training triples")
+@click.option("--predict-head", nargs=2, default=(), metavar="R T",
+              help="explain the model's top --n heads of (?, R, T) that are not training triples")
+@click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
+              help="with --predict / --predict-head: how many predictions")
 @click.option("--top-k", type=int, default=10, show_default=True, callback=_top_k)
 @parameters_option
 @method_option
@@ -172,8 +193,9 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
               help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @verbose_option
-def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method, batch_size, device, precision,
-            compile_, shard_size, loss, normalize, store, output, verbose) -> None:
+def explain(run_dir, triples, test_file, split, limit, predict, predict_head, num_predictions, top_k, parameters,
+            method, batch_size, device, precision, compile_, shard_size, loss, normalize, store, output,
+            verbose) -> None:
     """Top-k proponents and opponents of test triples, labelled.
 
     Finished training shards are kept in a store until the output is written, so a killed run re-run with the
@@ -192,7 +214,7 @@ def explain(run_dir, triples, test_file, split, limit, top_k, parameters, method
     distributed = init_from_env(device)
     rank, _ = world()
     run = load_run(run_dir)
-    test = _test_triples(run, triples, test_file, split, limit)
+    test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     precision=precision, compile=compile_, shard_size=shard_size, labels=run.labels,

@@ -58,7 +58,7 @@ def _plot(result: dict, path: Path) -> None:
         ax.set_yticks(list(y), labels, fontsize=8)
         ax.set_xlim(0, 100)
         ax.set_title(f"deletion, {deletion['mode']} retraining")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
         column += 1
     if result.get("noisy"):
         ax = axes[0, column]
