@@ -159,8 +159,10 @@ def test_from_pykeen_folder(run, tmp_path, caplog):
     factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
                              create_inverse_triples=True)
     factory.to_path_binary(tmp_path / "training_triples")
+    with pytest.raises(KGTracinError, match="pickled model"):  # safe by default
+        TracIn.from_run(tmp_path, progress=False)
     with caplog.at_level(logging.WARNING):
-        tracin = TracIn.from_run(tmp_path, progress=False)
+        tracin = TracIn.from_run(tmp_path, trust_pickle=True, progress=False)
     assert "learning rate" in caplog.text
     test = run.splits["testing"][:2]
     assert tracin.config.loss == "softmax"  # the pickled model carries its CrossEntropyLoss
@@ -194,6 +196,19 @@ def test_bad_options(small):
         Checkpoint(model.state_dict(), 0.0)
     with pytest.raises(KGTracinError, match="ERModel"):
         TracIn(torch.nn.Linear(2, 2), train)
+
+
+def test_checkpoint_files_load_safely(small, tmp_path):
+    """A file holding pickled objects is refused unless trusted; a state dict never needs trust."""
+    model, _, train, test = small
+    pickled = tmp_path / "model.pkl"
+    torch.save(model, pickled)
+    with pytest.raises(KGTracinError, match="pickled Python objects"):
+        TracIn(model, train, [Checkpoint(pickled, 1.0)], progress=False).scores(test)
+    trusted = TracIn(model, train, [Checkpoint(pickled, 1.0, trust_pickle=True)], progress=False).scores(test)
+    plain = tmp_path / "state.pt"
+    torch.save(model.state_dict(), plain)
+    assert torch.equal(TracIn(model, train, [Checkpoint(plain, 1.0)], progress=False).scores(test), trusted)
 
 
 def test_bad_checkpoint_files(small, tmp_path):

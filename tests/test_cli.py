@@ -372,3 +372,9 @@ def test_explain_predict_bad_label(nations_run, capsys, tmp_path):
                            tmp_path / "x.tsv")
     assert_clean_error(code, err, "atlantis")
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_run_dir_given_as_a_file(nations_run, capsys, out):
+    code, _, err = run_cli(capsys, "explain", nations_run / "model.pt", "--split", "test", "--output", out)
+    assert_clean_error(code, err, "is a file", "run directory")
+    assert not out.exists()

@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import KGTracinError
 
-__all__ = ["Checkpoint", "load_state_dict_file", "materialize"]
+__all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load"]
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike]
 
@@ -28,10 +28,13 @@ class Checkpoint:
         ``model_state_dict``) or a whole pickled model also work.
     :param learning_rate: the learning rate in force at that point of training (PyKEEN checkpoints do not
         store it, so it must be given)
+    :param trust_pickle: files are read with ``torch.load(weights_only=True)``, which cannot run code; a file
+        holding pickled Python objects (a whole model) is refused unless this is True. Only for trusted files.
     """
 
     state: StateLike
     learning_rate: float
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         lr = self.learning_rate
@@ -44,7 +47,7 @@ class Checkpoint:
         """The state dict, read from disk if ``state`` is a path."""
         if isinstance(self.state, Mapping):
             return _unwrap(self.state, "checkpoint state")
-        return load_state_dict_file(self.state)
+        return load_state_dict_file(self.state, trust_pickle=self.trust_pickle)
 
 
 def _unwrap(obj: Any, where: str) -> Mapping[str, torch.Tensor]:
@@ -57,20 +60,40 @@ def _unwrap(obj: Any, where: str) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def load_state_dict_file(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
-    """Read a state dict (or PyKEEN checkpoint, or pickled model) from a file, on CPU.
+_LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
+                AttributeError, ImportError, ModuleNotFoundError, TypeError, KeyError)
 
-    :raises KGTracinError: when the file is missing or is not a readable model file
+
+def safe_load(path: Path, trust_pickle: bool = False) -> Any:
+    """``torch.load`` on CPU, safely: ``weights_only=True`` unless the caller trusts the file.
+
+    :raises KGTracinError: for a corrupt file, or one that holds pickled objects when ``trust_pickle`` is False
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        if not trust_pickle and "weights only load failed" in str(error).lower() and "invalid load key" not in str(
+                error).lower():
+            raise KGTracinError(
+                f"{path} holds pickled Python objects (such as a whole model), which can run code when loaded; "
+                "kgtracin reads state dicts only, unless you pass --trust-pickle (API: trust_pickle=True) for a "
+                "file you trust"
+            ) from None
+        raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
+    except _LOAD_ERRORS as error:
+        raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
+
+
+def load_state_dict_file(path: str | os.PathLike, trust_pickle: bool = False) -> Mapping[str, torch.Tensor]:
+    """Read a state dict (or a PyKEEN checkpoint holding one) from a file, on CPU, without running code.
+
+    :param trust_pickle: also accept a whole pickled model (``torch.load(weights_only=False)``)
+    :raises KGTracinError: when the file is missing, unreadable, or holds pickled objects that are not trusted
     """
     path = Path(path)
     if not path.is_file():
         raise KGTracinError(f"checkpoint file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError, ImportError, ModuleNotFoundError, TypeError, KeyError) as error:
-        raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
-    return _unwrap(obj, f"model file {path}")
+    return _unwrap(safe_load(path, trust_pickle), f"model file {path}")
 
 
 def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device | None,

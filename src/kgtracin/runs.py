@@ -128,11 +128,16 @@ def _load_kgtracin_run(path: Path) -> Run:
     return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest, path)
 
 
-def _load_pykeen_folder(path: Path) -> Run:
+def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
     from pykeen.models import ERModel
     from pykeen.triples import TriplesFactory
 
     model_file = path / "trained_model.pkl"
+    if not trust_pickle:
+        raise KGTracinError(
+            f"{path} is a PyKEEN result folder: its model is {model_file.name}, a whole pickled model that can "
+            "run code when loaded; pass --trust-pickle (API: trust_pickle=True) if you trust it"
+        )
     try:
         model = torch.load(model_file, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
@@ -153,16 +158,22 @@ def _load_pykeen_folder(path: Path) -> Run:
                {"training": factory.mapped_triples}, {}, path)
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike, trust_pickle: bool = False) -> Run:
     """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
+
+    Every file is read with ``torch.load(weights_only=True)``, which cannot run code, except a PyKEEN folder's
+    ``trained_model.pkl`` (a whole pickled model), which is read only with ``trust_pickle=True``.
 
     :raises KGTracinError: for a missing, incomplete or corrupt directory
     """
     path = Path(path)
+    if path.is_file():
+        raise KGTracinError(f"{path} is a file; give the run directory that holds it "
+                            f"({path.parent if str(path.parent) else '.'})")
     if not path.is_dir():
         raise KGTracinError(f"run directory {path} does not exist")
     if (path / MANIFEST).is_file():
         return _load_kgtracin_run(path)
     if (path / "trained_model.pkl").is_file():
-        return _load_pykeen_folder(path)
+        return _load_pykeen_folder(path, trust_pickle)
     raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")

@@ -100,16 +100,17 @@ class TracIn:
 
     # -- construction from saved runs ---------------------------------------------------------------
     @classmethod
-    def from_run(cls, path: str | os.PathLike, **kwargs) -> "TracIn":
+    def from_run(cls, path: str | os.PathLike, trust_pickle: bool = False, **kwargs) -> "TracIn":
         """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
         As ``kgtracin explain`` does, the loss follows the run's training loss unless given otherwise.
 
+        :param trust_pickle: allow a PyKEEN folder's ``trained_model.pkl``, a pickled model that can run code
         :param kwargs: passed to :class:`TracIn` (``parameters``, ``method``, ``batch_size``, ``device``, ...)
         """
         from .runs import load_run
 
-        run = load_run(path)
+        run = load_run(path, trust_pickle=trust_pickle)
         kwargs.setdefault("labels", run.labels)
         kwargs.setdefault("loss", run.tracin_loss)
         kwargs.setdefault("normalize", DEFAULT_NORMALIZE)

@@ -60,6 +60,9 @@ normalize_option = click.option("--normalize", type=click.Choice(["none", "train
                                 default=DEFAULT_NORMALIZE or "none",
                                 show_default=True, help="train: divide each training gradient by its norm "
                                 "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
+trust_option = click.option("--trust-pickle", is_flag=True,
+                            help="allow a PyKEEN folder's trained_model.pkl: a whole pickled model, which can run "
+                            "code when loaded. Every other file is read with torch.load(weights_only=True)")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
 
 
@@ -117,7 +120,7 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
     click.echo(f"run saved to {path}")
 
 
-def _test_triples(run, triples, test_file, split, limit, predict=(), predict_head=(), n=3):
+def _test_triples(run, triples, test_file, split, limit, predict=None, predict_head=None, n=3):
     import torch
 
     from ..triples import read_labeled_triples
@@ -173,9 +176,9 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples")
 @click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
 @click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
-@click.option("--predict", nargs=2, default=(), metavar="H R",
+@click.option("--predict", nargs=2, default=None, metavar="H R",
               help="explain the model's top --n tails of (H, R, ?) that are not training triples")
-@click.option("--predict-head", nargs=2, default=(), metavar="R T",
+@click.option("--predict-head", nargs=2, default=None, metavar="R T",
               help="explain the model's top --n heads of (?, R, T) that are not training triples")
 @click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
               help="with --predict / --predict-head: how many predictions")
@@ -192,10 +195,11 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @click.option("--store", type=click.Path(), default=None,
               help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@trust_option
 @verbose_option
 def explain(run_dir, triples, test_file, split, limit, predict, predict_head, num_predictions, top_k, parameters,
             method, batch_size, device, precision, compile_, shard_size, loss, normalize, store, output,
-            verbose) -> None:
+            trust_pickle, verbose) -> None:
     """Top-k proponents and opponents of test triples, labelled.
 
     Finished training shards are kept in a store until the output is written, so a killed run re-run with the
@@ -213,7 +217,7 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
     device = local_device(device)
     distributed = init_from_env(device)
     rank, _ = world()
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_pickle=trust_pickle)
     test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
@@ -247,8 +251,9 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
 @precision_option
 @loss_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@trust_option
 @verbose_option
-def self_influence(run_dir, top_k, parameters, method, batch_size, device, precision, loss, output,
+def self_influence(run_dir, top_k, parameters, method, batch_size, device, precision, loss, output, trust_pickle,
                    verbose) -> None:
     """Training triples ranked by self-influence: candidates for noisy facts."""
     _setup_logging(verbose)
@@ -260,7 +265,7 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
     from ..tracin import TracIn
 
     check_output(output)
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_pickle=trust_pickle)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     precision=precision, loss=loss or run.tracin_loss)

@@ -9,7 +9,7 @@ import click
 
 from ..errors import KGTracinError
 from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_option, loss_option, method_option,
-               parameters_option, verbose_option)
+               parameters_option, trust_option, verbose_option)
 
 
 @cli.command()
@@ -23,8 +23,10 @@ from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_opti
 @device_option
 @loss_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@trust_option
 @verbose_option
-def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, verbose) -> None:
+def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, trust_pickle,
+          verbose) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
     Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
@@ -37,7 +39,7 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     from ..runs import load_run
 
     check_output(output)
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_pickle=trust_pickle)
     validation = run.splits.get("validation")
     detectors = ("validation_cosine", "validation", "self_influence", "loss") if validation is not None else (
         "self_influence", "loss")
@@ -73,9 +75,10 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
               help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only")
 @click.option("--noisy", type=float, default=None, help="also corrupt this fraction of tails and score detectors")
 @click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
+@trust_option
 @verbose_option
 def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim, learning_rate, constrained, arms,
-             noisy, no_deletion, verbose) -> None:
+             noisy, no_deletion, trust_pickle, verbose) -> None:
     """Measure explanation quality for a run's model, beside baselines.
 
     Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
@@ -102,7 +105,7 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KGTracinError(f"output {out} already exists and is not an empty directory")
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_pickle=trust_pickle)
     if "testing" not in run.splits:
         raise KGTracinError("the run has no test split to draw targets from")
     factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
