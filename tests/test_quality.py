@@ -172,8 +172,8 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
 def test_checkpoint_schedules():
     from kgtracin.training import TrainingConfig
 
-    assert TrainingConfig(model="DistMult").checkpoint_epochs() == [10, 20, 30, 40, 50]
-    assert TrainingConfig(model="DistMult", checkpoint_schedule="log").checkpoint_epochs() == [1, 3, 7, 19, 50]
+    assert TrainingConfig(model="DistMult").checkpoint_epochs() == [1, 3, 7, 19, 50]
+    assert TrainingConfig(model="DistMult", checkpoint_schedule="linear").checkpoint_epochs() == [10, 20, 30, 40, 50]
     assert TrainingConfig(model="DistMult", epochs=2).checkpoints == 2
     with pytest.raises(ValueError, match="checkpoint-schedule"):
         TrainingConfig(model="DistMult", checkpoint_schedule="cubic")

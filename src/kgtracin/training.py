@@ -44,7 +44,7 @@ class TrainingConfig:
     training_loop: str = field(default="lcwa", metadata={"help": "lcwa or slcwa"})
     loss: str = field(default="crossentropy", metadata={"help": "PyKEEN loss name (crossentropy, softplus, bce, ...)"})
     #: "linear": checkpoints evenly spread; "log": geometrically spread, so early training is represented
-    checkpoint_schedule: str = field(default="linear", metadata={"help": "linear or log"})
+    checkpoint_schedule: str = field(default="log", metadata={"help": "linear or log"})
 
     def __post_init__(self) -> None:
         from pykeen.models import model_resolver

@@ -89,7 +89,7 @@ def cli() -> None:
 @click.option("--training-loop", type=click.Choice(["lcwa", "slcwa"]), default="lcwa", show_default=True)
 @click.option("--loss", default="crossentropy", show_default=True,
               help="PyKEEN training loss (crossentropy, softplus, bcewithlogits, marginranking, ...)")
-@click.option("--checkpoint-schedule", type=click.Choice(["linear", "log"]), default="linear", show_default=True,
+@click.option("--checkpoint-schedule", type=click.Choice(["linear", "log"]), default="log", show_default=True,
               help="spread the checkpoints evenly, or geometrically from epoch 1")
 @click.option("--output", type=click.Path(), required=True, help="run directory to create")
 @verbose_option
