@@ -34,7 +34,8 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         "",
         f"Measured by `{command}` on {record['machine']}, started {record['started']}"
         + (f", finished {record.get('finished')}." if record.get("finished") else " (unfinished)."),
-        "Every figure below comes from that one run; each measurement ran in its own process, one at a time.",
+        "Every figure below comes from that one run, except the rows listed under *Re-measured rows*; each",
+        "measurement ran in its own process, one at a time.",
         "Times marked * are extrapolated linearly from two timed slices of training triples (the fixed cost of",
         "the test side plus a per-training-triple cost); the slices are in `benchmarks/results.json`.",
         "`fast` is timed through `TracIn.influence(top_k=10)`; `loop` and `vmap` through `TracIn.scores` on the",
@@ -44,6 +45,10 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         "same training triples, all parameters, timed at batch sizes 256 and 1024: the faster is the floor.",
         "",
     ]
+    for rerun in record.get("reruns", []):
+        lines += [f"*Re-measured rows*: `{rerun['command']}` on {rerun['machine']}, {rerun['started']} to "
+                  f"{rerun.get('finished', '(unfinished)')}, re-measured {', '.join(rerun['keys'])}. A ratio between "
+                  "two of these rows comes from that one run.", ""]
     # -- targets
     cap, fast_fc = _r(res, "umls captum fc"), _r(res, "umls fast fc")
     syn_ep = _r(res, "synthetic-conve epoch")

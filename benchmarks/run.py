@@ -109,19 +109,25 @@ def main() -> None:
     results_file = HERE / ("results-quick.json" if args.quick else "results.json")
     record = json.loads(results_file.read_text()) if results_file.is_file() else {}
     if not args.render_only:
-        record = {"machine": machine(), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M UTC",
-                  time.gmtime()), "results": record.get("results", {}) if args.only else {}}
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if args.only:  # keep the full run's header; say which rows this run re-measured
+            rerun = {"command": f"{COMMAND} --only {args.only!r}", "machine": machine(), "started": now, "keys": []}
+            record.setdefault("reruns", []).append(rerun)
+        else:
+            record = {"machine": machine(), "quick": args.quick, "started": now, "results": {}}
         for spec in suite(args.quick):
             wanted = args.only.split(",") if args.only else []
             if wanted and not (spec["key"] in wanted or any(w in spec["key"] for w in wanted)):
                 continue
             print(f"{spec['key']} ...", end=" ", flush=True)
+            if args.only:
+                rerun["keys"].append(spec["key"])
             record["results"][spec["key"]] = {"spec": spec, **measure(spec)}
             result = record["results"][spec["key"]]
             print(result.get("error") or f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_gb']:.2f} GB",
                   flush=True)
             results_file.write_text(json.dumps(record, indent=1))
-        record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        (rerun if args.only else record)["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results_file.write_text(json.dumps(record, indent=1))
     from report import render
 

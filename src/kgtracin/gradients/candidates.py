@@ -27,7 +27,8 @@ from torch.nn import functional as F
 from ..losses import head_queries
 from ._factors import Group, RowGroup
 
-__all__ = ["CandidateGroup", "softmax_unsupported", "SoftmaxDirections", "softmax_directions"]
+__all__ = ["CandidateGroup", "attach_candidates", "softmax_unsupported", "SoftmaxDirections", "softmax_directions",
+           "surrogate_scores", "all_scores", "softmax_deltas"]
 
 #: interactions whose score is linear in the tail's representations, and in the head's
 _TAIL_LINEAR = {"DistMultInteraction", "ComplExInteraction", "ConvEInteraction", "TuckERInteraction",
@@ -90,6 +91,27 @@ class CandidateGroup(Group):
     def cat(cls, groups: list["CandidateGroup"]) -> "CandidateGroup":
         return cls(RowGroup.cat([g.rows for g in groups]), torch.cat([g.deltas for g in groups]),
                    torch.cat([g.queries for g in groups]))
+
+
+def attach_candidates(groups: dict, tables: dict[str, int], deltas: list[torch.Tensor],
+                      queries: list[dict[int, torch.Tensor]]) -> None:
+    """Turn the row groups of the candidate tables into :class:`CandidateGroup` s, in place.
+
+    :param groups: group name -> group; a selected candidate table's entry is its query-side :class:`RowGroup`
+    :param tables: parameter name -> entity representation index, for every candidate table
+    :param deltas: per direction, shape (B, E)
+    :param queries: per direction, representation index -> ``q`` (B, D), for the tables in that direction's
+        candidate slot; a table absent from a direction gets ``delta = 0`` there
+    """
+    stacked = torch.stack(deltas, dim=1)  # (B, K, E)
+    for name, index in tables.items():
+        if name not in groups:  # not a selected parameter
+            continue
+        rows = groups[name]
+        zero = rows.grads.new_zeros(stacked.shape[0], rows.grads.shape[-1])
+        used = torch.tensor([index in q for q in queries], dtype=stacked.dtype, device=stacked.device)
+        q = torch.stack([qs.get(index, zero) for qs in queries], dim=1)
+        groups[name] = CandidateGroup(rows, stacked * used.view(1, -1, 1), q)
 
 
 def softmax_unsupported(model) -> str | None:

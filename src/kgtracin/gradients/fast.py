@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from ..adapters import ModelAdapter
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
-from .candidates import (CandidateGroup, all_scores, softmax_deltas, softmax_directions, softmax_unsupported,
+from .candidates import (all_scores, attach_candidates, softmax_deltas, softmax_directions, softmax_unsupported,
                          surrogate_scores)
 from .vmap import vmap_dense_grads
 
@@ -273,14 +273,7 @@ class FastComputer(GradientComputer):
                     dense.append(sum(p[1] for p in parts))
             leaf_grads = iter(grads[position:])
             queries = [{i: next(leaf_grads) for i in leaves} for _, leaves in candidates]
-            for name, index in plan.candidates.items():
-                if name not in groups:
-                    continue
-                zero = adapter.parameters[name].new_zeros(batch, adapter.parameters[name].shape[1])
-                deltas = torch.stack([d for d, _ in candidates], dim=1)
-                q = torch.stack([qs.get(index, zero) for qs in queries], dim=1)
-                used = torch.tensor([index in qs for qs in queries], device=deltas.device)
-                groups[name] = CandidateGroup(groups[name], deltas * used.view(1, -1, 1).to(deltas.dtype), q)
+            attach_candidates(groups, plan.candidates, [d for d, _ in candidates], queries)
         if plan.remainder:
             dense.append(self._remainder(plan, adapter, hrt))
         if dense:
