@@ -57,7 +57,7 @@ def suite(quick: bool) -> list[dict]:
                           "method": method, "m": m, "n_train": n_syn, "slices": slices})
     # the softmax loss (1-N cross-entropy, both directions) against an epoch of the same loss
     specs.append({"key": "synthetic-conve softmax epoch", "kind": "epoch", "workload": "synthetic-conve",
-                  "n_train": n_syn, "loss": "softmax"})
+                  "n_train": n_syn, "loss": "softmax", "batch_sizes": [256]})
     specs.append({"key": "synthetic-conve softmax fast M=100", "kind": "tracin", "workload": "synthetic-conve",
                   "method": "fast", "m": 100, "n_train": n_syn, "loss": "softmax"})
     fractions = [0.125, 0.25, 0.5]
