@@ -103,6 +103,8 @@ def attach_candidates(groups: dict, tables: dict[str, int], deltas: list[torch.T
     :param queries: per direction, representation index -> ``q`` (B, D), for the tables in that direction's
         candidate slot; a table absent from a direction gets ``delta = 0`` there
     """
+    if not tables or not deltas:  # not the softmax loss
+        return
     stacked = torch.stack(deltas, dim=1)  # (B, K, E)
     for name, index in tables.items():
         if name not in groups:  # not a selected parameter
