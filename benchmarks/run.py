@@ -122,8 +122,9 @@ def main() -> None:
             print(f"{spec['key']} ...", end=" ", flush=True)
             if args.only:
                 rerun["keys"].append(spec["key"])
-            record["results"][spec["key"]] = {"spec": spec, **measure(spec)}
-            result = record["results"][spec["key"]]
+            target = rerun.setdefault("results", {}) if args.only else record["results"]
+            target[spec["key"]] = {"spec": spec, **measure(spec)}
+            result = target[spec["key"]]
             print(result.get("error") or f"{result['seconds']:.2f} s, peak RSS {result['peak_rss_gb']:.2f} GB",
                   flush=True)
             results_file.write_text(json.dumps(record, indent=1))
