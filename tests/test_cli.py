@@ -378,3 +378,9 @@ def test_run_dir_given_as_a_file(nations_run, capsys, out):
     code, _, err = run_cli(capsys, "explain", nations_run / "model.pt", "--split", "test", "--output", out)
     assert_clean_error(code, err, "is a file", "run directory")
     assert not out.exists()
+
+
+def test_evaluate_output_folder_must_be_writable(nations_run, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", nations_run, "--output", tmp_path / "missing" / "ev")
+    assert_clean_error(code, err, "not a writable directory")
+    assert not (tmp_path / "missing").exists()

@@ -8,8 +8,9 @@ Each detector gives every training triple a number, higher meaning more suspicio
 * ``self_influence``: ``TracIn(z -> z)``, the size of z's gradients over training;
 * ``loss``: the final model's loss of z alone, the baseline every detector must beat.
 
-TracIn is linear in the test gradient, so the validation detectors cost one pass over the training triples
-per checkpoint, like ``explain``.
+TracIn is linear in the test gradient, so a validation detector is the column sum of the (validation x
+training) TracIn matrix; it is streamed like ``explain`` (one pass over the training triples per checkpoint,
+kernels as wide as the validation split), never held whole.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: The detectors, in column order.
 DETECTORS: tuple[str, ...] = ("validation_cosine", "validation", "self_influence", "loss")
 
-#: The detector whose order the audit's rows follow (measured by ``kgtracin evaluate --noisy``; README).
+#: The detector whose order the audit's rows follow (measured by ``benchmarks/noisy_facts.py``; README).
 DEFAULT_DETECTOR = "validation_cosine"
 
 

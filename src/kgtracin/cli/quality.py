@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from ..audit import DETECTORS
 from ..errors import KGTracinError
 from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_option, loss_option, method_option,
                parameters_option, trust_option, verbose_option)
@@ -15,7 +17,7 @@ from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_opti
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
-@click.option("--order-by", type=click.Choice(["validation_cosine", "validation", "self_influence", "loss"]),
+@click.option("--order-by", type=click.Choice(list(DETECTORS)),
               default=None, help="the detector that orders the rows [default: validation_cosine]")
 @parameters_option
 @method_option
@@ -41,8 +43,8 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     check_output(output)
     run = load_run(run_dir, trust_pickle=trust_pickle)
     validation = run.splits.get("validation")
-    detectors = ("validation_cosine", "validation", "self_influence", "loss") if validation is not None else (
-        "self_influence", "loss")
+    detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS
+                                                              if not d.startswith("validation"))
     order_by = order_by or (DEFAULT_DETECTOR if validation is not None else "self_influence")
     scores = detector_scores(run.model, run.training_triples, validation, run.checkpoints, detectors,
                              parameters=list(parameters) or "all", method=method, batch_size=batch_size,
@@ -105,6 +107,9 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KGTracinError(f"output {out} already exists and is not an empty directory")
+    parent = out.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise KGTracinError(f"cannot write {out}: {parent} is not a writable directory")
     run = load_run(run_dir, trust_pickle=trust_pickle)
     if "testing" not in run.splits:
         raise KGTracinError("the run has no test split to draw targets from")

@@ -73,9 +73,25 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def write_outputs(result: dict, folder: str | Path) -> Path:
-    """Write the JSON, Markdown and PNG into ``folder`` (created if needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the JSON, Markdown and PNG into ``folder``, atomically: built aside, then renamed into place."""
+    import os
+    import shutil
+    import tempfile
+
+    target = Path(folder)
+    if target.exists():
+        target.rmdir()  # the caller checked that it is an empty directory
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.absolute().parent))
+    try:
+        _write(result, staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _write(result: dict, folder: Path) -> None:
     (folder / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     lines = ["# kgtracin evaluation", "", f"Run: `{result['run']}`. Command: `{result['command']}`.", ""]
     if result.get("deletion"):
@@ -87,4 +103,3 @@ def write_outputs(result: dict, folder: str | Path) -> Path:
                  "random triples sharing none.")
     (folder / "evaluation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plot(result, folder / "evaluation.png")
-    return folder
