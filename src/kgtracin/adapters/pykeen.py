@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from ..errors import KGTracinError
 from ..losses import TripleLoss, make_loss
+from .compat import clear_caches, prepare
 
 __all__ = ["ModelAdapter", "select_parameters"]
 
@@ -49,7 +50,11 @@ class _TripleLosses(nn.Module):
         self.loss = loss
 
     def forward(self, hrt: torch.Tensor) -> torch.Tensor:
-        return self.loss(self.model, hrt)
+        clear_caches(self.model)  # every loss from the weights, through any message passing
+        try:
+            return self.loss(self.model, hrt)
+        finally:
+            clear_caches(self.model)
 
 
 class ModelAdapter:
@@ -66,7 +71,7 @@ class ModelAdapter:
 
         if not isinstance(model, ERModel):
             raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
-        self.model = model.eval()
+        self.model = prepare(model).eval()
         self.parameters = select_parameters(model, parameters)
         self.loss = make_loss(loss)
         self.scorer = _TripleLosses(model, self.loss)
@@ -140,7 +145,11 @@ class ModelAdapter:
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         :return: shape: (B,)
         """
-        return self.model.score_hrt(self.to_internal(hrt)).view(-1)
+        clear_caches(self.model)
+        try:
+            return self.model.score_hrt(self.to_internal(hrt)).view(-1)
+        finally:
+            clear_caches(self.model)
 
     def losses(self, hrt: torch.Tensor) -> torch.Tensor:
         """Per-triple TracIn losses (the adapter's ``loss``: ``bce`` or ``softmax``).

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..adapters import ModelAdapter
+from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
 from .candidates import (all_scores, attach_candidates, softmax_deltas, softmax_directions, softmax_unsupported,
@@ -57,7 +58,9 @@ class _Plan:
 def _is_plain_embedding(representation: nn.Module) -> bool:
     from pykeen.nn.representation import Embedding
 
-    return isinstance(representation, Embedding) and type(representation)._plain_forward is Embedding._plain_forward
+    # unique=True looks up the sorted distinct ids, not one row per triple in batch order
+    return (isinstance(representation, Embedding) and type(representation)._plain_forward is Embedding._plain_forward
+            and not representation.unique)
 
 
 def _conv_supported(module: nn.Module) -> bool:
@@ -139,7 +142,7 @@ class _Recorder:
 
     def _check_batch(self, key: str, tensor: torch.Tensor, ndim: int | None = None) -> None:
         if tensor.ndim == 0 or tensor.shape[0] != self.batch or (ndim is not None and tensor.ndim != ndim):
-            raise RuntimeError(
+            raise KGTracinError(
                 f"method='fast' cannot attribute {key} per triple (leading dimension {tuple(tensor.shape)} "
                 f"is not the batch of {self.batch}); use method='vmap'"
             )
@@ -239,7 +242,7 @@ class FastComputer(GradientComputer):
             grads = torch.autograd.grad(loss, targets + tables, allow_unused=True)
             # a table reached other than through the hooked lookups would get a gradient here
             if any(g is not None and bool(g.any()) for g in grads[len(targets):]):
-                raise RuntimeError(
+                raise KGTracinError(
                     f"{type(adapter.model).__name__} uses an embedding table outside per-triple lookups; "
                     "use method='vmap'"
                 )
@@ -305,7 +308,7 @@ class FastComputer(GradientComputer):
             expected = (delta * full).sum(dim=1)
             tolerance = torch.finfo(full.dtype).eps ** 0.5 * (1.0 + (delta.abs() * full.abs()).sum(dim=1))
             if not bool(((surrogate.detach() - expected).abs() <= tolerance).all()):
-                raise RuntimeError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "
+                raise KGTracinError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "
                                    "method='fast' cannot take loss='softmax'; use method='vmap'")
             total = total + surrogate.sum()
             candidates.append((delta, leaves))
@@ -315,7 +318,7 @@ class FastComputer(GradientComputer):
     def _remainder(plan: _Plan, adapter: ModelAdapter, hrt: torch.Tensor) -> torch.Tensor:
         size = sum(adapter.parameters[name].numel() for name in plan.remainder)
         if size * hrt.shape[0] > _DENSE_FALLBACK_LIMIT:
-            raise RuntimeError(
+            raise KGTracinError(
                 f"{type(adapter.model).__name__}: {len(plan.remainder)} parameter(s) ({size} numbers) have no closed "
                 f"form here ({plan.paths[plan.remainder[0]]}); their per-triple gradients would exceed the memory "
                 "bound: select fewer --parameters or use a smaller --batch-size"

@@ -8,6 +8,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from ..adapters import ModelAdapter
+from ..errors import KGTracinError
 from ._factors import DenseGroup, Features
 from .base import GradientComputer, flat_dense
 
@@ -30,9 +31,11 @@ def vmap_dense_grads(adapter: ModelAdapter, hrt: torch.Tensor, names: list[str])
     try:
         grads = vmap(grad(loss_one), in_dims=(None, 0))(params, internal)
     except RuntimeError as error:  # a model whose forward torch.func cannot vectorise
-        raise RuntimeError(
-            f"torch.func could not vectorise {type(adapter.model).__name__}: {error}; use method='loop'"
-        ) from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise KGTracinError(
+            f"torch.func cannot vectorise {type(adapter.model).__name__} ({first[:120]}); use method='loop', "
+            "which is exact (one backward pass per triple)"
+        ) from None
     keys = list(params)
     return flat_dense([grads[k] for k in keys], [params[k] for k in keys], hrt.shape[0])
 
