@@ -1,10 +1,21 @@
-"""Checkpoints: a model state and the learning rate in force when it was saved."""
+"""Checkpoints: a model state and the learning rate in force when it was saved.
+
+Files kgtracin reads as checkpoints, all with ``torch.load(weights_only=True)`` unless trusted:
+
+* a plain ``state_dict`` (``kgtracin train`` runs, ``torch.save(model.state_dict())``);
+* :class:`~kgtracin.CheckpointCallback` files: the state with its epoch, learning rate and label maps;
+* PyKEEN ``CheckpointTrainingCallback`` files (``{"state_dict", "version"}``): no learning rate, give one;
+* PyKEEN training-loop files (``checkpoint_name=...``): ``model_state_dict`` and ``optimizer_state_dict``, whose
+  learning rate is used when none is given. They also pickle NumPy random states, so only ``trust_pickle``
+  reads them.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,33 +26,51 @@ from torch import nn
 
 from .errors import KGTracinError
 
-__all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load"]
+__all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load", "read_checkpoint_folder",
+           "recorded_learning_rate", "checkpoint_labels"]
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike]
+
+#: file endings taken as checkpoints in a folder
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def _valid_rate(lr: Any) -> bool:
+    return not isinstance(lr, bool) and isinstance(lr, (int, float)) and lr > 0 and lr != float("inf")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """A saved model state ``w_c`` with the learning rate ``lr_c`` that weighs it in the TracIn sum.
 
-    :param state: a ``state_dict``, or a path to a file holding one. A PyKEEN training checkpoint (a dict with
-        ``model_state_dict``) or a whole pickled model also work.
-    :param learning_rate: the learning rate in force at that point of training (PyKEEN checkpoints do not
-        store it, so it must be given)
+    :param state: a ``state_dict``, or a path to a file holding one: a plain state dict, a
+        :class:`~kgtracin.CheckpointCallback` file, or a PyKEEN checkpoint (``CheckpointTrainingCallback`` or
+        training-loop ``checkpoint_name`` file). A whole pickled model also works with ``trust_pickle``.
+    :param learning_rate: the learning rate in force during the steps before this checkpoint. ``None`` reads it
+        from the file (``CheckpointCallback`` files, PyKEEN training-loop files); PyKEEN's callback files and
+        plain state dicts do not record it, so it must be given
     :param trust_pickle: files are read with ``torch.load(weights_only=True)``, which cannot run code; a file
         holding pickled Python objects (a whole model) is refused unless this is True. Only for trusted files.
     """
 
     state: StateLike
-    learning_rate: float
+    learning_rate: float | None = None
     trust_pickle: bool = False
 
     def __post_init__(self) -> None:
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr != lr or lr == float("inf"):
-            raise KGTracinError(f"checkpoint learning rate must be a positive number, got {lr!r}")
         if not isinstance(self.state, (Mapping, str, os.PathLike)):
             raise KGTracinError(f"checkpoint state must be a state_dict or a path, got {type(self.state).__name__}")
+        lr = self.learning_rate
+        if lr is None:
+            content = self.state if isinstance(self.state, Mapping) else _read(Path(self.state), self.trust_pickle)
+            lr = recorded_learning_rate(content)
+            if lr is None:
+                where = "the state" if isinstance(self.state, Mapping) else f"checkpoint {self.state}"
+                raise KGTracinError(f"{where} does not record its learning rate; give it "
+                                    "(Checkpoint(state, learning_rate), CLI --learning-rate)")
+            object.__setattr__(self, "learning_rate", lr)
+        if not _valid_rate(lr) or lr != lr:
+            raise KGTracinError(f"checkpoint learning rate must be a positive number, got {lr!r}")
 
     def load_state(self) -> Mapping[str, torch.Tensor]:
         """The state dict, read from disk if ``state`` is a path."""
@@ -50,11 +79,30 @@ class Checkpoint:
         return load_state_dict_file(self.state, trust_pickle=self.trust_pickle)
 
 
+def recorded_learning_rate(content: Any) -> float | None:
+    """The learning rate a checkpoint's content records: a ``CheckpointCallback`` file's ``learning_rate``, or the
+    first parameter group's ``lr`` in a PyKEEN training-loop file's ``optimizer_state_dict``; else None."""
+    if not isinstance(content, Mapping):
+        return None
+    lr = content.get("learning_rate")
+    if lr is None:
+        groups = (content.get("optimizer_state_dict") or {}).get("param_groups") if isinstance(
+            content.get("optimizer_state_dict"), Mapping) else None
+        rates = {float(g["lr"]) for g in groups or () if isinstance(g, Mapping) and "lr" in g}
+        if len(rates) > 1:
+            raise KGTracinError(f"the checkpoint's optimizer has several learning rates {sorted(rates)}; give one")
+        lr = rates.pop() if rates else None
+    return float(lr) if _valid_rate(lr) else None
+
+
 def _unwrap(obj: Any, where: str) -> Mapping[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        obj = obj["model_state_dict"]
+    if isinstance(obj, Mapping):
+        for key in ("model_state_dict", "state_dict"):  # PyKEEN training-loop / callback, CheckpointCallback files
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise KGTracinError(f"{where} does not hold a model state_dict")
     return obj
@@ -91,9 +139,61 @@ def load_state_dict_file(path: str | os.PathLike, trust_pickle: bool = False) ->
     :raises KGTracinError: when the file is missing, unreadable, or holds pickled objects that are not trusted
     """
     path = Path(path)
+    return _unwrap(_read(path, trust_pickle), f"model file {path}")
+
+
+def _read(path: Path, trust_pickle: bool) -> Any:
     if not path.is_file():
         raise KGTracinError(f"checkpoint file {path} does not exist")
-    return _unwrap(safe_load(path, trust_pickle), f"model file {path}")
+    return safe_load(path, trust_pickle)
+
+
+def _epoch_of(path: Path, content: Any) -> tuple:
+    epoch = content.get("epoch") if isinstance(content, Mapping) else None
+    if not isinstance(epoch, int):
+        numbers = re.findall(r"\d+", path.stem)
+        epoch = int(numbers[-1]) if numbers else None
+    return (epoch is None, epoch or 0, path.name)
+
+
+def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | None = None,
+                           trust_pickle: bool = False) -> list[Checkpoint]:
+    """Every checkpoint file (``*.pt``, ``*.pth``) in a folder, in epoch order.
+
+    The order is the recorded epoch, else the last number in the file name (PyKEEN's
+    ``checkpoint_0000010.pt``), else the name.
+
+    :param learning_rate: used for every checkpoint when given; else each file's recorded rate
+    :raises KGTracinError: for a missing or empty folder, an unreadable file, or a file without a learning rate
+        when none is given
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise KGTracinError(f"checkpoint directory {directory} does not exist")
+    files = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise KGTracinError(f"checkpoint directory {directory} holds no *.pt or *.pth file")
+    entries = []
+    for path in files:
+        content = safe_load(path, trust_pickle)
+        _unwrap(content, f"checkpoint file {path}")  # a file that is no checkpoint fails here, by name
+        lr = learning_rate if learning_rate is not None else recorded_learning_rate(content)
+        if lr is None:
+            raise KGTracinError(f"checkpoint {path} does not record its learning rate (PyKEEN's "
+                                "CheckpointTrainingCallback files do not); give --learning-rate")
+        entries.append((_epoch_of(path, content), Checkpoint(str(path), float(lr), trust_pickle)))
+    return [checkpoint for _, checkpoint in sorted(entries, key=lambda e: e[0])]
+
+
+def checkpoint_labels(checkpoint: Checkpoint) -> tuple[dict, dict] | None:
+    """The label maps a :class:`~kgtracin.CheckpointCallback` file records, or None."""
+    if isinstance(checkpoint.state, Mapping):
+        return None
+    content = safe_load(Path(checkpoint.state), checkpoint.trust_pickle)
+    if isinstance(content, Mapping) and isinstance(content.get("entity_to_id"), Mapping):
+        return dict(content["entity_to_id"]), dict(content.get("relation_to_id") or {})
+    return None
 
 
 def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device | None,

@@ -1,5 +1,9 @@
 """Run directories: what ``kgtracin train`` saves, and loading it (or a PyKEEN result folder) back.
 
+A PyKEEN ``save_to_directory`` folder is a run too: its model is ``trained_model.pkl`` (read only when trusted),
+its checkpoints are the folder's ``checkpoints/`` (as :class:`~kgtracin.CheckpointCallback` writes it) or any
+folder given as ``checkpoint_dir``, and its test and validation splits come from ``dataset``.
+
 A run directory holds::
 
     manifest.json           how the model was trained, the checkpoints and their learning rates
@@ -22,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checkpoints import Checkpoint, load_state_dict_file
+from .checkpoints import Checkpoint, checkpoint_labels, load_state_dict_file, read_checkpoint_folder
 from .errors import KGTracinError
 from .triples import Labels, read_labeled_triples
 
@@ -151,19 +155,44 @@ def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
         factory = TriplesFactory.from_path_binary(triples_dir)
     except Exception as error:  # noqa: BLE001
         raise KGTracinError(f"cannot read {triples_dir} ({type(error).__name__})") from None
-    logger.warning("%s is a PyKEEN result folder: it has no checkpoints and no learning rate; "
-                   "using the final weights with learning rate 1.0", path)
     labels = Labels.from_maps(factory.entity_to_id, factory.relation_to_id)
-    return Run(model.eval(), factory.mapped_triples, [Checkpoint(model.state_dict(), 1.0)], labels,
-               {"training": factory.mapped_triples}, {}, path)
+    return Run(model.cpu().eval(), factory.mapped_triples, [], labels, {"training": factory.mapped_triples},
+               {"training": {"loss": type(model.loss).__name__}}, path)
 
 
-def load_run(path: str | os.PathLike, trust_pickle: bool = False) -> Run:
+def _dataset_splits(dataset: str, labels: Labels) -> dict[str, torch.Tensor]:
+    """A shipped PyKEEN dataset's validation and test splits, mapped through the run's labels."""
+    from .training import DATASETS, dataset_splits
+
+    if dataset.lower() not in DATASETS:
+        raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    splits = dataset_splits(dataset)
+    return {name: labels.to_ids(splits[name], source=f"the {dataset} {name} split")
+            for name in ("validation", "testing")}
+
+
+def _check_labels(checkpoints: list[Checkpoint], labels: Labels) -> None:
+    for checkpoint in checkpoints:
+        recorded = checkpoint_labels(checkpoint)
+        if recorded is not None and (recorded[0] != labels.entity_to_id or recorded[1] != labels.relation_to_id):
+            raise KGTracinError(f"checkpoint {checkpoint.state} was saved for other entity or relation labels "
+                                "than the run's training triples")
+
+
+def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_dir: str | os.PathLike | None = None,
+             learning_rate: float | None = None, dataset: str | None = None) -> Run:
     """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
     Every file is read with ``torch.load(weights_only=True)``, which cannot run code, except a PyKEEN folder's
-    ``trained_model.pkl`` (a whole pickled model), which is read only with ``trust_pickle=True``.
+    ``trained_model.pkl`` (a whole pickled model) and PyKEEN training-loop checkpoints, which are read only with
+    ``trust_pickle=True``. Tensors saved on a GPU are loaded on the CPU.
 
+    :param checkpoint_dir: a folder of checkpoints (:class:`~kgtracin.CheckpointCallback` files, PyKEEN
+        ``CheckpointTrainingCallback`` or training-loop files) to use instead of the run's; for a PyKEEN folder the
+        default is its ``checkpoints/`` subfolder when there is one
+    :param learning_rate: the learning rate of every checkpoint, for files that do not record one
+    :param dataset: ``nations``, ``kinships`` or ``umls``: the shipped dataset a PyKEEN folder was trained on,
+        for its validation and test splits
     :raises KGTracinError: for a missing, incomplete or corrupt directory
     """
     path = Path(path)
@@ -173,7 +202,22 @@ def load_run(path: str | os.PathLike, trust_pickle: bool = False) -> Run:
     if not path.is_dir():
         raise KGTracinError(f"run directory {path} does not exist")
     if (path / MANIFEST).is_file():
-        return _load_kgtracin_run(path)
-    if (path / "trained_model.pkl").is_file():
-        return _load_pykeen_folder(path, trust_pickle)
-    raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
+        run = _load_kgtracin_run(path)
+    elif (path / "trained_model.pkl").is_file():
+        run = _load_pykeen_folder(path, trust_pickle)
+        if checkpoint_dir is None and (path / "checkpoints").is_dir():
+            checkpoint_dir = path / "checkpoints"
+    else:
+        raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
+    if checkpoint_dir is not None:
+        run.checkpoints = read_checkpoint_folder(checkpoint_dir, learning_rate, trust_pickle)
+        _check_labels(run.checkpoints, run.labels)
+    elif not run.checkpoints:
+        lr = 1.0 if learning_rate is None else learning_rate
+        logger.warning("%s has no checkpoints: using the final weights with learning rate %g; save checkpoints "
+                       "with kgtracin.CheckpointCallback or give --checkpoint-dir", path, lr)
+        run.checkpoints = [Checkpoint(run.model.state_dict(), lr)]
+    if dataset is not None:
+        for name, triples in _dataset_splits(dataset, run.labels).items():
+            run.splits.setdefault(name, triples)
+    return run

@@ -17,7 +17,7 @@ from .config import DEFAULT_NORMALIZE, TracInConfig
 from .errors import KGTracinError
 from .gradients import make_computer
 from .results import InfluenceResult, TopK
-from .scoring import DenseSink, Scorer, SumSink, TopKSink, VectorSink
+from .scoring import DenseSink, Scorer, SumSink, VectorSink
 from .triples import Labels
 
 __all__ = ["TracIn"]

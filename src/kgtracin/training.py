@@ -15,12 +15,13 @@ import torch
 from pykeen.training.callbacks import TrainingCallback
 
 from . import __version__
+from .callbacks import learning_rate_of
 from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
 from .runs import MANIFEST, RUN_FORMAT, write_labels
 from .triples import Labels, read_labeled_triples, write_labeled_triples
 
-__all__ = ["TrainingConfig", "train_run", "DATASETS", "format_evaluation"]
+__all__ = ["TrainingConfig", "train_run", "DATASETS", "format_evaluation", "dataset_splits"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,18 @@ class TrainingConfig:
         return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})
 
 
+def dataset_splits(dataset: str) -> dict[str, np.ndarray]:
+    """The labelled training, validation and test splits of a dataset shipped inside PyKEEN."""
+    from pykeen.datasets import Kinships, Nations, UMLS
+
+    classes = {"nations": Nations, "kinships": Kinships, "umls": UMLS}
+    if dataset.lower() not in classes:
+        raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    ds = classes[dataset.lower()]()
+    return {name: ds.training.label_triples(getattr(ds, name).mapped_triples)
+            for name in ("training", "validation", "testing")}
+
+
 def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:
     """Labelled splits and the labels (union of all splits, sorted) for a built-in dataset or TSV files."""
     if dataset is not None:
@@ -102,9 +115,7 @@ def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Lab
             raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
         ds = classes[key]()
         labels = Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id)
-        splits = {name: labels.to_labels(getattr(ds, name).mapped_triples)
-                  for name in ("training", "validation", "testing")}
-        return labels, splits
+        return labels, dataset_splits(dataset)
     if files.get("training") is None:
         raise KGTracinError("give --dataset or --training FILE")
     splits = {name: read_labeled_triples(path) for name, path in files.items() if path is not None}
@@ -126,7 +137,7 @@ class _CheckpointSaver(TrainingCallback):
             return
         name = f"checkpoints/epoch_{epoch:04d}.pt"
         torch.save(self.model.state_dict(), self.directory / name)
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        lr = learning_rate_of(self.optimizer)
         self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
 
 

@@ -5,65 +5,19 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import click
 
+from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from ..errors import KGTracinError
-from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_NORMALIZE
+from .options import (_positive, _setup_logging, _top_k, batch_option, compile_option, device_option, loss_option,
+                      method_option, normalize_option, open_run, parameters_option, precision_option, run_options,
+                      shard_option, verbose_option)
 
 __all__ = ["cli", "main"]
 
 logger = logging.getLogger("kgtracin")
-
-
-def _setup_logging(verbose: bool) -> None:
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import pykeen  # noqa: F401 - PyKEEN sets its own logger level on import, so import it first
-
-    logging.getLogger("pykeen").setLevel(logging.INFO if verbose else logging.ERROR)
-    logging.getLogger("torch_max_mem").setLevel(logging.ERROR)
-
-
-def _top_k(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be >= 1, got {value}", param_hint="--top-k")
-    return value
-
-
-def _positive(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{param.name.replace('_', '-')}")
-    return value
-
-
-method_option = click.option("--method", type=click.Choice(["fast", "vmap", "loop"]), default="fast",
-                             show_default=True, help="gradient method; all are exact, loop is the reference")
-parameters_option = click.option("--parameters", "parameters", multiple=True, metavar="PATTERN",
-                                 help="parameter name or glob (repeatable); default: all parameters")
-batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
-                            help="training triples per batch")
-device_option = click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0")
-precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-                                show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
-                                "and approximate (see BENCHMARKS.md)")
-compile_option = click.option("--compile", "compile_", is_flag=True,
-                              help="torch.compile the scorer (with --method vmap or loop)")
-shard_option = click.option("--shard-size", type=int, default=16384, show_default=True, callback=_positive,
-                            help="training triples per shard (unit of resuming and of torchrun sharding)")
-loss_option = click.option("--loss", type=click.Choice(["bce", "softmax"]), default=None,
-                           help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
-                           "cross-entropy loss, else bce]")
-normalize_option = click.option("--normalize", type=click.Choice(["none", "train"]),
-                                default=DEFAULT_NORMALIZE or "none",
-                                show_default=True, help="train: divide each training gradient by its norm "
-                                "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
-trust_option = click.option("--trust-pickle", is_flag=True,
-                            help="allow a PyKEEN folder's trained_model.pkl: a whole pickled model, which can run "
-                            "code when loaded. Every other file is read with torch.load(weights_only=True)")
-verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
 
 
 @click.group()
@@ -146,7 +100,8 @@ def _test_triples(run, triples, test_file, split, limit, predict=None, predict_h
         return run.labels.to_ids(read_labeled_triples(test_file), source=str(test_file))
     name = {"test": "testing", "validation": "validation"}[split]
     if name not in run.splits:
-        raise KGTracinError(f"the run has no {split} split; use --triple or --test-file")
+        raise KGTracinError(f"the run has no {split} split; give --dataset nations|kinships|umls (the shipped "
+                            "dataset a PyKEEN folder was trained on), --test-file FILE or --triple H R T")
     test = run.splits[name]
     if limit is not None:
         test = test[:limit]
@@ -195,11 +150,11 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @click.option("--store", type=click.Path(), default=None,
               help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
-@trust_option
+@run_options
 @verbose_option
 def explain(run_dir, triples, test_file, split, limit, predict, predict_head, num_predictions, top_k, parameters,
             method, batch_size, device, precision, compile_, shard_size, loss, normalize, store, output,
-            trust_pickle, verbose) -> None:
+            run_source, verbose) -> None:
     """Top-k proponents and opponents of test triples, labelled.
 
     Finished training shards are kept in a store until the output is written, so a killed run re-run with the
@@ -210,14 +165,13 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
     from ..outputs import check_output, write_table
     from ..runners import ShardStore
     from ..runners.distributed import init_from_env, local_device, world
-    from ..runs import load_run
     from ..tracin import TracIn
 
     output_path = check_output(output)
     device = local_device(device)
     distributed = init_from_env(device)
     rank, _ = world()
-    run = load_run(run_dir, trust_pickle=trust_pickle)
+    run = open_run(run_dir, run_source)
     test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
@@ -251,9 +205,9 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
 @precision_option
 @loss_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
-@trust_option
+@run_options
 @verbose_option
-def self_influence(run_dir, top_k, parameters, method, batch_size, device, precision, loss, output, trust_pickle,
+def self_influence(run_dir, top_k, parameters, method, batch_size, device, precision, loss, output, run_source,
                    verbose) -> None:
     """Training triples ranked by self-influence: candidates for noisy facts."""
     _setup_logging(verbose)
@@ -261,11 +215,10 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
     import torch
 
     from ..outputs import check_output, write_table
-    from ..runs import load_run
     from ..tracin import TracIn
 
     check_output(output)
-    run = load_run(run_dir, trust_pickle=trust_pickle)
+    run = open_run(run_dir, run_source)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     precision=precision, loss=loss or run.tracin_loss)

@@ -10,8 +10,9 @@ import click
 
 from ..audit import DETECTORS
 from ..errors import KGTracinError
-from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_option, loss_option, method_option,
-               parameters_option, trust_option, verbose_option)
+from . import cli
+from .options import (_positive, _setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
+                      open_run, parameters_option, run_options, trust_option, verbose_option)
 
 
 @cli.command()
@@ -25,9 +26,9 @@ from . import (_positive, _setup_logging, _top_k, batch_option, cli, device_opti
 @device_option
 @loss_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
-@trust_option
+@run_options
 @verbose_option
-def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, trust_pickle,
+def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, run_source,
           verbose) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
@@ -38,10 +39,9 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     _setup_logging(verbose)
     from ..audit import DEFAULT_DETECTOR, audit_frame, detector_scores
     from ..outputs import check_output, write_table
-    from ..runs import load_run
 
     check_output(output)
-    run = load_run(run_dir, trust_pickle=trust_pickle)
+    run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
     detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS
                                                               if not d.startswith("validation"))

@@ -1,0 +1,98 @@
+"""Options shared by the commands, and the one way they open a run."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+
+import click
+
+from ..config import DEFAULT_NORMALIZE
+
+__all__ = ["run_options", "open_run"]
+
+
+def _setup_logging(verbose: bool) -> None:
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import pykeen  # noqa: F401 - PyKEEN sets its own logger level on import, so import it first
+
+    logging.getLogger("pykeen").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("torch_max_mem").setLevel(logging.ERROR)
+
+
+def _top_k(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}", param_hint="--top-k")
+    return value
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{param.name.replace('_', '-')}")
+    return value
+
+
+method_option = click.option("--method", type=click.Choice(["fast", "vmap", "loop"]), default="fast",
+                             show_default=True, help="gradient method; all are exact, loop is the reference")
+parameters_option = click.option("--parameters", "parameters", multiple=True, metavar="PATTERN",
+                                 help="parameter name or glob (repeatable); default: all parameters")
+batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
+                            help="training triples per batch")
+device_option = click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0")
+precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                                show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
+                                "and approximate (see BENCHMARKS.md)")
+compile_option = click.option("--compile", "compile_", is_flag=True,
+                              help="torch.compile the scorer (with --method vmap or loop)")
+shard_option = click.option("--shard-size", type=int, default=16384, show_default=True, callback=_positive,
+                            help="training triples per shard (unit of resuming and of torchrun sharding)")
+loss_option = click.option("--loss", type=click.Choice(["bce", "softmax"]), default=None,
+                           help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
+                           "cross-entropy loss, else bce]")
+normalize_option = click.option("--normalize", type=click.Choice(["none", "train"]),
+                                default=DEFAULT_NORMALIZE or "none",
+                                show_default=True, help="train: divide each training gradient by its norm "
+                                "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
+trust_option = click.option("--trust-pickle", is_flag=True,
+                            help="allow a PyKEEN folder's trained_model.pkl: a whole pickled model, which can run "
+                            "code when loaded. Every other file is read with torch.load(weights_only=True)")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
+
+
+_RUN_OPTIONS = (
+    trust_option,
+    click.option("--checkpoint-dir", type=click.Path(), default=None,
+                 help="a folder of checkpoints to use: kgtracin.CheckpointCallback files, PyKEEN "
+                 "CheckpointTrainingCallback or training-loop (checkpoint_name) files [default: the run's; for a "
+                 "PyKEEN folder its checkpoints/ subfolder]"),
+    click.option("--learning-rate", "checkpoint_learning_rate", type=float, default=None,
+                 help="learning rate of every checkpoint, for files that do not record one (PyKEEN's callback files)"),
+    click.option("--dataset", "run_dataset", type=click.Choice(["nations", "kinships", "umls"], case_sensitive=False),
+                 default=None, help="the shipped dataset a PyKEEN folder was trained on: its test and validation "
+                 "splits"),
+)
+
+
+def run_options(command):
+    """Add --trust-pickle, --checkpoint-dir, --learning-rate and --dataset; the command gets ``run_source``."""
+
+    @functools.wraps(command)
+    def wrapper(*args, trust_pickle, checkpoint_dir, checkpoint_learning_rate, run_dataset, **kwargs):
+        if checkpoint_learning_rate is not None and not checkpoint_learning_rate > 0:
+            raise click.BadParameter(f"must be > 0, got {checkpoint_learning_rate}", param_hint="--learning-rate")
+        source = dict(trust_pickle=trust_pickle, checkpoint_dir=checkpoint_dir,
+                      learning_rate=checkpoint_learning_rate, dataset=run_dataset)
+        return command(*args, run_source=source, **kwargs)
+
+    for option in reversed(_RUN_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def open_run(run_dir, run_source: dict):
+    """The run, loaded with the command's run options."""
+    from ..runs import load_run
+
+    return load_run(run_dir, **run_source)
