@@ -135,3 +135,30 @@ def test_training_loop_checkpoint_records_its_learning_rate(tmp_path):
     assert Checkpoint(str(path), 0.5, trust_pickle=True).learning_rate == 0.5  # a given rate wins
     with pytest.raises(KGTracinError, match="learning rate"):
         Checkpoint({"weight": torch.zeros(1)})
+
+
+def _readme_blocks(heading: str) -> tuple[str, str]:
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    bash = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return python, bash
+
+
+def test_readme_pipeline_example(tmp_path, monkeypatch, capsys):
+    """The README's pipeline example runs as written, and so does its command line."""
+    import shlex
+
+    python, bash = _readme_blocks("Explaining a PyKEEN pipeline")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "proponent" in printed and "opponent" in printed
+    assert len(list((tmp_path / "run" / "checkpoints").glob("epoch_*.pt"))) == 4
+    assert len(TracIn.from_run("run", trust_pickle=True).checkpoints) == 4
+    command = shlex.split(bash.strip())
+    assert command[0] == "kgtracin"
+    main(command[1:])
+    assert (tmp_path / "influence.tsv").is_file()
