@@ -10,19 +10,20 @@ import pandas as pd
 
 from .errors import KGTracinError
 
-__all__ = ["check_output", "write_table"]
+__all__ = ["check_output", "write_table", "write_text"]
 
 FORMATS = {".tsv": "tsv", ".jsonl": "jsonl"}
 
 
-def check_output(path: str | os.PathLike) -> Path:
+def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORMATS)) -> Path:
     """Validate an output path before any work is done.
 
+    :param suffixes: the accepted file endings
     :raises KGTracinError: for an unknown suffix, a missing or unwritable folder, or a directory path
     """
     path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise KGTracinError(f"output {path} must end in .tsv or .jsonl")
+    if path.suffix.lower() not in suffixes:
+        raise KGTracinError(f"output {path} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise KGTracinError(f"output {path} is a directory")
     parent = path.absolute().parent
@@ -43,6 +44,22 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
             frame.to_csv(tmp, sep="\t", index=False)
         else:
             frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise KGTracinError(f"cannot write {path}: {error.strerror}") from None
+        raise
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike, suffixes: tuple[str, ...] = (".html",)) -> Path:
+    """Write a UTF-8 text file through a temporary file renamed into place."""
+    path = check_output(path, suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)

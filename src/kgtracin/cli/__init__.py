@@ -1,4 +1,4 @@
-"""The command line: ``kgtracin train | explain | self-influence | demo``."""
+"""The command line: ``kgtracin train | explain | self-influence | audit | evaluate | report | demo``."""
 
 from __future__ import annotations
 
@@ -272,7 +272,7 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
                    "--output influence.tsv")
 
 
-from . import quality  # noqa: E402,F401 - registers audit and evaluate
+from . import quality, report  # noqa: E402,F401 - registers audit, evaluate and report
 
 
 def main(argv: list[str] | None = None) -> None:

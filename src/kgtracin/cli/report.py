@@ -1,0 +1,63 @@
+"""``kgtracin report``: a self-contained HTML page of explanations."""
+
+from __future__ import annotations
+
+import click
+
+from . import _test_triples, cli
+from .options import (_positive, _setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
+                      open_run, parameters_option, run_options, verbose_option)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a triple to explain (repeatable)")
+@click.option("--predict", nargs=2, default=None, metavar="H R",
+              help="explain the model's top --n tails of (H, R, ?) that are not training triples")
+@click.option("--predict-head", nargs=2, default=None, metavar="R T",
+              help="explain the model's top --n heads of (?, R, T) that are not training triples")
+@click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
+              help="with --predict / --predict-head: how many predictions")
+@click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of triples to explain")
+@click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
+@click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
+@click.option("--top-k", type=int, default=5, show_default=True, callback=_top_k,
+              help="proponents and opponents drawn and listed per triple")
+@click.option("--self-influence", "with_self_influence", is_flag=True,
+              help="add a histogram of every training triple's self-influence")
+@click.option("--audit", type=int, default=0, show_default=True,
+              help="add the audit's N most suspicious training triples (0: none)")
+@parameters_option
+@method_option
+@batch_option
+@device_option
+@loss_option
+@click.option("--output", type=click.Path(), required=True, help="FILE.html")
+@run_options
+@verbose_option
+def report(run_dir, triples, predict, predict_head, num_predictions, test_file, split, limit, top_k,
+           with_self_influence, audit, parameters, method, batch_size, device, loss, output, run_source,
+           verbose) -> None:
+    """One self-contained HTML page (works offline) explaining predictions.
+
+    For each triple: the model's score, filtered rank and top tails; a drawn subgraph of the triple with its top
+    proponents (green) and opponents (red) as directed, labelled edges, width by the size of the influence; and
+    their table. --self-influence and --audit N add run-level sections.
+    """
+    _setup_logging(verbose)
+    from ..errors import KGTracinError
+    from ..outputs import check_output, write_text
+    from ..report import build_report
+    from ..tracin import TracIn
+
+    if audit < 0:
+        raise KGTracinError(f"--audit must be >= 0, got {audit}")
+    check_output(output, (".html", ".htm"))
+    run = open_run(run_dir, run_source)
+    test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
+    tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
+                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
+                    labels=run.labels, loss=loss or run.tracin_loss)
+    page = build_report(run, tracin, test, top_k=top_k, self_influence=with_self_influence, audit=audit)
+    write_text(page, output, (".html", ".htm"))
+    click.echo(f"wrote a report on {len(test)} triple(s) to {output} ({len(page) // 1024} KiB, self-contained)")

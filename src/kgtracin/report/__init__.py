@@ -1,0 +1,68 @@
+"""``kgtracin report``: one self-contained HTML page that shows why the model predicts what it predicts.
+
+For each explained triple: the model's view (score, filtered rank, its top tails), a drawn subgraph of the
+triple with its top proponents and opponents (networkx layout, inline SVG), and their table. For the run, when
+asked: a histogram of self-influence and the audit's most suspicious training triples.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..predictions import KnownTriples
+from .charts import histogram_svg
+from .graph import Edge, subgraph_svg
+from .page import render_page
+from .views import TripleView, triple_views
+
+__all__ = ["build_report", "TripleView", "Edge", "subgraph_svg", "histogram_svg", "render_page"]
+
+
+def build_report(run, tracin, test: torch.Tensor, top_k: int = 5, top_tails: int = 5,
+                 self_influence: bool = False, audit: int = 0) -> str:
+    """The report for a run as one HTML string.
+
+    :param run: a :class:`~kgtracin.runs.Run` (model, triples, labels, splits)
+    :param tracin: the :class:`~kgtracin.TracIn` that explains (its loss, method and checkpoints)
+    :param test: shape: (M, 3), dtype: long, dataset ids: the triples to explain
+    :param top_k: proponents and opponents per triple
+    :param top_tails: the model's best tails listed per triple
+    :param self_influence: add a histogram and the top of the self-influence ranking
+    :param audit: add the audit's ``audit`` most suspicious triples (0: none); needs a validation split for its
+        default order
+    """
+    import pandas as pd
+
+    result = tracin.influence(test, top_k=top_k)
+    known = KnownTriples(run.splits.values())
+    views = triple_views(run.model, result, run.labels, known, KnownTriples([run.training_triples]), top_tails)
+    checkpoints = ", ".join(f"{c.learning_rate:g}" for c in tracin.checkpoints)
+    summary = [
+        f"Model {type(run.model).__name__} ({sum(p.numel() for p in run.model.parameters()):,} parameters), "
+        f"{run.training_triples.shape[0]:,} training triples, {len(run.labels.entities):,} entities.",
+        f"TracIn with the {tracin.config.loss} loss over {len(tracin.checkpoints)} checkpoint(s) "
+        f"(learning rates {checkpoints}), method {tracin.config.method}; positive influence: training on the "
+        "triple lowered the explained triple's loss.",
+    ]
+    if run.path is not None:
+        summary.insert(0, f"Run: {run.path}")
+    histogram = top_self = audit_table = None
+    if self_influence:
+        values = tracin.self_influence()
+        histogram = histogram_svg(values.double().numpy(), "Self-influence of every training triple",
+                                  "self-influence (sum over checkpoints of lr * |gradient|^2)")
+        order = torch.argsort(values, descending=True, stable=True)[:10]
+        named = run.labels.to_labels(run.training_triples[order])
+        top_self = pd.DataFrame({"rank": range(1, len(order) + 1), "head": named[:, 0], "relation": named[:, 1],
+                                 "tail": named[:, 2], "self_influence": values[order].double().numpy()})
+    if audit:
+        from ..audit import DEFAULT_DETECTOR, DETECTORS, audit_frame, detector_scores
+
+        validation = run.splits.get("validation")
+        detectors = DETECTORS if validation is not None else ("self_influence", "loss")
+        scores = detector_scores(run.model, run.training_triples, validation, tracin.checkpoints, detectors,
+                                 loss=tracin.config.loss, method=tracin.config.method, progress=False)
+        order_by = DEFAULT_DETECTOR if validation is not None else "self_influence"
+        audit_table = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=audit)
+    return render_page(f"kgtracin report: {type(run.model).__name__}", summary, views, histogram, top_self,
+                       audit_table)
