@@ -135,3 +135,20 @@ def test_browser_screenshot_shows_the_drawing(report_page, tmp_path):
     assert near("#c8302b") > 300  # opponent edges
     assert near("#2c3e91") > 100  # the explained triple and its entities
     assert near("#111111", 30) > 2000  # text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output", "report.txt"], "must end in .html"),
+    (["--audit", "-1", "--output", "report.html"], "--audit"),
+    (["--triple", "nobody", "knows", "nothing", "--output", "report.html"], "nobody"),
+])
+def test_report_bad_input_is_one_line(run_factory, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    run = run_factory("DistMult", False)
+    extra = [] if "--triple" in args else ["--split", "test", "--limit", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(run), *extra, *args])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not list(tmp_path.iterdir())  # nothing written
