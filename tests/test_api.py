@@ -93,10 +93,10 @@ def test_top_k_sums_checkpoints_before_selecting(small):
     assert torch.equal(result.proponents.indices, expected.indices)
 
 
-def test_batch_size_and_row_chunking_do_not_change_scores(small, monkeypatch):
+def test_batch_size_and_row_tiles_do_not_change_scores(small, monkeypatch):
     model, checkpoints, train, test = small
     expected = TracIn(model, train, checkpoints, batch_size=1024, progress=False).scores(test)
-    monkeypatch.setattr(_factors, "_ROW_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(_factors, "_ROW_TILE", 3)  # many tiles, most of them partial
     actual = TracIn(model, train, checkpoints, batch_size=7, progress=False).scores(test)
     assert relative_error(actual, expected) < 1e-10
 

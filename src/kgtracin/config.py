@@ -33,8 +33,9 @@ DEFAULT_NORMALIZE: str | None = None
 NORMALIZATIONS: tuple[str | None, ...] = (None, "train", "cosine")
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
-#: triple of a batch, so their batches are small.
-DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 256, "vmap": 16, "loop": 32}
+#: triple of a batch, so their batches are small; ``fast`` lowers its default for a model with parameters that
+#: take the dense per-triple fallback, so that a batch's dense gradients stay within its memory bound.
+DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ class DenseSink:
         self.scores = scores
 
     def add(self, start: int, block: torch.Tensor) -> None:
-        """:param block: shape: (B, M), scores of training triples ``start .. start + B``"""
-        self.scores[:, start : start + block.shape[0]] = block.T.cpu()
+        """:param block: shape: (M, B), scores of training triples ``start .. start + B``"""
+        self.scores[:, start : start + block.shape[1]] = block.cpu()
 
 
 def select_top(values: torch.Tensor, indices: torch.Tensor, k: int, largest: bool):
@@ -46,40 +46,74 @@ def select_top(values: torch.Tensor, indices: torch.Tensor, k: int, largest: boo
     return torch.gather(values, 1, order), torch.gather(indices, 1, order)
 
 
+def _block_top(values: torch.Tensor, k: int, largest: bool,
+               held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best entries of each row, with ties at the k-th place going to the smaller column, exactly as
+    :func:`select_top` chooses them, at the cost of ``torch.topk``.
+
+    The k-th place is tied exactly where the (k+1)-th best equals the k-th; only those rows are redone, and
+    not those whose tied value cannot beat ``held``.
+
+    :param values: shape: (m, C), contiguous
+    :param held: shape: (m,), the k-th best score already held from *smaller* training indices, if any: an
+        equal score from this block loses to it, so a tie at that value needs no exact choice
+    :return: values and column indices, shape (m, min(k, C))
+    """
+    k = min(k, values.shape[1])
+    v, i = torch.topk(values, min(k + 1, values.shape[1]), dim=1, largest=largest, sorted=True)
+    if v.shape[1] == k:  # every column is chosen
+        return v, i
+    tied = v[:, k] == v[:, k - 1]
+    if held is not None:
+        tied &= (v[:, k - 1] > held) if largest else (v[:, k - 1] < held)
+    tied = tied.nonzero().squeeze(1)
+    v, i = v[:, :k].contiguous(), i[:, :k].contiguous()
+    if tied.numel():  # topk chose among the entries equal to the k-th arbitrarily: take the smallest columns
+        rows = values[tied]
+        kth = v[tied, k - 1 :]
+        better = rows > kth if largest else rows < kth
+        equal = rows == kth
+        equal &= torch.cumsum(equal, dim=1) <= k - better.sum(dim=1, keepdim=True)
+        columns = (better | equal).nonzero(as_tuple=True)[1].view(tied.numel(), k)  # exactly k per row
+        v[tied], i[tied] = torch.gather(rows, 1, columns), columns
+    return v, i
+
+
 class TopKSink:
     """Keeps the running top-k (largest: proponents) and bottom-k (smallest: opponents) per test triple.
 
-    Kernel blocks are buffered and selected from in bulk (about ``buffer_elements`` scores at a time), so the
-    selection costs little however small the batches. Merging is deterministic and order-independent (ties go
-    to the smaller training index), so partial sinks from shards, processes or an interrupted run merge to
-    the same result.
+    Each (M, B) block is reduced to its own top-k and bottom-k at once (``torch.topk`` along contiguous
+    rows); those candidates are merged in bulk. Ties go to the smaller training index, always: merging is
+    deterministic and order-independent, so partial sinks from shards, processes or an interrupted run merge
+    to the same result.
     """
 
-    def __init__(self, num_test: int, k: int, dtype: torch.dtype, buffer_elements: int = 1 << 24):
+    def __init__(self, num_test: int, k: int, dtype: torch.dtype, pending_blocks: int = 8):
         self.k = k
         self._top = (torch.empty(num_test, 0, dtype=dtype), torch.empty(num_test, 0, dtype=torch.long))
         self._bottom = (torch.empty(num_test, 0, dtype=dtype), torch.empty(num_test, 0, dtype=torch.long))
-        self._buffer: list[tuple[int, torch.Tensor]] = []
-        self._buffered = 0
-        self._limit = max(1, buffer_elements // max(num_test, 1))
+        self._pending: dict[bool, list[tuple[torch.Tensor, torch.Tensor]]] = {True: [], False: []}
+        self._pending_blocks = pending_blocks
+        self._next = 0  # the training index after the last block, while blocks come in training order
 
     def add(self, start: int, block: torch.Tensor) -> None:
-        """:param block: shape: (B, M), scores of training triples ``start .. start + B``"""
-        self._buffer.append((start, block.T.to("cpu", self._top[0].dtype)))
-        self._buffered += block.shape[0]
-        if self._buffered >= self._limit:
-            self._flush()
+        """:param block: shape: (M, B), scores of training triples ``start .. start + B``"""
+        block = block.to("cpu", self._top[0].dtype).contiguous()
+        in_order = start >= self._next
+        self._next = start + block.shape[1] if in_order else float("inf")
+        for largest in (True, False):
+            held = self._top if largest else self._bottom
+            kth = held[0][:, -1] if in_order and held[0].shape[1] == self.k else None
+            v, i = _block_top(block, self.k, largest, kth)
+            self._pending[largest].append((v, i + start))
+        if len(self._pending[True]) >= self._pending_blocks or self._top[0].shape[1] < self.k:
+            self._flush()  # at once while fewer than k are held: the held k-th spares later ties
 
     def _flush(self) -> None:
-        if not self._buffer:
-            return
-        values = torch.cat([b for _, b in self._buffer], dim=1)  # (M, C)
-        indices = torch.cat([torch.arange(s, s + b.shape[1]) for s, b in self._buffer])
-        self._buffer, self._buffered = [], 0
-        k = min(self.k, values.shape[1])
-        for largest in (True, False):
-            v, i = torch.topk(values, k, dim=1, largest=largest, sorted=False)
-            self._merge(v, indices[i], largest)
+        for largest, pending in self._pending.items():
+            if pending:
+                self._merge(torch.cat([v for v, _ in pending], 1), torch.cat([i for _, i in pending], 1), largest)
+                pending.clear()
 
     def _merge(self, values: torch.Tensor, indices: torch.Tensor, largest: bool) -> None:
         current = self._top if largest else self._bottom
@@ -137,8 +171,8 @@ class SumSink:
         self.values = torch.zeros(num_train, dtype=dtype)
 
     def add(self, start: int, block: torch.Tensor) -> None:
-        """:param block: shape: (B, M)"""
-        self.values[start : start + block.shape[0]] += block.sum(dim=1).cpu().to(self.values.dtype)
+        """:param block: shape: (M, B)"""
+        self.values[start : start + block.shape[1]] += block.sum(dim=0).cpu().to(self.values.dtype)
 
 
 class VectorSink:
@@ -190,7 +224,7 @@ class Scorer:
 
     def run_range(self, train: torch.Tensor, tests: list[Features], sink, offset: int = 0,
                   desc: str = "TracIn") -> None:
-        """Feed ``sum_c lr_c <g_c(train_i), g_c(test_j)>`` to ``sink`` block by block.
+        """Feed ``sum_c lr_c <g_c(train_i), g_c(test_j)>`` to ``sink`` block by block, as (M, B) blocks.
 
         :param train: shape: (n, 3), dtype: long; training triples ``offset .. offset + n``
         :param tests: from :meth:`prepare`
@@ -200,11 +234,11 @@ class Scorer:
                 block = None
                 for adapter, lr, test_features in zip(self.adapters, self.learning_rates, tests):
                     features = self.computer.featurize(adapter, batch)
-                    part = features.kernel(test_features) * lr
+                    part = features.kernel(test_features, transposed=True).mul_(lr)  # (M, B)
                     if self.normalize in ("train", "cosine"):
-                        part = part / features.self_kernel().clamp_min(1e-30).sqrt().unsqueeze(1)
+                        part = part / features.self_kernel().clamp_min(1e-30).sqrt().unsqueeze(0)
                     if self.normalize == "cosine":
-                        part = part / test_features.norms.unsqueeze(0)
+                        part = part / test_features.norms.unsqueeze(1)
                     block = part if block is None else block + part
                 sink.add(offset + start, block)
 

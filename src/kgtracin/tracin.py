@@ -130,11 +130,15 @@ class TracIn:
                     adapter.scorer = torch.compile(adapter.scorer)
             logger.info("TracIn with %d checkpoint(s), method=%s, paths: %s", len(self._adapters),
                         self.config.method, self.describe())
+        batch_size = self.config.effective_batch_size
+        if self.config.batch_size is None:  # a default batch stays within the computer's memory bound
+            limit = self._computer.batch_limit(self._adapters[0])
+            batch_size = batch_size if limit is None else max(1, min(batch_size, limit))
         return Scorer(
             adapters=self._adapters,
             learning_rates=[c.learning_rate for c in self.checkpoints],
             computer=self._computer,
-            batch_size=self.config.effective_batch_size,
+            batch_size=batch_size,
             progress=self.config.progress,
             normalize=self.config.normalize,
         )

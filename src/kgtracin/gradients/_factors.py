@@ -16,8 +16,8 @@ import torch
 
 __all__ = ["Group", "DenseGroup", "RowGroup", "OuterGroup", "Features"]
 
-#: Elements of the (pairs x dim) product that one step of the row kernel may hold.
-_ROW_CHUNK_ELEMENTS = 1 << 23
+#: Training slots (sorted by row) that meet their test range in one matrix product in the row kernel.
+_ROW_TILE = 64
 
 
 class Group(ABC):
@@ -34,6 +34,14 @@ class Group(ABC):
 
         :return: shape: (B, M), where M is ``other.size``
         """
+
+    def add_kernel(self, other: "Group", out: torch.Tensor, transposed: bool = False) -> None:
+        """``out += self.kernel(other)`` (or its transpose), in place; groups override it to skip the temporary
+        block.
+
+        :param out: shape: (B, M), or (M, B) when ``transposed``; contiguous
+        """
+        out += self.kernel(other).T if transposed else self.kernel(other)
 
     @abstractmethod
     def self_kernel(self) -> torch.Tensor:
@@ -60,6 +68,12 @@ class DenseGroup(Group):
 
     def kernel(self, other: "DenseGroup") -> torch.Tensor:
         return self.grads @ other.grads.T
+
+    def add_kernel(self, other: "DenseGroup", out: torch.Tensor, transposed: bool = False) -> None:
+        if transposed:
+            out.addmm_(other.grads, self.grads.T)
+        else:
+            out.addmm_(self.grads, other.grads.T)
 
     def self_kernel(self) -> torch.Tensor:
         return (self.grads * self.grads).sum(dim=1)
@@ -90,41 +104,46 @@ class RowGroup(Group):
     def _sorted_entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The flattened slots sorted by row: (rows (E,), triple (E,), grads (E, D)). Cached."""
         if self._sorted is None:
-            rows = self.index.reshape(-1)
-            triple = torch.arange(self.size, device=rows.device).repeat_interleave(self.index.shape[1])
-            rows, order = torch.sort(rows, stable=True)
-            self._sorted = (rows, triple[order], self.grads.reshape(rows.shape[0], -1)[order])
+            rows, triple, order = self._sorted_index()
+            self._sorted = (rows, triple, self.grads.reshape(rows.shape[0], -1)[order])
         return self._sorted
+
+    def _sorted_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The flattened slots' rows sorted, their triples, and the sorting order (into the flattened slots)."""
+        rows, order = torch.sort(self.index.reshape(-1), stable=True)
+        return rows, torch.div(order, self.index.shape[1], rounding_mode="floor"), order
 
     def kernel(self, other: "RowGroup") -> torch.Tensor:
         out = self.grads.new_zeros(self.size, other.size)
-        test_rows, test_triple, test_grads = other._sorted_entries()
-        rows = self.index.reshape(-1)
-        start = torch.searchsorted(test_rows, rows, side="left")
-        count = torch.searchsorted(test_rows, rows, side="right") - start
-        keep = count.nonzero().squeeze(1)
-        if keep.numel() == 0:
-            return out
-        start, count = start[keep], count[keep]
-        train_triple = keep // self.index.shape[1]
-        train_grads = self.grads.reshape(rows.shape[0], -1)[keep]
-        dim = train_grads.shape[1]
-        # enumerate the (train slot, test slot) pairs that share a row, in chunks of bounded memory
-        ends = torch.cumsum(count, dim=0)
-        step = max(1, _ROW_CHUNK_ELEMENTS // max(dim, 1))
-        total = int(ends[-1])
-        first = 0
-        flat = out.view(-1)
-        while first < total:
-            last = min(total, first + step)
-            pair = torch.arange(first, last, device=rows.device)
-            entry = torch.searchsorted(ends, pair, side="right")
-            offset = pair - (ends[entry] - count[entry])
-            test_entry = start[entry] + offset
-            values = (train_grads[entry] * test_grads[test_entry]).sum(dim=1)
-            flat.index_add_(0, train_triple[entry] * other.size + test_triple[test_entry], values)
-            first = last
+        self.add_kernel(other, out)
         return out
+
+    def add_kernel(self, other: "RowGroup", out: torch.Tensor, transposed: bool = False) -> None:
+        """Grouped by row: both sides sorted by row, so the test slots that share a row with a run of
+        consecutive training slots form one contiguous range; each run of up to ``_ROW_TILE`` training slots
+        meets its range in one small matrix product, masked to equal rows. No per-pair gradient is gathered."""
+        test_rows, test_triple, test_grads = other._sorted_entries()
+        rows, triple, order = self._sorted_index()
+        lo = torch.searchsorted(test_rows, rows, side="left")
+        hi = torch.searchsorted(test_rows, rows, side="right")
+        keep = (hi > lo).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            return
+        rows, triple, lo, hi = rows[keep], triple[keep], lo[keep], hi[keep]
+        grads = self.grads.reshape(-1, self.grads.shape[-1])[order[keep]]  # only the slots that meet a test row
+        flat, n = out.view(-1), rows.shape[0]
+        # flat position of (train triple a, test triple b): a * M + b, or b * B + a when transposed
+        train_stride, test_stride = (1, self.size) if transposed else (other.size, 1)
+        starts = lo[::_ROW_TILE].tolist()
+        stops = hi[_ROW_TILE - 1 :: _ROW_TILE].tolist()
+        if len(stops) < len(starts):
+            stops.append(int(hi[-1]))
+        for first, a, b in zip(range(0, n, _ROW_TILE), starts, stops):
+            last = min(n, first + _ROW_TILE)
+            products = grads[first:last] @ test_grads[a:b].T  # (tile, range)
+            products.mul_(rows[first:last, None] == test_rows[None, a:b])  # only slots of the same row
+            target = triple[first:last, None] * train_stride + test_triple[None, a:b] * test_stride
+            flat.index_add_(0, target.view(-1), products.view(-1))
 
     def self_kernel(self) -> torch.Tensor:
         gram = self.grads @ self.grads.transpose(1, 2)  # (B, S, S)
@@ -170,6 +189,20 @@ class OuterGroup(Group):
         xx = None if self.inputs is None else torch.einsum("bpi,mqi->bmpq", self.inputs, other.inputs)
         return self._combine(dd, xx).sum(dim=(2, 3))
 
+    def add_kernel(self, other: "OuterGroup", out: torch.Tensor, transposed: bool = False) -> None:
+        if self.deltas.shape[1] == 1 and other.deltas.shape[1] == 1:
+            first, second = (other, self) if transposed else (self, other)
+            dd = first.deltas[:, 0] @ second.deltas[:, 0].T
+            if self.inputs is None:
+                out += dd
+                return
+            xx = first.inputs[:, 0] @ second.inputs[:, 0].T
+            if self.bias:
+                xx += 1.0
+            out.addcmul_(dd, xx)
+            return
+        out += self.kernel(other).T if transposed else self.kernel(other)
+
     def self_kernel(self) -> torch.Tensor:
         dd = self.deltas @ self.deltas.transpose(1, 2)
         xx = None if self.inputs is None else self.inputs @ self.inputs.transpose(1, 2)
@@ -193,12 +226,15 @@ class Features:
     def size(self) -> int:
         return next(iter(self.groups.values())).size
 
-    def kernel(self, other: "Features") -> torch.Tensor:
-        """:return: shape: (B, M), the exact inner products of the per-triple gradients"""
-        total = None
+    def kernel(self, other: "Features", transposed: bool = False) -> torch.Tensor:
+        """:return: shape: (B, M), the exact inner products of the per-triple gradients; (M, B) when
+            ``transposed`` (computed in that layout, not transposed afterwards)"""
+        first = next(iter(self.groups.values()))
+        reference = first.grads if hasattr(first, "grads") else first.deltas
+        shape = (other.size, self.size) if transposed else (self.size, other.size)
+        total = reference.new_zeros(shape)
         for key, group in self.groups.items():
-            part = group.kernel(other.groups[key])
-            total = part if total is None else total + part
+            group.add_kernel(other.groups[key], total, transposed)
         return total
 
     def self_kernel(self) -> torch.Tensor:

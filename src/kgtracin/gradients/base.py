@@ -29,6 +29,10 @@ class GradientComputer(ABC):
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         """
 
+    def batch_limit(self, adapter: ModelAdapter) -> int | None:
+        """The largest batch this computer should be given for this model by default (None: no limit)."""
+        return None
+
     def describe(self, adapter: ModelAdapter) -> dict[str, str]:
         """Which path computes each selected parameter's gradient: name -> path."""
         return {name: self.name for name in adapter.parameters}

@@ -221,6 +221,12 @@ class FastComputer(GradientComputer):
     def describe(self, adapter: ModelAdapter) -> dict[str, str]:
         return dict(self._plan(adapter).paths)
 
+    def batch_limit(self, adapter: ModelAdapter) -> int | None:
+        """Keep a default batch's dense fallback gradients within ``_DENSE_FALLBACK_LIMIT`` numbers."""
+        plan = self._plan(adapter)
+        size = sum(adapter.parameters[name].numel() for name in plan.remainder)
+        return max(1, _DENSE_FALLBACK_LIMIT // size) if size else None
+
     def featurize(self, adapter: ModelAdapter, hrt: torch.Tensor) -> Features:
         plan = self._plan(adapter)
         batch = hrt.shape[0]
