@@ -93,12 +93,16 @@ def test_top_k_sums_checkpoints_before_selecting(small):
     assert torch.equal(result.proponents.indices, expected.indices)
 
 
-def test_batch_size_and_row_tiles_do_not_change_scores(small, monkeypatch):
+@pytest.mark.parametrize("strategy", ["tiles", "buckets"])
+def test_batch_size_and_row_kernel_strategy_do_not_change_scores(small, monkeypatch, strategy):
     model, checkpoints, train, test = small
-    expected = TracIn(model, train, checkpoints, batch_size=1024, progress=False).scores(test)
+    expected = TracIn(model, train, checkpoints, method="loop", progress=False).scores(test)
     monkeypatch.setattr(_factors, "_ROW_TILE", 3)  # many tiles, most of them partial
-    actual = TracIn(model, train, checkpoints, batch_size=7, progress=False).scores(test)
-    assert relative_error(actual, expected) < 1e-10
+    # force one strategy of the row kernel
+    monkeypatch.setattr(_factors, "_COST_PER_BUCKET" if strategy == "tiles" else "_COST_PER_TILE", 1e9)
+    for batch_size in (7, 1024):
+        actual = TracIn(model, train, checkpoints, batch_size=batch_size, progress=False).scores(test)
+        assert relative_error(actual, expected) < 1e-10
 
 
 def test_learning_rate_scales_scores(small):

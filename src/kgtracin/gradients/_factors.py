@@ -16,8 +16,45 @@ import torch
 
 __all__ = ["Group", "DenseGroup", "RowGroup", "OuterGroup", "Features"]
 
-#: Training slots (sorted by row) that meet their test range in one matrix product in the row kernel.
-_ROW_TILE = 64
+def _pow2(counts: torch.Tensor) -> torch.Tensor:
+    """Each count rounded up to a power of two (the padded width of its bucket in the row kernel)."""
+    return torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
+
+
+#: Training slots (sorted by row) that meet their test range in one matrix product (row kernel, tiles).
+_ROW_TILE = 32
+#: Rough costs on a CPU, in seconds, for choosing the row kernel's strategy (both are exact).
+_COST_PER_PRODUCT, _COST_PER_TILE, _COST_PER_BUCKET = 1e-10, 6e-5, 2e-4
+
+
+def _tile_products(flat, sides, strides, starts: list[int], stops: list[int]) -> None:
+    """Row kernel by tiles; see :meth:`RowGroup.add_kernel`."""
+    (rows, triple, grads), (test_rows, test_triple, test_grads) = sides
+    train_stride, test_stride = strides
+    for first, a, b in zip(range(0, rows.shape[0], _ROW_TILE), starts, stops):
+        last = min(rows.shape[0], first + _ROW_TILE)
+        products = grads[first:last] @ test_grads[a:b].T  # (tile, range)
+        products.mul_(rows[first:last, None] == test_rows[None, a:b])  # only slots of the same row
+        target = triple[first:last, None] * train_stride + test_triple[None, a:b] * test_stride
+        flat.index_add_(0, target.view(-1), products.view(-1))
+
+
+def _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, keys: list[int]) -> None:
+    """Row kernel by buckets of rows; see :meth:`RowGroup.add_kernel`."""
+    (rows, triple, grads), (test_rows, test_triple, test_grads) = sides
+    train_stride, test_stride = strides
+    a_first, a_count, t_first, t_count = blocks
+    for key in keys:
+        chosen = (bucket == key).nonzero().squeeze(1)
+        a, t = int(a_width[chosen[0]]), int(t_width[chosen[0]])
+        a_index = (a_first[chosen, None] + torch.arange(a)).clamp(max=rows.shape[0] - 1)  # (n, a)
+        t_index = (t_first[chosen, None] + torch.arange(t)).clamp(max=test_rows.shape[0] - 1)  # (n, t)
+        valid = ((torch.arange(a) < a_count[chosen, None])[:, :, None]
+                 & (torch.arange(t) < t_count[chosen, None])[:, None, :])
+        products = torch.bmm(grads[a_index], test_grads[t_index].transpose(1, 2))  # (n, a, t)
+        target = triple[a_index][:, :, None] * train_stride + test_triple[t_index][:, None, :] * test_stride
+        flat.index_add_(0, target[valid], products[valid])
+
 
 
 class Group(ABC):
@@ -119,9 +156,15 @@ class RowGroup(Group):
         return out
 
     def add_kernel(self, other: "RowGroup", out: torch.Tensor, transposed: bool = False) -> None:
-        """Grouped by row: both sides sorted by row, so the test slots that share a row with a run of
-        consecutive training slots form one contiguous range; each run of up to ``_ROW_TILE`` training slots
-        meets its range in one small matrix product, masked to equal rows. No per-pair gradient is gathered."""
+        """Grouped by row, with both sides sorted by row: the training slots of a row meet the test slots of
+        the same row in matrix products, and no per-pair gradient is ever gathered. Two exact strategies, the
+        cheaper by an estimate of their wasted products and operation count is taken:
+
+        * **tiles**: runs of ``_ROW_TILE`` consecutive training slots meet the contiguous range of test slots
+          their rows span, masked to equal rows (few operations; wasted products where a run spans rows);
+        * **buckets**: every row's ``(a, t)`` block of training by test slots, rows bucketed by (a, t) rounded
+          up to powers of two, one padded batched product per bucket (products near the pairs; more operations).
+        """
         test_rows, test_triple, test_grads = other._sorted_entries()
         rows, triple, order = self._sorted_index()
         lo = torch.searchsorted(test_rows, rows, side="left")
@@ -131,19 +174,30 @@ class RowGroup(Group):
             return
         rows, triple, lo, hi = rows[keep], triple[keep], lo[keep], hi[keep]
         grads = self.grads.reshape(-1, self.grads.shape[-1])[order[keep]]  # only the slots that meet a test row
-        flat, n = out.view(-1), rows.shape[0]
-        # flat position of (train triple a, test triple b): a * M + b, or b * B + a when transposed
-        train_stride, test_stride = (1, self.size) if transposed else (other.size, 1)
-        starts = lo[::_ROW_TILE].tolist()
-        stops = hi[_ROW_TILE - 1 :: _ROW_TILE].tolist()
-        if len(stops) < len(starts):
-            stops.append(int(hi[-1]))
-        for first, a, b in zip(range(0, n, _ROW_TILE), starts, stops):
-            last = min(n, first + _ROW_TILE)
-            products = grads[first:last] @ test_grads[a:b].T  # (tile, range)
-            products.mul_(rows[first:last, None] == test_rows[None, a:b])  # only slots of the same row
-            target = triple[first:last, None] * train_stride + test_triple[None, a:b] * test_stride
-            flat.index_add_(0, target.view(-1), products.view(-1))
+        # flat position of (train triple i, test triple j): i * M + j, or j * B + i when transposed
+        strides = (1, self.size) if transposed else (other.size, 1)
+        sides = (rows, triple, grads), (test_rows, test_triple, test_grads)
+        # the tiles' ranges and the rows' blocks, to estimate both strategies
+        tile_lo, tile_hi = lo[::_ROW_TILE], hi[_ROW_TILE - 1 :: _ROW_TILE]
+        if tile_hi.numel() < tile_lo.numel():
+            tile_hi = torch.cat([tile_hi, hi[-1:]])
+        tile_len = torch.full_like(tile_lo, _ROW_TILE)
+        tile_len[-1] = rows.shape[0] - _ROW_TILE * (tile_lo.numel() - 1)
+        _, a_count = torch.unique_consecutive(rows, return_counts=True)
+        a_first = torch.cumsum(a_count, 0) - a_count
+        blocks = a_first, a_count, lo[a_first], (hi - lo)[a_first]
+        a_width, t_width = _pow2(a_count), _pow2(blocks[3])
+        bucket = a_width * (int(t_width.max()) + 1) + t_width
+        dim = grads.shape[1]
+        tile_cost = float((tile_len * (tile_hi - tile_lo)).sum()) * dim * _COST_PER_PRODUCT + tile_lo.numel() * _COST_PER_TILE
+        buckets = torch.unique(bucket)
+        bucket_cost = (float((a_width * t_width).sum()) * dim * _COST_PER_PRODUCT
+                       + buckets.numel() * _COST_PER_BUCKET)
+        flat = out.view(-1)
+        if tile_cost <= bucket_cost:
+            _tile_products(flat, sides, strides, tile_lo.tolist(), tile_hi.tolist())
+        else:
+            _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, buckets.tolist())
 
     def self_kernel(self) -> torch.Tensor:
         gram = self.grads @ self.grads.transpose(1, 2)  # (B, S, S)
