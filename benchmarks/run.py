@@ -19,6 +19,8 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 COMMAND = "python benchmarks/run.py"
 SYN_N = 272_115
+#: the models benchmarked on the synthetic graph
+MODELS = ("conve", "distmult", "transe", "complex", "rotate")
 
 
 def suite(quick: bool) -> list[dict]:
@@ -45,7 +47,7 @@ def suite(quick: bool) -> list[dict]:
             specs.append({"key": f"umls {method} all M={m}", "kind": "tracin", "workload": "umls-conve",
                           "method": method, "m": m, "slices": slices})
     n_syn = 20_000 if quick else SYN_N
-    for model in ("conve", "distmult", "transe", "complex"):
+    for model in MODELS:
         workload = f"synthetic-{model}"
         specs.append({"key": f"{workload} epoch", "kind": "epoch", "workload": workload, "n_train": n_syn})
         for m in ms:

@@ -52,6 +52,7 @@ def load(name: str) -> Workload:
         return _umls_conve()
     prefix = "synthetic-"
     if name.startswith(prefix):
-        models = {"conve": "ConvE", "distmult": "DistMult", "transe": "TransE", "complex": "ComplEx"}
+        models = {"conve": "ConvE", "distmult": "DistMult", "transe": "TransE", "complex": "ComplEx",
+                  "rotate": "RotatE"}
         return _synthetic(models[name[len(prefix):]])
     raise KeyError(name)
