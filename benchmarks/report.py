@@ -40,7 +40,7 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         "the test side plus a per-training-triple cost); the slices are in `benchmarks/results.json`.",
         "`fast` is timed through `TracIn.influence(top_k=10)`; `loop` and `vmap` through `TracIn.scores` on the",
         "slices. Every timed measurement (Captum's too) follows a warm-up on a small slice of the same work.",
-        "One checkpoint, float32, all parameters unless said otherwise; `fast` uses its default batch (1024, lower for a model whose dense per-triple fallback would pass its memory bound).",
+        "One checkpoint, float32, all parameters unless said otherwise; `fast` uses its default batch: 1024 for models made of embedding rows only, 256 for ConvE and for the softmax loss.",
         "The epoch is forward + backward of the same per-triple loss (`softplus(-score)`, eval mode) over the",
         "same training triples, all parameters, timed at batch sizes 256 and 1024: the faster is the floor.",
         "",

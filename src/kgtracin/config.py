@@ -33,8 +33,8 @@ DEFAULT_NORMALIZE: str | None = None
 NORMALIZATIONS: tuple[str | None, ...] = (None, "train", "cosine")
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
-#: triple of a batch, so their batches are small; ``fast`` lowers its default for a model with parameters that
-#: take the dense per-triple fallback, so that a batch's dense gradients stay within its memory bound.
+#: triple of a batch, so their batches are small. ``fast`` uses 1024 for models made of embedding rows only and
+#: 256 for models with layers or the softmax loss (see ``FastComputer.batch_limit``).
 DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
 
 

@@ -222,10 +222,15 @@ class FastComputer(GradientComputer):
         return dict(self._plan(adapter).paths)
 
     def batch_limit(self, adapter: ModelAdapter) -> int | None:
-        """Keep a default batch's dense fallback gradients within ``_DENSE_FALLBACK_LIMIT`` numbers."""
+        """The default batch: 1024 for models made of embedding rows only (fewer, larger row-kernel operations
+        pay), 256 for models with layers or the ``softmax`` loss (measured faster on ConvE), and never so large
+        that a batch's dense fallback gradients pass ``_DENSE_FALLBACK_LIMIT`` numbers."""
         plan = self._plan(adapter)
+        limit = 256 if (plan.linears or plan.smalls or plan.remainder or adapter.loss.name == "softmax") else None
         size = sum(adapter.parameters[name].numel() for name in plan.remainder)
-        return max(1, _DENSE_FALLBACK_LIMIT // size) if size else None
+        if size:
+            limit = min(limit, max(1, _DENSE_FALLBACK_LIMIT // size))
+        return limit
 
     def featurize(self, adapter: ModelAdapter, hrt: torch.Tensor) -> Features:
         plan = self._plan(adapter)
