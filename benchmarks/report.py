@@ -115,8 +115,9 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
     lines += ["", "Why the misses (issue 8, which stays open):",
               "- ConvE at M=1000: the fc layer's exact kernel `<delta, delta'> (<x, x'> + 1)` costs N x M x "
               "10,368 multiply-adds for its input x' alone, the largest term in this run.",
-              "- DistMult and TransE at M=1000: their epoch is 1-1.6 s, and beside it the top-k of N x M = 272M "
-              "scores (`torch.topk`, about 0.8 s) and the row kernel's operation overhead (about 1-2 s) remain.",
+              "- DistMult and TransE at M=1000: their epoch is short (see the table), and beside it the top-k "
+              "selection over N x M = 272M scores (`torch.topk`) and the row kernel's per-operation overhead "
+              "remain (seen in profiles, not timed in this run).",
               "- `softmax`: two query forwards and one backward per direction, and E-length kernel products.",
               "- Not built yet: the whole test split (20,466 ConvE test triples), the opt-in approximate projection "
               "mode, and a scaling plot up to M=20,466.",

@@ -192,3 +192,17 @@ def test_gpu_saved_run_loads_on_cpu(run_factory, tmp_path):
     test = load_run(source).splits["testing"][:2]
     expected = TracIn.from_run(source, progress=False).scores(test)
     assert torch.equal(TracIn.from_run(copy, progress=False).scores(test), expected)
+
+
+def test_checkpoints_for_other_labels_are_refused(pipeline_run, tmp_path):
+    folder, result, callback = pipeline_run
+    content = torch.load(callback.saved[-1], weights_only=True)
+    factory = result.training
+    matching, other = tmp_path / "matching", tmp_path / "other"
+    for directory, entities in ((matching, dict(factory.entity_to_id)), (other, {"somewhere": 0})):
+        directory.mkdir()
+        torch.save({**content, "entity_to_id": entities, "relation_to_id": dict(factory.relation_to_id)},
+                   directory / "epoch_00005.pt")
+    assert len(load_run(folder, trust_pickle=True, checkpoint_dir=matching).checkpoints) == 1
+    with pytest.raises(KGTracinError, match="other entity or relation labels"):
+        load_run(folder, trust_pickle=True, checkpoint_dir=other)

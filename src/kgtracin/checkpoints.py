@@ -27,7 +27,7 @@ from torch import nn
 from .errors import KGTracinError
 
 __all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load", "read_checkpoint_folder",
-           "recorded_learning_rate", "checkpoint_labels"]
+           "recorded_learning_rate"]
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike]
 
@@ -157,15 +157,18 @@ def _epoch_of(path: Path, content: Any) -> tuple:
 
 
 def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | None = None,
-                           trust_pickle: bool = False) -> list[Checkpoint]:
+                           trust_pickle: bool = False,
+                           labels: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> list[Checkpoint]:
     """Every checkpoint file (``*.pt``, ``*.pth``) in a folder, in epoch order.
 
     The order is the recorded epoch, else the last number in the file name (PyKEEN's
     ``checkpoint_0000010.pt``), else the name.
 
     :param learning_rate: used for every checkpoint when given; else each file's recorded rate
-    :raises KGTracinError: for a missing or empty folder, an unreadable file, or a file without a learning rate
-        when none is given
+    :param labels: the run's ``(entity_to_id, relation_to_id)``; a file that records other label maps (a
+        :class:`~kgtracin.CheckpointCallback` file given the training triples) is refused
+    :raises KGTracinError: for a missing or empty folder, an unreadable file, a file without a learning rate
+        when none is given, or one saved for other labels
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -178,22 +181,17 @@ def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | 
     for path in files:
         content = safe_load(path, trust_pickle)
         _unwrap(content, f"checkpoint file {path}")  # a file that is no checkpoint fails here, by name
+        recorded = content.get("entity_to_id") if isinstance(content, Mapping) else None
+        if labels is not None and isinstance(recorded, Mapping) and (
+                dict(recorded) != dict(labels[0]) or dict(content.get("relation_to_id") or {}) != dict(labels[1])):
+            raise KGTracinError(f"checkpoint {path} was saved for other entity or relation labels than the run's "
+                                "training triples")
         lr = learning_rate if learning_rate is not None else recorded_learning_rate(content)
         if lr is None:
             raise KGTracinError(f"checkpoint {path} does not record its learning rate (PyKEEN's "
                                 "CheckpointTrainingCallback files do not); give --learning-rate")
         entries.append((_epoch_of(path, content), Checkpoint(str(path), float(lr), trust_pickle)))
     return [checkpoint for _, checkpoint in sorted(entries, key=lambda e: e[0])]
-
-
-def checkpoint_labels(checkpoint: Checkpoint) -> tuple[dict, dict] | None:
-    """The label maps a :class:`~kgtracin.CheckpointCallback` file records, or None."""
-    if isinstance(checkpoint.state, Mapping):
-        return None
-    content = safe_load(Path(checkpoint.state), checkpoint.trust_pickle)
-    if isinstance(content, Mapping) and isinstance(content.get("entity_to_id"), Mapping):
-        return dict(content["entity_to_id"]), dict(content.get("relation_to_id") or {})
-    return None
 
 
 def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device | None,

@@ -34,16 +34,13 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORM
     return path
 
 
-def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` as TSV or JSONL (by suffix) through a temporary file renamed into place."""
-    path = check_output(path)
+def _write_atomically(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place; nothing is left behind
+    on failure."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
     os.close(fd)
     try:
-        if FORMATS[path.suffix.lower()] == "tsv":
-            frame.to_csv(tmp, sep="\t", index=False)
-        else:
-            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
@@ -51,19 +48,17 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
             raise KGTracinError(f"cannot write {path}: {error.strerror}") from None
         raise
     return path
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` as TSV or JSONL (by suffix) through a temporary file renamed into place."""
+    path = check_output(path)
+    if FORMATS[path.suffix.lower()] == "tsv":
+        return _write_atomically(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False))
+    return _write_atomically(path, lambda tmp: frame.to_json(tmp, orient="records", lines=True, force_ascii=False))
 
 
 def write_text(text: str, path: str | os.PathLike, suffixes: tuple[str, ...] = (".html",)) -> Path:
     """Write a UTF-8 text file through a temporary file renamed into place."""
     path = check_output(path, suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise KGTracinError(f"cannot write {path}: {error.strerror}") from None
-        raise
-    return path
+    return _write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checkpoints import Checkpoint, checkpoint_labels, load_state_dict_file, read_checkpoint_folder
+from .checkpoints import Checkpoint, load_state_dict_file, read_checkpoint_folder
 from .errors import KGTracinError
 from .triples import Labels, read_labeled_triples
 
@@ -162,21 +162,11 @@ def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
 
 def _dataset_splits(dataset: str, labels: Labels) -> dict[str, torch.Tensor]:
     """A shipped PyKEEN dataset's validation and test splits, mapped through the run's labels."""
-    from .training import DATASETS, dataset_splits
+    from .training import dataset_splits
 
-    if dataset.lower() not in DATASETS:
-        raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    splits = dataset_splits(dataset)
+    splits = dataset_splits(dataset)  # refuses an unknown name
     return {name: labels.to_ids(splits[name], source=f"the {dataset} {name} split")
             for name in ("validation", "testing")}
-
-
-def _check_labels(checkpoints: list[Checkpoint], labels: Labels) -> None:
-    for checkpoint in checkpoints:
-        recorded = checkpoint_labels(checkpoint)
-        if recorded is not None and (recorded[0] != labels.entity_to_id or recorded[1] != labels.relation_to_id):
-            raise KGTracinError(f"checkpoint {checkpoint.state} was saved for other entity or relation labels "
-                                "than the run's training triples")
 
 
 def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_dir: str | os.PathLike | None = None,
@@ -210,8 +200,8 @@ def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_
     else:
         raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
     if checkpoint_dir is not None:
-        run.checkpoints = read_checkpoint_folder(checkpoint_dir, learning_rate, trust_pickle)
-        _check_labels(run.checkpoints, run.labels)
+        run.checkpoints = read_checkpoint_folder(checkpoint_dir, learning_rate, trust_pickle,
+                                                 (run.labels.entity_to_id, run.labels.relation_to_id))
     elif not run.checkpoints:
         lr = 1.0 if learning_rate is None else learning_rate
         logger.warning("%s has no checkpoints: using the final weights with learning rate %g; save checkpoints "

@@ -92,30 +92,31 @@ class TrainingConfig:
         return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})
 
 
-def dataset_splits(dataset: str) -> dict[str, np.ndarray]:
-    """The labelled training, validation and test splits of a dataset shipped inside PyKEEN."""
+def _shipped_dataset(dataset: str):
+    """A dataset shipped inside PyKEEN, by name."""
     from pykeen.datasets import Kinships, Nations, UMLS
 
     classes = {"nations": Nations, "kinships": Kinships, "umls": UMLS}
     if dataset.lower() not in classes:
         raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    ds = classes[dataset.lower()]()
+    return classes[dataset.lower()]()
+
+
+def _labelled_splits(ds) -> dict[str, np.ndarray]:
     return {name: ds.training.label_triples(getattr(ds, name).mapped_triples)
             for name in ("training", "validation", "testing")}
+
+
+def dataset_splits(dataset: str) -> dict[str, np.ndarray]:
+    """The labelled training, validation and test splits of a dataset shipped inside PyKEEN."""
+    return _labelled_splits(_shipped_dataset(dataset))
 
 
 def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:
     """Labelled splits and the labels (union of all splits, sorted) for a built-in dataset or TSV files."""
     if dataset is not None:
-        from pykeen.datasets import Kinships, Nations, UMLS
-
-        key = dataset.lower()
-        classes = {"nations": Nations, "kinships": Kinships, "umls": UMLS}
-        if key not in classes:
-            raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-        ds = classes[key]()
-        labels = Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id)
-        return labels, dataset_splits(dataset)
+        ds = _shipped_dataset(dataset)
+        return Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id), _labelled_splits(ds)
     if files.get("training") is None:
         raise KGTracinError("give --dataset or --training FILE")
     splits = {name: read_labeled_triples(path) for name, path in files.items() if path is not None}

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import KGTracinError
 
-__all__ = ["check_supported", "clear_caches", "prepare"]
+__all__ = ["check_supported", "cache_holders", "clear_caches", "prepare"]
 
 #: attributes through which PyKEEN representations cache enriched (message-passed) tables
 _CACHE_ATTRIBUTES = ("enriched_embeddings", "enriched_representations")
@@ -42,12 +42,19 @@ def check_supported(model: nn.Module) -> None:
         )
 
 
-def clear_caches(model: nn.Module) -> None:
-    """Drop every cached enriched representation, so the next forward pass recomputes it with gradient."""
-    for module in model.modules():
-        for attribute in _CACHE_ATTRIBUTES:
-            if getattr(module, attribute, None) is not None:
-                setattr(module, attribute, None)
+def cache_holders(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The (module, attribute) pairs through which the model caches enriched representations (usually none)."""
+    return [(module, attribute) for module in model.modules() for attribute in _CACHE_ATTRIBUTES
+            if hasattr(module, attribute)]
+
+
+def clear_caches(holders: nn.Module | list[tuple[nn.Module, str]]) -> None:
+    """Drop every cached enriched representation, so the next forward pass recomputes it with gradient.
+
+    :param holders: a model, or its :func:`cache_holders` (found once, for a loop that clears per forward pass)
+    """
+    for module, attribute in cache_holders(holders) if isinstance(holders, nn.Module) else holders:
+        setattr(module, attribute, None)
 
 
 def _cast_edge_weights(module, args, kwargs):

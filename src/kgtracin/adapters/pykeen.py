@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from ..errors import KGTracinError
 from ..losses import TripleLoss, make_loss
-from .compat import clear_caches, prepare
+from .compat import cache_holders, clear_caches, prepare
 
 __all__ = ["ModelAdapter", "select_parameters"]
 
@@ -48,13 +48,14 @@ class _TripleLosses(nn.Module):
         super().__init__()
         self.model = model
         self.loss = loss
+        self.caches = cache_holders(model)  # found once: forward runs for every batch (or triple)
 
     def forward(self, hrt: torch.Tensor) -> torch.Tensor:
-        clear_caches(self.model)  # every loss from the weights, through any message passing
+        clear_caches(self.caches)  # every loss from the weights, through any message passing
         try:
             return self.loss(self.model, hrt)
         finally:
-            clear_caches(self.model)
+            clear_caches(self.caches)
 
 
 class ModelAdapter:
@@ -75,6 +76,7 @@ class ModelAdapter:
         self.parameters = select_parameters(model, parameters)
         self.loss = make_loss(loss)
         self.scorer = _TripleLosses(model, self.loss)
+        self._caches = self.scorer.caches  # kept here: ``scorer`` may be replaced by its compiled version
 
     def freeze_unselected(self) -> "ModelAdapter":
         """Stop autograd from tracking the parameters that are not differentiated.
@@ -145,11 +147,11 @@ class ModelAdapter:
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         :return: shape: (B,)
         """
-        clear_caches(self.model)
+        clear_caches(self._caches)
         try:
             return self.model.score_hrt(self.to_internal(hrt)).view(-1)
         finally:
-            clear_caches(self.model)
+            clear_caches(self._caches)
 
     def losses(self, hrt: torch.Tensor) -> torch.Tensor:
         """Per-triple TracIn losses (the adapter's ``loss``: ``bce`` or ``softmax``).

@@ -13,7 +13,7 @@ from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from ..errors import KGTracinError
 from .options import (_positive, _setup_logging, _top_k, batch_option, compile_option, device_option, loss_option,
                       method_option, normalize_option, open_run, parameters_option, precision_option, run_options,
-                      shard_option, verbose_option)
+                      shard_option, triple_options, verbose_option)
 
 __all__ = ["cli", "main"]
 
@@ -127,16 +127,7 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a test triple (repeatable)")
-@click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples")
-@click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
-@click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
-@click.option("--predict", nargs=2, default=None, metavar="H R",
-              help="explain the model's top --n tails of (H, R, ?) that are not training triples")
-@click.option("--predict-head", nargs=2, default=None, metavar="R T",
-              help="explain the model's top --n heads of (?, R, T) that are not training triples")
-@click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
-              help="with --predict / --predict-head: how many predictions")
+@triple_options
 @click.option("--top-k", type=int, default=10, show_default=True, callback=_top_k)
 @parameters_option
 @method_option

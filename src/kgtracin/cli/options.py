@@ -10,7 +10,7 @@ import click
 
 from ..config import DEFAULT_NORMALIZE
 
-__all__ = ["run_options", "open_run"]
+__all__ = ["run_options", "open_run", "triple_options"]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -96,3 +96,25 @@ def open_run(run_dir, run_source: dict):
     from ..runs import load_run
 
     return load_run(run_dir, **run_source)
+
+
+_TRIPLE_OPTIONS = (
+    click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a test triple (repeatable)"),
+    click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples"),
+    click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split"),
+    click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples"),
+    click.option("--predict", nargs=2, default=None, metavar="H R",
+                 help="explain the model's top --n tails of (H, R, ?) that are not training triples"),
+    click.option("--predict-head", nargs=2, default=None, metavar="R T",
+                 help="explain the model's top --n heads of (?, R, T) that are not training triples"),
+    click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
+                 help="with --predict / --predict-head: how many predictions"),
+)
+
+
+def triple_options(command):
+    """Add the ways to choose the triples to explain: --triple, --test-file, --split/--limit, --predict,
+    --predict-head and --n."""
+    for option in reversed(_TRIPLE_OPTIONS):
+        command = option(command)
+    return command

@@ -5,22 +5,13 @@ from __future__ import annotations
 import click
 
 from . import _test_triples, cli
-from .options import (_positive, _setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
-                      open_run, parameters_option, run_options, verbose_option)
+from .options import (_setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
+                      open_run, parameters_option, run_options, triple_options, verbose_option)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a triple to explain (repeatable)")
-@click.option("--predict", nargs=2, default=None, metavar="H R",
-              help="explain the model's top --n tails of (H, R, ?) that are not training triples")
-@click.option("--predict-head", nargs=2, default=None, metavar="R T",
-              help="explain the model's top --n heads of (?, R, T) that are not training triples")
-@click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
-              help="with --predict / --predict-head: how many predictions")
-@click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of triples to explain")
-@click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split")
-@click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples")
+@triple_options
 @click.option("--top-k", type=int, default=5, show_default=True, callback=_top_k,
               help="proponents and opponents drawn and listed per triple")
 @click.option("--self-influence", "with_self_influence", is_flag=True,
