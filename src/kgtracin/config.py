@@ -9,7 +9,7 @@ import torch
 
 from .errors import KGTracinError
 
-__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS"]
+__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS", "TEST_BLOCK_BYTES"]
 
 Method = Literal["fast", "vmap", "loop"]
 
@@ -37,6 +37,10 @@ NORMALIZATIONS: tuple[str | None, ...] = (None, "train", "cosine")
 #: 256 for models with layers or the softmax loss (see ``FastComputer.batch_limit``).
 DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
 
+#: The memory the automatic test block may fill: the test side's gradient factors of every checkpoint (held
+#: while the training triples stream past) and the (test x batch) kernel blocks.
+TEST_BLOCK_BYTES = 2 << 30
+
 
 @dataclass(frozen=True)
 class TracInConfig:
@@ -58,8 +62,10 @@ class TracInConfig:
     #: Training triples per shard: the unit of resumable storage and of work split across processes.
     shard_size: int = field(default=16384, metadata={"help": "training triples per shard"})
     #: Test triples per block: the test side's factors and the (batch x block) kernel are held one block at a
-    #: time, so memory stays bounded however many predictions are explained.
-    test_block_size: int = field(default=4096, metadata={"help": "test triples held at once"})
+    #: time, so memory stays bounded however many predictions are explained. ``None`` (default): as many as
+    #: fit in :data:`TEST_BLOCK_BYTES`, measured on the first few test triples; every block costs one pass
+    #: over the training triples.
+    test_block_size: int | None = field(default=None, metadata={"help": "test triples held at once"})
     #: Show tqdm progress bars.
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     #: The per-triple loss: ``bce`` (``softplus(-score)``) or ``softmax`` (1-N cross-entropy, both directions).
@@ -68,6 +74,12 @@ class TracInConfig:
     #: (RelatIF-style), so that large-gradient outliers stop being everyone's proponents; ``"cosine"``: both
     #: gradients divided by their norms.
     normalize: str | None = field(default=None, metadata={"help": "none, train or cosine"})
+
+    #: Opt-in, approximate: sketch every dense gradient factor longer than this to this many numbers
+    #: (CountSketch; embedding rows stay exact). ``None`` (default): exact. ``fast`` only.
+    projection_dim: int | None = field(default=None, metadata={"help": "approximate: sketch dense factors to K"})
+    #: The seed of the projection's random signs and buckets.
+    projection_seed: int = field(default=0, metadata={"help": "seed of the projection"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -81,13 +93,22 @@ class TracInConfig:
                 "compile applies to method 'vmap' or 'loop': torch.compile cannot trace the hooks of the fast "
                 "path (it gave wrong results when tried), and the fast path needs no compilation"
             )
+        if self.projection_dim is not None:
+            if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) \
+                    or self.projection_dim < 1:
+                raise KGTracinError(f"projection dimension must be a positive integer, got {self.projection_dim!r}")
+            if self.method != "fast":
+                raise KGTracinError(f"a projection applies to method 'fast' only, not {self.method!r}")
+        if not isinstance(self.projection_seed, int) or isinstance(self.projection_seed, bool):
+            raise KGTracinError(f"projection seed must be an integer, got {self.projection_seed!r}")
         from .losses import LOSSES
 
         if self.loss not in LOSSES:
             raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.normalize not in NORMALIZATIONS:
             raise KGTracinError(f"unknown normalisation {self.normalize!r}; choose none, train or cosine")
-        if not isinstance(self.test_block_size, int) or self.test_block_size < 1:
+        if self.test_block_size is not None and (
+                not isinstance(self.test_block_size, int) or self.test_block_size < 1):
             raise KGTracinError(f"test block size must be a positive integer, got {self.test_block_size!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise KGTracinError(f"shard size must be a positive integer, got {self.shard_size!r}")

@@ -13,9 +13,9 @@ from torch import nn
 
 from .adapters import ModelAdapter
 from .checkpoints import Checkpoint, materialize
-from .config import DEFAULT_NORMALIZE, TracInConfig
+from .config import DEFAULT_NORMALIZE, TEST_BLOCK_BYTES, TracInConfig
 from .errors import KGTracinError
-from .gradients import make_computer
+from .gradients import Projection, make_computer
 from .results import InfluenceResult, TopK
 from .scoring import DenseSink, Scorer, SumSink, VectorSink
 from .triples import Labels
@@ -44,7 +44,13 @@ class TracIn:
         bf16 / fp16 are opt-in and approximate
     :param compile: ``torch.compile`` the scoring function (``vmap`` and ``loop`` only)
     :param shard_size: training triples per shard (the unit of the resumable store and of torchrun sharding)
-    :param test_block_size: test triples whose factors are held at once (bounds memory for large M)
+    :param test_block_size: test triples whose factors are held at once (bounds memory for large M); ``None``
+        (default): as many as fit in 2 GiB (``config.TEST_BLOCK_BYTES``). Each block is one pass over the
+        training triples, so fewer blocks are faster
+    :param projection_dim: opt-in, **approximate**: sketch every dense gradient factor longer than this to this
+        many numbers (see :mod:`kgtracin.gradients.projection`; ``fast`` only). Embedding rows stay exact.
+        For very many test triples on models with wide layers (ConvE); ``None`` (default) is exact
+    :param projection_seed: the seed of the projection
     :param progress: show tqdm progress bars
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
         ``TriplesFactory`` when one is given)
@@ -67,18 +73,20 @@ class TracIn:
         precision: str | None = None,
         compile: bool = False,
         shard_size: int = 16384,
-        test_block_size: int = 4096,
+        test_block_size: int | None = None,
         progress: bool = True,
         labels: Labels | None = None,
         loss: str = "bce",
         normalize: str | None = None,
+        projection_dim: int | None = None,
+        projection_seed: int = 0,
     ):
         self.config = TracInConfig(
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
             method=method, batch_size=batch_size,
             device=None if device is None else str(device), precision=precision, compile=compile,
             shard_size=shard_size, test_block_size=test_block_size, progress=progress, loss=loss,
-            normalize=normalize,
+            normalize=normalize, projection_dim=projection_dim, projection_seed=projection_seed,
         )
         self.model = model
         reference = ModelAdapter(model, self.config.parameters, self.config.loss)  # validates the model and parameter patterns
@@ -95,7 +103,9 @@ class TracIn:
             raise KGTracinError("checkpoints must be a non-empty list of Checkpoint(state, learning_rate)")
         self.checkpoints = checkpoints
         self._reference = reference
-        self._computer = make_computer(self.config.method)
+        projection = (None if self.config.projection_dim is None
+                      else Projection(self.config.projection_dim, self.config.projection_seed))
+        self._computer = make_computer(self.config.method, projection)
         self._adapters: list[ModelAdapter] | None = None
 
     # -- construction from saved runs ---------------------------------------------------------------
@@ -143,6 +153,26 @@ class TracIn:
             normalize=self.config.normalize,
         )
 
+    #: test triples featurised to measure the automatic test block
+    _PROBE = 32
+
+    def _test_block(self, scorer: Scorer, test: torch.Tensor) -> int:
+        """The user's test block size, or as many test triples as fit in ``TEST_BLOCK_BYTES``: the test factors
+        of every checkpoint (twice: once batched, once concatenated) and four (test x batch) kernel blocks."""
+        if self.config.test_block_size is not None:
+            return self.config.test_block_size
+        if test.shape[0] <= self._PROBE:
+            return max(1, test.shape[0])
+        with torch.no_grad():
+            probe = scorer.computer.featurize(scorer.adapters[0], test[: self._PROBE])
+        per_triple = (2 * len(scorer.adapters) * probe.nbytes / self._PROBE
+                      + 4 * scorer.batch_size * self._reference.dtype.itemsize)
+        block = max(1, min(test.shape[0], int(TEST_BLOCK_BYTES // per_triple)))
+        if block < test.shape[0]:
+            logger.info("test triples in blocks of %d (%.1f KB of factors each): one training pass per block",
+                        block, per_triple / 1024)
+        return block
+
     def _check_test(self, test_triples) -> torch.Tensor:
         if hasattr(test_triples, "mapped_triples"):
             test_triples = test_triples.mapped_triples
@@ -165,7 +195,8 @@ class TracIn:
         :return: shape: (M, N); entry (j, i) is the influence of training triple i on test triple j
         """
         test = self._check_test(test_triples)
-        scorer, block = self._scorer(), self.config.test_block_size
+        scorer = self._scorer()
+        block = self._test_block(scorer, test)
         out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._reference.dtype)
         for first in range(0, test.shape[0], block):
             scorer.run(self.training_triples, test[first : first + block], DenseSink(out[first : first + block]))
@@ -190,7 +221,7 @@ class TracIn:
         test = self._check_test(test_triples)
         k = min(top_k, self.training_triples.shape[0])
         scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
-        block = self.config.test_block_size
+        block = self._test_block(scorer, test)
         parts = []
         for first in range(0, test.shape[0], block):
             test_block = test[first : first + block]
@@ -228,6 +259,7 @@ class TracIn:
             "method": self.config.method, "parameters": list(self._reference.parameters),
             "batch_size": self.config.effective_batch_size, "shard_size": self.config.shard_size,
             "precision": self.config.precision, "loss": self.config.loss, "normalize": self.config.normalize,
+            "projection": [self.config.projection_dim, self.config.projection_seed],
             "train": digest(self.training_triples), "test": digest(test),
             "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
         }
@@ -239,7 +271,8 @@ class TracIn:
         :return: shape: (N,); negative: training on z_i raised the test loss (a harmful triple)
         """
         test = self._check_test(test_triples)
-        scorer, block = self._scorer(), self.config.test_block_size
+        scorer = self._scorer()
+        block = self._test_block(scorer, test)
         sink = SumSink(self.training_triples.shape[0], self._reference.dtype)
         for first in range(0, test.shape[0], block):
             scorer.run(self.training_triples, test[first : first + block], sink)

@@ -11,7 +11,7 @@ import click
 
 from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from ..errors import KGTracinError
-from .options import (_positive, _setup_logging, _top_k, batch_option, compile_option, device_option, loss_option,
+from .options import (projection_option, _positive, _setup_logging, _top_k, batch_option, compile_option, device_option, loss_option,
                       method_option, normalize_option, open_run, parameters_option, precision_option, run_options,
                       shard_option, triple_options, verbose_option)
 
@@ -138,14 +138,15 @@ def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
 @shard_option
 @loss_option
 @normalize_option
+@projection_option
 @click.option("--store", type=click.Path(), default=None,
               help="folder for finished shards (default: beside the output); a re-run resumes from it")
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
 @verbose_option
 def explain(run_dir, triples, test_file, split, limit, predict, predict_head, num_predictions, top_k, parameters,
-            method, batch_size, device, precision, compile_, shard_size, loss, normalize, store, output,
-            run_source, verbose) -> None:
+            method, batch_size, device, precision, compile_, shard_size, loss, normalize, projection_dim,
+            projection_seed, store, output, run_source, verbose) -> None:
     """Top-k proponents and opponents of test triples, labelled.
 
     Finished training shards are kept in a store until the output is written, so a killed run re-run with the
@@ -168,7 +169,8 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     precision=precision, compile=compile_, shard_size=shard_size, labels=run.labels,
                     progress=rank == 0, loss=loss or run.tracin_loss,
-                    normalize=None if normalize == "none" else normalize)
+                    normalize=None if normalize == "none" else normalize, projection_dim=projection_dim,
+                    projection_seed=projection_seed)
     store = Path(store) if store else output_path.absolute().parent / f".{output_path.name}.kgtracin-store"
     result = tracin.influence(test, top_k=top_k, store=store)
     if rank == 0:
@@ -179,6 +181,9 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
         write_table(frame, output_path)
         ShardStore.remove_folder(store)
         _print_table(frame)
+        if projection_dim is not None:
+            click.echo(f"\napproximate: dense gradient factors projected to {projection_dim} numbers "
+                       f"(seed {projection_seed}); influences are estimates")
         click.echo(f"\nwrote {len(frame)} rows for {len(test)} test triple(s) to {output_path}")
     if distributed:
         import torch.distributed as dist

@@ -55,6 +55,18 @@ normalize_option = click.option("--normalize", type=click.Choice(["none", "train
                                 default=DEFAULT_NORMALIZE or "none",
                                 show_default=True, help="train: divide each training gradient by its norm "
                                 "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
+
+
+def projection_option(command):
+    """``--projection-dim K`` and ``--projection-seed S``: the opt-in approximate mode."""
+    command = click.option("--projection-seed", type=int, default=0, show_default=True,
+                           help="with --projection-dim: the seed of the random projection")(command)
+    return click.option("--projection-dim", type=int, default=None, callback=_positive, metavar="K",
+                        help="APPROXIMATE: sketch every dense gradient factor longer than K to K numbers "
+                        "(embedding rows stay exact); for very many test triples on models with wide layers "
+                        "(ConvE). Default: exact")(command)
+
+
 trust_option = click.option("--trust-pickle", is_flag=True,
                             help="allow a PyKEEN folder's trained_model.pkl: a whole pickled model, which can run "
                             "code when loaded. Every other file is read with torch.load(weights_only=True)")

@@ -291,6 +291,12 @@ class Features:
             group.add_kernel(other.groups[key], total, transposed)
         return total
 
+    @property
+    def nbytes(self) -> int:
+        """The memory the factors hold, in bytes."""
+        return sum(t.numel() * t.element_size() for group in self.groups.values()
+                   for t in vars(group).values() if isinstance(t, torch.Tensor))
+
     def self_kernel(self) -> torch.Tensor:
         """:return: shape: (B,), the squared norms of the per-triple gradients"""
         return sum(group.self_kernel() for group in self.groups.values())

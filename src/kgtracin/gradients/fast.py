@@ -26,6 +26,7 @@ from ..adapters import ModelAdapter
 from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
+from .projection import Projection
 from .candidates import (all_scores, attach_candidates, softmax_deltas, softmax_directions, softmax_unsupported,
                          surrogate_scores)
 from .vmap import vmap_dense_grads
@@ -202,9 +203,12 @@ class FastComputer(GradientComputer):
 
     name = "fast"
 
-    def __init__(self) -> None:
+    def __init__(self, projection: Projection | None = None) -> None:
+        """:param projection: None (exact, the default), or sketch every dense factor longer than its dimension
+            (opt-in, approximate; see :mod:`kgtracin.gradients.projection`)"""
         # keyed by the adapter itself (not its id, which a later adapter could reuse)
         self._plans: weakref.WeakKeyDictionary[ModelAdapter, _Plan] = weakref.WeakKeyDictionary()
+        self.projection = projection
 
     def _plan(self, adapter: ModelAdapter) -> _Plan:
         if adapter not in self._plans:
@@ -219,7 +223,21 @@ class FastComputer(GradientComputer):
         return self._plans[adapter]
 
     def describe(self, adapter: ModelAdapter) -> dict[str, str]:
-        return dict(self._plan(adapter).paths)
+        plan = self._plan(adapter)
+        paths = dict(plan.paths)
+        if self.projection is None:
+            return paths
+        dim = self.projection.dim
+        for name, path in paths.items():  # rows stay exact; longer factors than dim are sketched
+            module_name, _, kind = name.rpartition(".")
+            if module_name in plan.linears:
+                linear = plan.linears[module_name][0]
+                sketched = linear.out_features > dim or (kind == "weight" and linear.in_features > dim)
+            else:
+                sketched = not path.startswith("rows") and adapter.parameters[name].numel() > dim
+            if sketched:
+                paths[name] = f"{path}, projected to {dim}"
+        return paths
 
     def batch_limit(self, adapter: ModelAdapter) -> int | None:
         """The default batch: 1024 for models made of embedding rows only (fewer, larger row-kernel operations
@@ -236,7 +254,7 @@ class FastComputer(GradientComputer):
         plan = self._plan(adapter)
         batch = hrt.shape[0]
         groups: dict = {}
-        dense: list[torch.Tensor] = []
+        dense: list[tuple[str, torch.Tensor]] = []  # (parameter name, per-triple gradients (B, numel))
         if plan.rows or plan.linears or plan.smalls:
             softmax = self._softmax_scores(adapter, hrt) if adapter.loss.name == "softmax" else None
             recorder = _Recorder(plan, batch)
@@ -276,22 +294,29 @@ class FastComputer(GradientComputer):
                 if name in plan.linears:
                     _, w_sel, b_sel = plan.linears[name]
                     xs = _stack_calls([x for x, _ in calls], batch) if w_sel else None
-                    groups[name] = OuterGroup(xs, _stack_calls(deltas, batch), b_sel)
+                    ds = _stack_calls(deltas, batch)
+                    if self.projection is not None:
+                        xs = None if xs is None else self.projection.apply(f"{name}.inputs", xs)
+                        ds = self.projection.apply(f"{name}.deltas", ds)
+                    groups[name] = OuterGroup(xs, ds, b_sel)
                     continue
                 module, w_sel, b_sel = plan.smalls[name]
                 fn = _conv_grads if isinstance(module, nn.Conv2d) else _bn_grads
                 parts = [fn(module, x, d) for (x, _), d in zip(calls, deltas)]
                 if w_sel:
-                    dense.append(sum(p[0] for p in parts))
+                    dense.append((f"{name}.weight", sum(p[0] for p in parts)))
                 if b_sel:
-                    dense.append(sum(p[1] for p in parts))
+                    dense.append((f"{name}.bias", sum(p[1] for p in parts)))
             leaf_grads = iter(grads[position:])
             queries = [{i: next(leaf_grads) for i in leaves} for _, leaves in candidates]
             attach_candidates(groups, plan.candidates, [d for d, _ in candidates], queries)
         if plan.remainder:
-            dense.append(self._remainder(plan, adapter, hrt))
+            sizes = [adapter.parameters[name].numel() for name in plan.remainder]
+            dense.extend(zip(plan.remainder, self._remainder(plan, adapter, hrt).split(sizes, dim=1)))
         if dense:
-            groups["dense"] = DenseGroup(torch.cat(dense, dim=1))
+            if self.projection is not None:
+                dense = [(name, self.projection.apply(name, grads)) for name, grads in dense]
+            groups["dense"] = DenseGroup(torch.cat([grads for _, grads in dense], dim=1))
         return Features(groups)
 
     @staticmethod
