@@ -55,7 +55,8 @@ def tracin(spec) -> dict:
     w = load(spec["workload"])
     train, test = w.train[: spec.get("n_train")], w.test[: spec["m"]]
     kwargs = dict(parameters=params_of(spec), method=spec["method"], progress=False,
-                  precision=spec.get("precision"), compile=spec.get("compile", False), loss=spec.get("loss", "bce"))
+                  precision=spec.get("precision"), compile=spec.get("compile", False), loss=spec.get("loss", "bce"),
+                  projection_dim=spec.get("projection_dim"))
     if spec.get("slices"):  # time two slices of training triples, extrapolate linearly to all of them
         times = []
         for n in spec["slices"]:
@@ -80,9 +81,24 @@ def tracin(spec) -> dict:
     start = time.perf_counter()
     if spec.get("api") == "scores":
         t.scores(test)
-    else:
-        t.influence(test, top_k=10)
-    return {"seconds": time.perf_counter() - start, "extrapolated": False}
+        return {"seconds": time.perf_counter() - start, "extrapolated": False}
+    result = t.influence(test, top_k=10)
+    out = {"seconds": time.perf_counter() - start, "extrapolated": False}
+    if spec.get("save"):  # the exact top-10, for the approximate runs of the same work to compare with
+        torch.save({"test": test, "proponents": result.proponents.indices, "opponents": result.opponents.indices},
+                   WORK / spec["save"])
+    if spec.get("compare"):
+        exact = torch.load(WORK / spec["compare"], weights_only=True)
+        if not torch.equal(exact["test"], test):
+            raise RuntimeError(f"{spec['compare']} holds other test triples")
+        out["top10_overlap"] = {kind: _overlap(getattr(result, kind).indices, exact[kind])
+                                for kind in ("proponents", "opponents")}
+    return out
+
+
+def _overlap(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    """Mean over test triples of |approximate top-k & exact top-k| / k. Shapes: (M, k)."""
+    return sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact)) / exact.numel()
 
 
 def captum(spec) -> dict:

@@ -64,6 +64,7 @@ def suite(quick: bool) -> list[dict]:
                       "n_train": n_syn, "loss": "softmax", "batch_sizes": [256]})
     specs.append({"key": "synthetic-conve softmax fast M=100", "kind": "tracin", "workload": "synthetic-conve",
                   "method": "fast", "m": 100, "n_train": n_syn, "loss": "softmax"})
+    specs += split_suite(quick)
     fractions = [0.125, 0.25, 0.5]
     for f in fractions:
         n = int(n_syn * f)
@@ -71,6 +72,33 @@ def suite(quick: bool) -> list[dict]:
                       "n_train": n})
         specs.append({"key": f"synthetic-conve fast M=100 N={n}", "kind": "tracin", "workload": "synthetic-conve",
                       "method": "fast", "m": 100, "n_train": n})
+    return specs
+
+
+#: test triples of the whole-split rows; the last is all of FB15k-237's test split
+SPLIT_MS = (100, 1000, 4000, 20_466)
+#: projection dimensions of the approximate mode: the first at every M, all at the whole split
+SPLIT_KS = (1024, 256)
+
+
+def split_suite(quick: bool) -> list[dict]:
+    """The whole test split (ConvE, top-10): exact, then the approximate mode compared with it; and the same
+    comparison on UMLS, whose ConvE is trained."""
+    n = 20_000 if quick else None
+    ms = SPLIT_MS[:2] if quick else SPLIT_MS
+    base = {"kind": "tracin", "workload": "synthetic-conve-split", "method": "fast", "n_train": n}
+    specs = [{"key": "split epoch", "kind": "epoch", "workload": "synthetic-conve-split", "n_train": n}]
+    for m in ms:
+        exact = f"split-exact-N{n or 'all'}-M{m}.pt"
+        specs.append({"key": f"split exact M={m}", **base, "m": m, "save": exact})
+        for k in SPLIT_KS if m == ms[-1] else SPLIT_KS[:1]:
+            specs.append({"key": f"split projected K={k} M={m}", **base, "m": m, "projection_dim": k,
+                          "compare": exact})
+    umls = {"kind": "tracin", "workload": "umls-conve", "method": "fast", "m": 1230}
+    specs.append({"key": "umls whole exact", **umls, "save": "umls-exact-M1230.pt"})
+    for k in SPLIT_KS:
+        specs.append({"key": f"umls whole projected K={k}", **umls, "projection_dim": k,
+                      "compare": "umls-exact-M1230.pt"})
     return specs
 
 
@@ -114,6 +142,8 @@ def main() -> None:
     record = json.loads(results_file.read_text()) if results_file.is_file() else {}
     if not args.render_only:
         now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if args.only and not record:  # no full run yet: this run's header
+            record = {"machine": machine(), "quick": args.quick, "started": now, "results": {}}
         if args.only:  # keep the full run's header; say which rows this run re-measured
             rerun = {"command": f"{COMMAND} --only {args.only!r}", "machine": machine(), "started": now, "keys": []}
             record.setdefault("reruns", []).append(rerun)

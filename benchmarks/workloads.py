@@ -33,23 +33,30 @@ def _umls_conve() -> Workload:
     return Workload("umls-conve", run.model, run.training_triples, test)
 
 
-def _synthetic(model_name: str) -> Workload:
-    """A model with d=200 (random initial weights) on the synthetic FB15k-237-shaped graph."""
+def _synthetic(model_name: str, whole_split: bool = False) -> Workload:
+    """A model with d=200 (random initial weights) on the synthetic FB15k-237-shaped graph.
+
+    :param whole_split: draw FB15k-237's 20,466 test triples (with 1,000, the default, the random draw and
+        so the training triples differ: the whole-split rows have their own epoch)
+    """
     from pykeen.models import model_resolver
 
-    from kgtracin.synthetic import fb15k237_like
+    from kgtracin.synthetic import FB15K237_SHAPE, fb15k237_like
 
-    graph = fb15k237_like()
+    graph = fb15k237_like(num_testing=FB15K237_SHAPE["num_testing"]) if whole_split else fb15k237_like()
     inverse = model_name == "ConvE"
     model = model_resolver.make(model_name, {"embedding_dim": 200},
                                 triples_factory=graph.triples_factory(create_inverse_triples=inverse),
                                 random_seed=0)
-    return Workload(f"synthetic-{model_name.lower()}", model.eval(), graph.training, graph.testing)
+    name = f"synthetic-{model_name.lower()}" + ("-split" if whole_split else "")
+    return Workload(name, model.eval(), graph.training, graph.testing)
 
 
 def load(name: str) -> Workload:
     if name == "umls-conve":
         return _umls_conve()
+    if name == "synthetic-conve-split":
+        return _synthetic("ConvE", whole_split=True)
     prefix = "synthetic-"
     if name.startswith(prefix):
         models = {"conve": "ConvE", "distmult": "DistMult", "transe": "TransE", "complex": "ComplEx",

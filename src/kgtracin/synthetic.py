@@ -14,7 +14,7 @@ import torch
 
 __all__ = ["SyntheticGraph", "fb15k237_like"]
 
-FB15K237_SHAPE = {"num_entities": 14_541, "num_relations": 237, "num_training": 272_115}
+FB15K237_SHAPE = {"num_entities": 14_541, "num_relations": 237, "num_training": 272_115, "num_testing": 20_466}
 
 
 @dataclass(frozen=True)
