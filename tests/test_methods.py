@@ -169,3 +169,17 @@ def test_log_names_the_path_of_each_parameter_group(run_factory, caplog):
         TracIn(run.model, run.training_triples[:10], progress=False).self_influence()
     assert "fast path for TuckER" in caplog.text
     assert "by rows" in caplog.text and "by batchnorm-eval" in caplog.text and "1 parameter(s) by vmap" in caplog.text
+
+
+def test_softmax_closed_form_checks_linearity_on_every_batch(run_factory, monkeypatch):
+    """The closed form rests on scores linear in the candidate; a model that is not (TransE), let past the static
+    list, is caught by the check on the model's own score of the true triple, in one line."""
+    from kgtracin import KGTracinError
+    from kgtracin.gradients import fast
+
+    run = load_run(run_factory("TransE", False))
+    monkeypatch.setattr(fast, "softmax_unsupported", lambda model: None)
+    tracin = TracIn(run.model, run.training_triples[:20], progress=False, loss="softmax")
+    assert "rows+candidates" in tracin.describe().values()
+    with pytest.raises(KGTracinError, match="scores are not linear in the candidate entity"):
+        tracin.scores(run.splits["testing"][:2])

@@ -11,10 +11,11 @@ respect to an entity table is
 * ``delta_k = softmax(s) - onehot(target)``: shape (E,), one per direction ``k`` (tails, heads);
 * ``q_k``: the query, ``ds_e / dx_e``.
 
-Both come from one forward and backward pass of the surrogate ``s(q, sum_e delta_e x_e)``: its gradient with
-respect to the query's parameters is the loss gradient (``delta`` held fixed), and its gradient with respect
-to the candidate leaf is ``q``. No per-triple gradient of an entity table is ever built: two triples'
-table gradients meet through E-length and d-length dot products only.
+Per direction, one forward pass with the true candidate in the candidate slot as a leaf gives ``q`` (the
+gradient with respect to that leaf, kept differentiable), all E scores as ``q @ table^T``, and ``delta``; then
+one backward pass of ``sum_k <q_k, sum_e delta_k,e x_e>`` (``delta`` held fixed) gives the loss gradient of
+every query-side parameter. No per-triple gradient of an entity table is ever built: two triples' table
+gradients meet through E-length and d-length dot products only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..losses import head_queries
 from ._factors import Group, RowGroup
 
 __all__ = ["CandidateGroup", "attach_candidates", "softmax_unsupported", "SoftmaxDirections", "softmax_directions",
-           "surrogate_scores", "all_scores", "softmax_deltas"]
+           "surrogate_scores", "linear_queries", "softmax_deltas"]
 
 #: interactions whose score is linear in the tail's representations, and in the head's
 _TAIL_LINEAR = {"DistMultInteraction", "ComplExInteraction", "ConvEInteraction", "TuckERInteraction",
@@ -162,9 +163,9 @@ def softmax_directions(model, internal: torch.Tensor) -> SoftmaxDirections:
 
 
 def candidate_leaf(model, index: int, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A leaf holding ``sum_e delta_e x_e`` in storage layout, and its view as the representation's output.
+    """A leaf holding ``upstream`` in storage layout, and its view as the representation's output.
 
-    :param upstream: shape: (B, D), ``delta @ table``
+    :param upstream: shape: (B, D), e.g. the rows of the true candidates
     :return: the leaf (B, D) and the representation-shaped tensor (B, *shape), complex where the table is
     """
     rep = model.entity_representations[index]
@@ -174,23 +175,18 @@ def candidate_leaf(model, index: int, upstream: torch.Tensor) -> tuple[torch.Ten
     return leaf, leaf.view(leaf.shape[0], *rep._shape)
 
 
-def surrogate_scores(model, directions: SoftmaxDirections, deltas: list[torch.Tensor] | None,
-                     fill: list[torch.Tensor] | None = None):
-    """Score ``s(q, sum_e delta_e x_e)`` per direction, with the candidate slot as a leaf.
+def surrogate_scores(model, directions: SoftmaxDirections, upstreams: list[dict[int, torch.Tensor]]):
+    """Score ``s(q, u)`` per direction, with the candidate slot a leaf holding ``u``.
 
-    :param deltas: per direction, shape (B, E); or None with ``fill``
-    :param fill: per direction, shape (B, 1): a constant for every entry of the leaves instead (zeros)
+    :param upstreams: per direction, representation index -> ``u`` (B, D) in storage layout
     :return: per direction the scores (B,) and the candidate leaves {representation index: leaf (B, D)}
     """
     out = []
-    for k, (query, head_side, candidates) in enumerate(zip(directions.queries, directions.head_side,
-                                                           directions.candidates)):
+    for query, head_side, candidates, upstream in zip(directions.queries, directions.head_side,
+                                                      directions.candidates, upstreams):
         leaves, cand = {}, []
         for i in candidates:
-            table = model.entity_representations[i]._embeddings.weight.detach()
-            upstream = (fill[k].to(table.dtype).expand(-1, table.shape[1]) if deltas is None
-                        else deltas[k].to(table.dtype) @ table)
-            leaves[i], x = candidate_leaf(model, i, upstream)
+            leaves[i], x = candidate_leaf(model, i, upstream[i])
             cand.append(x)
         rel_index = query[:, 0] if head_side else query[:, 1]
         ent_index = query[:, 1] if head_side else query[:, 0]
@@ -204,28 +200,23 @@ def surrogate_scores(model, directions: SoftmaxDirections, deltas: list[torch.Te
     return out
 
 
-def all_scores(model, directions: SoftmaxDirections) -> list[torch.Tensor]:
-    """Scores of every candidate per direction, ``s_e = sum_j <q_j, x_j,e>``, from the queries.
+def linear_queries(model, directions: SoftmaxDirections) -> list[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
+    """Per direction, one forward pass with the true candidate in the candidate slot (as a leaf), and the query
+    ``q_i = ds / dx_i`` of each candidate table, kept differentiable in the parameters (``create_graph``).
 
-    The query ``q_j = ds / dx_j`` of each candidate table comes from one forward pass with the candidate
-    slot as a (zero) leaf and a backward pass to that leaf only; then all E scores are one matrix product per
-    table, instead of running the interaction once per candidate (which PyKEEN's ``score_t`` does for ConvE).
-    Exact for scores linear in the candidate; :meth:`FastComputer` checks the linearity on every batch.
+    For scores linear in the candidate, ``s_e = sum_i <q_i, x_e,i>``: all E scores are then one matrix product
+    per table, instead of running the interaction once per candidate (which PyKEEN's ``score_t`` does for
+    ConvE), and ``<q, u>`` for any fixed ``u`` has the parameter gradient of ``s(q, u)`` without a second
+    forward pass.
 
-    :return: per direction, shape (B, E)
+    :return: per direction, the scores of the true triples (B,) and {representation index: q (B, D)}
     """
-    zeros = [torch.zeros(directions.queries[0].shape[0], 1)] * len(directions.queries)
+    upstreams = [{i: model.entity_representations[i]._embeddings.weight.detach()[target] for i in candidates}
+                 for target, candidates in zip(directions.targets, directions.candidates)]
     out = []
-    with torch.enable_grad():
-        for (scores, leaves), candidates in zip(surrogate_scores(model, directions, None, zeros),
-                                                directions.candidates):
-            queries = torch.autograd.grad(scores.sum(), list(leaves.values()))
-            total = None
-            for i, q in zip(leaves, queries):
-                table = model.entity_representations[i]._embeddings.weight.detach()
-                part = q.detach() @ table.T
-                total = part if total is None else total + part
-            out.append(total)
+    for scores, leaves in surrogate_scores(model, directions, upstreams):
+        queries = torch.autograd.grad(scores.sum(), list(leaves.values()), create_graph=True)
+        out.append((scores, dict(zip(leaves, queries))))
     return out
 
 

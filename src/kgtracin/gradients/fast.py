@@ -27,8 +27,7 @@ from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
 from .projection import Projection
-from .candidates import (all_scores, attach_candidates, softmax_deltas, softmax_directions, softmax_unsupported,
-                         surrogate_scores)
+from .candidates import attach_candidates, linear_queries, softmax_deltas, softmax_directions, softmax_unsupported
 from .vmap import vmap_dense_grads
 
 __all__ = ["FastComputer"]
@@ -256,19 +255,18 @@ class FastComputer(GradientComputer):
         groups: dict = {}
         dense: list[tuple[str, torch.Tensor]] = []  # (parameter name, per-triple gradients (B, numel))
         if plan.rows or plan.linears or plan.smalls:
-            softmax = self._softmax_scores(adapter, hrt) if adapter.loss.name == "softmax" else None
             recorder = _Recorder(plan, batch)
             try:
                 with torch.enable_grad():
-                    loss, candidates = self._forward(adapter, hrt, softmax)
+                    loss, candidates = self._forward(adapter, hrt)
             finally:
                 recorder.remove()
             row_targets = [leaf for calls in recorder.rows.values() for _, leaf in calls]
             call_targets = [out for calls in recorder.calls.values() for _, out in calls]
-            leaf_targets = [leaf for _, leaves in candidates for leaf in leaves.values()]
             tables = [adapter.parameters[name] for name in plan.rows]
-            targets = row_targets + call_targets + leaf_targets
-            grads = torch.autograd.grad(loss, targets + tables, allow_unused=True)
+            targets = row_targets + call_targets
+            grads = (torch.autograd.grad(loss, targets + tables, allow_unused=True) if loss.requires_grad
+                     else [None] * len(targets + tables))
             # a table reached other than through the hooked lookups would get a gradient here
             if any(g is not None and bool(g.any()) for g in grads[len(targets):]):
                 raise KGTracinError(
@@ -307,9 +305,7 @@ class FastComputer(GradientComputer):
                     dense.append((f"{name}.weight", sum(p[0] for p in parts)))
                 if b_sel:
                     dense.append((f"{name}.bias", sum(p[1] for p in parts)))
-            leaf_grads = iter(grads[position:])
-            queries = [{i: next(leaf_grads) for i in leaves} for _, leaves in candidates]
-            attach_candidates(groups, plan.candidates, [d for d, _ in candidates], queries)
+            attach_candidates(groups, plan.candidates, [d for d, _ in candidates], [q for _, q in candidates])
         if plan.remainder:
             sizes = [adapter.parameters[name].numel() for name in plan.remainder]
             dense.extend(zip(plan.remainder, self._remainder(plan, adapter, hrt).split(sizes, dim=1)))
@@ -320,34 +316,30 @@ class FastComputer(GradientComputer):
         return Features(groups)
 
     @staticmethod
-    def _softmax_scores(adapter: ModelAdapter, hrt: torch.Tensor):
-        """Both directions of a batch with every candidate's score and ``delta = softmax - onehot``."""
-        directions = softmax_directions(adapter.model, adapter.to_internal(hrt))
-        with torch.no_grad():
-            scores = all_scores(adapter.model, directions)
-            deltas = [softmax_deltas(s, t) for s, t in zip(scores, directions.targets)]
-        return directions, scores, deltas
+    def _forward(adapter: ModelAdapter, hrt: torch.Tensor):
+        """The batch's summed loss; for ``softmax``, ``sum_k sum_i <q_k,i, sum_e delta_k,e x_e,i>`` with ``delta``
+        held fixed, whose gradient in every query-side parameter is the loss's (``q`` keeps its graph).
 
-    @staticmethod
-    def _forward(adapter: ModelAdapter, hrt: torch.Tensor, softmax):
-        """The batch's summed loss, or for ``softmax`` the summed surrogate ``s(q, sum_e delta_e x_e)``.
-
-        :param softmax: None, or the output of :meth:`_softmax_scores`
-        :return: the scalar to differentiate, and per direction (delta (B, E), candidate leaves)
+        :return: the scalar to differentiate, and per direction (delta (B, E), {table index: q (B, D)})
         """
-        if softmax is None:
+        if adapter.loss.name != "softmax":
             return adapter.losses(hrt).sum(), []
         model = adapter.model
-        directions, scores, deltas = softmax
+        directions = softmax_directions(model, adapter.to_internal(hrt))
         total, candidates = 0.0, []
-        for (surrogate, leaves), delta, full in zip(surrogate_scores(model, directions, deltas), deltas, scores):
-            expected = (delta * full).sum(dim=1)
-            tolerance = torch.finfo(full.dtype).eps ** 0.5 * (1.0 + (delta.abs() * full.abs()).sum(dim=1))
-            if not bool(((surrogate.detach() - expected).abs() <= tolerance).all()):
+        for (scores, queries), target in zip(linear_queries(model, directions), directions.targets):
+            tables = {i: model.entity_representations[i]._embeddings.weight.detach() for i in queries}
+            full = sum(q.detach() @ tables[i].T for i, q in queries.items())  # (B, E): every candidate's score
+            # linear in the candidate: the model's own score of the true candidate is <q, x_target>
+            expected = full.gather(1, target.unsqueeze(1)).squeeze(1)
+            scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
+            if not bool(((scores.detach() - expected).abs() <= torch.finfo(full.dtype).eps ** 0.5 * (1.0 + scale))
+                        .all()):
                 raise KGTracinError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "
                                    "method='fast' cannot take loss='softmax'; use method='vmap'")
-            total = total + surrogate.sum()
-            candidates.append((delta, leaves))
+            delta = softmax_deltas(full, target)
+            total = total + sum((q * (delta @ tables[i])).sum() for i, q in queries.items())
+            candidates.append((delta, {i: q.detach() for i, q in queries.items()}))
         return total, candidates
 
     @staticmethod
