@@ -125,7 +125,14 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
               "- DistMult and TransE at M=1000: their epoch is short (see the table), and beside it the top-k "
               "selection over N x M = 272M scores (`torch.topk`) and the row kernel's per-operation overhead "
               "remain (seen in profiles, not timed in this run).",
-              "- `softmax`: two query forwards and one backward per direction, and E-length kernel products.",
+              "- `softmax`: per batch of 256, three products of B x E x d = 256 x 14,541 x 200 per pair of "
+              "directions (all E scores from the query, `delta @ table`, and the kernel's E-length "
+              "`<delta, delta'>`): 4.5e9 multiply-adds, against about 1.6e9 for a whole bce forward and backward "
+              "of ConvE. With both directions' forward and backward passes, the exact floor is about 4.8x one "
+              "bce epoch by multiply-add count, so 1.5x is out of reach for the exact loss here. The forward "
+              "passes were halved (one per direction, not two): 15% faster on a 10k-triple slice timed before and "
+              "after on the same machine (9.7 s -> 8.3 s, identical scores), not enough to move the ratio past "
+              "this machine's run-to-run noise.",
               "- Epochs on this machine vary by up to about 30% between runs (ConvE 36-49 s), so ratios near a "
               "limit are not settled by one run.", ""]
     # -- UMLS
