@@ -93,11 +93,12 @@ def test_top_k_sums_checkpoints_before_selecting(small):
     assert torch.equal(result.proponents.indices, expected.indices)
 
 
-@pytest.mark.parametrize("strategy", ["tiles", "buckets"])
-def test_batch_size_and_row_kernel_strategy_do_not_change_scores(small, monkeypatch, strategy):
+@pytest.mark.parametrize("strategy, tiles", [("tiles", (3,)), ("tiles", (5,)), ("tiles", (2, 7, 64)),
+                                             ("buckets", (3,))])
+def test_batch_size_and_row_kernel_strategy_do_not_change_scores(small, monkeypatch, strategy, tiles):
     model, checkpoints, train, test = small
     expected = TracIn(model, train, checkpoints, method="loop", progress=False).scores(test)
-    monkeypatch.setattr(_factors, "_ROW_TILE", 3)  # many tiles, most of them partial
+    monkeypatch.setattr(_factors, "_ROW_TILES", tiles)  # many tiles, most of them partial
     # force one strategy of the row kernel
     monkeypatch.setattr(_factors, "_COST_PER_BUCKET" if strategy == "tiles" else "_COST_PER_TILE", 1e9)
     for batch_size in (7, 1024):

@@ -104,10 +104,26 @@ class TopKSink:
         for largest in (True, False):
             held = self._top if largest else self._bottom
             kth = held[0][:, -1] if in_order and held[0].shape[1] == self.k else None
-            v, i = _block_top(block, self.k, largest, kth)
+            v, i = _block_top(block, self.k, largest, kth) if kth is None else self._held_top(block, kth, largest)
             self._pending[largest].append((v, i + start))
         if len(self._pending[True]) >= self._pending_blocks or self._top[0].shape[1] < self.k:
             self._flush()  # at once while fewer than k are held: the held k-th spares later ties
+
+    def _held_top(self, block: torch.Tensor, kth: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`_block_top` for a block that comes after the k held entries of every row: only rows whose best
+        entry beats their held k-th (a tie loses to the held, smaller index) are selected; the others get
+        filler entries (-inf for the top, +inf for the bottom) that no merge with k finite held entries takes.
+        """
+        extreme = block.amax(dim=1) if largest else block.amin(dim=1)
+        active = ((extreme > kth) if largest else (extreme < kth)).nonzero().squeeze(1)
+        if active.numel() == block.shape[0]:
+            return _block_top(block, self.k, largest, kth)
+        k = min(self.k, block.shape[1])
+        values = block.new_full((block.shape[0], k), float("-inf") if largest else float("inf"))
+        indices = torch.zeros(block.shape[0], k, dtype=torch.long)
+        if active.numel():
+            values[active], indices[active] = _block_top(block[active], self.k, largest, kth[active])
+        return values, indices
 
     def _flush(self) -> None:
         for largest, pending in self._pending.items():

@@ -21,18 +21,36 @@ def _pow2(counts: torch.Tensor) -> torch.Tensor:
     return torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
 
 
-#: Training slots (sorted by row) that meet their test range in one matrix product (row kernel, tiles).
-_ROW_TILE = 32
+#: Tile sizes tried by the row kernel's tile strategy: training slots (sorted by row) that meet the test range
+#: they span in one matrix product. The cheapest by estimate is taken.
+_ROW_TILES = (32, 128, 512)
+#: The most (training slot x test slot) products one tile may hold, beyond the smallest tile size.
+_TILE_LIMIT = 1 << 22
 #: Rough costs on a CPU, in seconds, for choosing the row kernel's strategy (both are exact).
 _COST_PER_PRODUCT, _COST_PER_TILE, _COST_PER_BUCKET = 1e-10, 6e-5, 2e-4
 
 
-def _tile_products(flat, sides, strides, starts: list[int], stops: list[int]) -> None:
-    """Row kernel by tiles; see :meth:`RowGroup.add_kernel`."""
+def _tiles(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The test range spanned by each run of ``size`` sorted training slots.
+
+    :param lo: shape: (n,), each training slot's first test slot of the same row; ``hi``: one past its last
+    :return: each tile's range start and stop, the total and the largest number of products of a tile
+    """
+    tile_lo, tile_hi = lo[::size], hi[size - 1 :: size]
+    if tile_hi.numel() < tile_lo.numel():
+        tile_hi = torch.cat([tile_hi, hi[-1:]])
+    tile_len = torch.full_like(tile_lo, size)
+    tile_len[-1] = lo.shape[0] - size * (tile_lo.numel() - 1)
+    products = tile_len * (tile_hi - tile_lo)
+    return tile_lo, tile_hi, int(products.sum()), int(products.max())
+
+
+def _tile_products(flat, sides, strides, size: int, starts: list[int], stops: list[int]) -> None:
+    """Row kernel by tiles of ``size`` training slots; see :meth:`RowGroup.add_kernel`."""
     (rows, triple, grads), (test_rows, test_triple, test_grads) = sides
     train_stride, test_stride = strides
-    for first, a, b in zip(range(0, rows.shape[0], _ROW_TILE), starts, stops):
-        last = min(rows.shape[0], first + _ROW_TILE)
+    for first, a, b in zip(range(0, rows.shape[0], size), starts, stops):
+        last = min(rows.shape[0], first + size)
         products = grads[first:last] @ test_grads[a:b].T  # (tile, range)
         products.mul_(rows[first:last, None] == test_rows[None, a:b])  # only slots of the same row
         target = triple[first:last, None] * train_stride + test_triple[None, a:b] * test_stride
@@ -160,8 +178,9 @@ class RowGroup(Group):
         the same row in matrix products, and no per-pair gradient is ever gathered. Two exact strategies, the
         cheaper by an estimate of their wasted products and operation count is taken:
 
-        * **tiles**: runs of ``_ROW_TILE`` consecutive training slots meet the contiguous range of test slots
-          their rows span, masked to equal rows (few operations; wasted products where a run spans rows);
+        * **tiles**: runs of consecutive training slots (32, 128 or 512, whichever the estimate prefers) meet
+          the contiguous range of test slots their rows span, masked to equal rows (few operations; wasted
+          products where a run spans rows);
         * **buckets**: every row's ``(a, t)`` block of training by test slots, rows bucketed by (a, t) rounded
           up to powers of two, one padded batched product per bucket (products near the pairs; more operations).
         """
@@ -177,25 +196,27 @@ class RowGroup(Group):
         # flat position of (train triple i, test triple j): i * M + j, or j * B + i when transposed
         strides = (1, self.size) if transposed else (other.size, 1)
         sides = (rows, triple, grads), (test_rows, test_triple, test_grads)
+        dim = grads.shape[1]
         # the tiles' ranges and the rows' blocks, to estimate both strategies
-        tile_lo, tile_hi = lo[::_ROW_TILE], hi[_ROW_TILE - 1 :: _ROW_TILE]
-        if tile_hi.numel() < tile_lo.numel():
-            tile_hi = torch.cat([tile_hi, hi[-1:]])
-        tile_len = torch.full_like(tile_lo, _ROW_TILE)
-        tile_len[-1] = rows.shape[0] - _ROW_TILE * (tile_lo.numel() - 1)
+        tile_cost, tile = float("inf"), None
+        for i, size in enumerate(_ROW_TILES):
+            tile_lo, tile_hi, products, largest = _tiles(lo, hi, size)
+            if i and largest > _TILE_LIMIT:
+                break
+            cost = products * dim * _COST_PER_PRODUCT + tile_lo.numel() * _COST_PER_TILE
+            if cost < tile_cost:
+                tile_cost, tile = cost, (size, tile_lo.tolist(), tile_hi.tolist())
         _, a_count = torch.unique_consecutive(rows, return_counts=True)
         a_first = torch.cumsum(a_count, 0) - a_count
         blocks = a_first, a_count, lo[a_first], (hi - lo)[a_first]
         a_width, t_width = _pow2(a_count), _pow2(blocks[3])
         bucket = a_width * (int(t_width.max()) + 1) + t_width
-        dim = grads.shape[1]
-        tile_cost = float((tile_len * (tile_hi - tile_lo)).sum()) * dim * _COST_PER_PRODUCT + tile_lo.numel() * _COST_PER_TILE
         buckets = torch.unique(bucket)
         bucket_cost = (float((a_width * t_width).sum()) * dim * _COST_PER_PRODUCT
                        + buckets.numel() * _COST_PER_BUCKET)
         flat = out.view(-1)
         if tile_cost <= bucket_cost:
-            _tile_products(flat, sides, strides, tile_lo.tolist(), tile_hi.tolist())
+            _tile_products(flat, sides, strides, *tile)
         else:
             _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, buckets.tolist())
 
