@@ -115,7 +115,7 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
         lines.append(f"| cost grows linearly in N | seconds per 1k training triples from N={scaling[0][0]:,} to "
                      f"{scaling[-1][0]:,}: {', '.join(f'{1000 * p:.3f}' for p in per)} (max/min {spread:.2f}) | "
                      f"{_check(spread <= 1.25)} |")
-    lines += ["", "Why the misses (issue 8, which stays open):",
+    lines += ["", "Why the misses:",
               "- ConvE at M=1000: the fc layer's exact kernel `<delta, delta'> (<x, x'> + 1)` costs N x M x "
               "10,368 multiply-adds for its input x' alone, the largest term in this run.",
               "- The whole split, exact: the same term is N x M x 10,368 = 272,115 x 20,466 x 10,368 = 5.8e13 "
@@ -128,13 +128,13 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
               "- `softmax`: per batch of 256, three products of B x E x d = 256 x 14,541 x 200 per pair of "
               "directions (all E scores from the query, `delta @ table`, and the kernel's E-length "
               "`<delta, delta'>`): 4.5e9 multiply-adds, against about 1.6e9 for a whole bce forward and backward "
-              "of ConvE. With both directions' forward and backward passes, the exact floor is about 4.8x one "
-              "bce epoch by multiply-add count, so 1.5x is out of reach for the exact loss here. The forward "
-              "passes were halved (one per direction, not two): 15% faster on a 10k-triple slice timed before and "
-              "after on the same machine (9.7 s -> 8.3 s, identical scores), not enough to move the ratio past "
-              "this machine's run-to-run noise.",
-              "- Epochs on this machine vary by up to about 30% between runs (ConvE 36-49 s), so ratios near a "
-              "limit are not settled by one run.", ""]
+              "of ConvE, and each of the two directions needs its own forward and backward pass. The exact loss "
+              "needs all three products; no exact way to 1.5x is known here. The forward passes were halved (one "
+              "per direction, not two): 15% faster on a 10k-triple slice timed before and after on the same "
+              "machine (9.7 s -> 8.3 s, identical scores).",
+              "- Epochs on this machine vary between runs (the 272k ConvE epoch took 36 to 58 s in today's runs; the "
+              "softmax ratio read 5.6x against a 42 s epoch in an earlier run), so ratios near a limit are not "
+              "settled by one run.", ""]
     # -- UMLS
     ep = _r(res, "umls epoch")
     lines += ["## UMLS, ConvE d=200, all 2.1M parameters, N=5,216", "",

@@ -163,9 +163,10 @@ class TracIn:
             return self.config.test_block_size
         if test.shape[0] <= self._PROBE:
             return max(1, test.shape[0])
+        size = min(self._PROBE, scorer.batch_size)  # never more than a training batch holds (vmap, loop)
         with torch.no_grad():
-            probe = scorer.computer.featurize(scorer.adapters[0], test[: self._PROBE])
-        per_triple = (2 * len(scorer.adapters) * probe.nbytes / self._PROBE
+            probe = scorer.computer.featurize(scorer.adapters[0], test[:size])
+        per_triple = (2 * len(scorer.adapters) * probe.nbytes / size
                       + 4 * scorer.batch_size * self._reference.dtype.itemsize)
         block = max(1, min(test.shape[0], int(TEST_BLOCK_BYTES // per_triple)))
         if block < test.shape[0]:
