@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from report_split import plot_split, split_section, split_targets
-
-
-def _r(results, key):
-    entry = results.get(key)
-    return None if entry is None or "error" in entry else entry
+from report_split import entry_ok as _r, plot_split, source_of, split_section, split_targets
 
 
 def _s(entry, field="seconds"):
@@ -76,8 +71,7 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
                      f"{ratio:.2f}x ({syn1000['seconds']:.0f} s) | "
                      f"{_check(ratio <= 3)} |")
     # the softmax rows and their epoch come from one run: the latest re-run that measured them, else the main run
-    soft_res = next((r["results"] for r in reversed(record.get("reruns", []))
-                     if "synthetic-conve softmax fast M=100" in r.get("results", {})), res)
+    soft_res, _ = source_of(record, "synthetic-conve softmax fast M=100")
     soft_ep, soft100 = _r(soft_res, "synthetic-conve softmax epoch"), _r(soft_res, "synthetic-conve softmax fast M=100")
     soft_bce_ep = _r(soft_res, "synthetic-conve epoch")
     models = ("conve", "distmult", "transe", "complex", "rotate")
@@ -129,11 +123,8 @@ def render(record: dict, markdown: Path, plot: Path, command: str) -> None:
               "directions (all E scores from the query, `delta @ table`, and the kernel's E-length "
               "`<delta, delta'>`): 4.5e9 multiply-adds, against about 1.6e9 for a whole bce forward and backward "
               "of ConvE, and each of the two directions needs its own forward and backward pass. The exact loss "
-              "needs all three products; no exact way to 1.5x is known here. The forward passes were halved (one "
-              "per direction, not two): 15% faster on a 10k-triple slice timed before and after on the same "
-              "machine (9.7 s -> 8.3 s, identical scores).",
-              "- Epochs on this machine vary between runs (the 272k ConvE epoch took 36 to 58 s in today's runs; the "
-              "softmax ratio read 5.6x against a 42 s epoch in an earlier run), so ratios near a limit are not "
+              "needs all three products; no exact way to 1.5x is known here.",
+              "- Epochs on this machine vary by tens of percent between runs, so ratios near a limit are not "
               "settled by one run.", ""]
     # -- UMLS
     ep = _r(res, "umls epoch")

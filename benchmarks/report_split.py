@@ -6,7 +6,7 @@ from __future__ import annotations
 SPLIT_EPOCHS, SPLIT_RSS_GB = 10.0, 8.0
 
 
-def _source(record: dict, key: str) -> tuple[dict, str]:
+def source_of(record: dict, key: str) -> tuple[dict, str]:
     """The results holding ``key``: the latest re-run that measured it, else the main run; and its name."""
     for rerun in reversed(record.get("reruns", [])):
         if key in rerun.get("results", {}):
@@ -14,7 +14,7 @@ def _source(record: dict, key: str) -> tuple[dict, str]:
     return record["results"], "main run"
 
 
-def _ok(results: dict, key: str) -> dict | None:
+def entry_ok(results: dict, key: str) -> dict | None:
     entry = results.get(key)
     return None if entry is None or "error" in entry else entry
 
@@ -44,8 +44,8 @@ def _time(entry: dict | None, epoch: dict | None) -> str:
 
 def split_targets(record: dict) -> list[str]:
     """Target-table rows for the whole split."""
-    res, _ = _source(record, "split epoch")
-    epoch = _ok(res, "split epoch")
+    res, _ = source_of(record, "split epoch")
+    epoch = entry_ok(res, "split epoch")
     exact = _rows(res, "split exact")
     if not epoch or not exact:
         return []
@@ -61,7 +61,7 @@ def split_targets(record: dict) -> list[str]:
                  f"{'met' if e['peak_rss_gb'] <= SPLIT_RSS_GB else '**missed**'} |")
     for key in sorted((k for k in res if k.startswith("split projected") and k.endswith(f"M={m}")),
                       key=lambda k: -res[k]["spec"]["projection_dim"]):
-        p = _ok(res, key)
+        p = entry_ok(res, key)
         if p is None:
             continue
         ratio = p["seconds"] / epoch["seconds"]
@@ -75,8 +75,8 @@ def split_targets(record: dict) -> list[str]:
 
 def split_section(record: dict) -> list[str]:
     """The whole-split section: time and memory against M, exact and approximate, and the UMLS check."""
-    res, source = _source(record, "split epoch")
-    epoch = _ok(res, "split epoch")
+    res, source = source_of(record, "split epoch")
+    epoch = entry_ok(res, "split epoch")
     exact = _rows(res, "split exact")
     if not exact:
         return []
@@ -103,8 +103,8 @@ def split_section(record: dict) -> list[str]:
             p = projected[k].get(m)
             cells += [_time(p, epoch), _overlap(p)]
         lines.append(f"| {m:,} | {_time(e, epoch)} | " + " | ".join(cells) + " |")
-    umls, umls_source = _source(record, "umls whole exact")
-    ue = _ok(umls, "umls whole exact")
+    umls, umls_source = source_of(record, "umls whole exact")
+    ue = entry_ok(umls, "umls whole exact")
     if ue:
         lines += ["", f"The same comparison on UMLS ConvE d=200, *trained* (5 epochs), all 1,230 test and validation "
                   f"triples x N=5,216 ({umls_source}):", "",
@@ -112,7 +112,7 @@ def split_section(record: dict) -> list[str]:
                   f"| exact | {ue['seconds']:.2f} s | 1 / 1 |"]
         for key in sorted((k for k in umls if k.startswith("umls whole projected")),
                           key=lambda k: -umls[k]["spec"]["projection_dim"]):
-            p = _ok(umls, key)
+            p = entry_ok(umls, key)
             if p:
                 lines.append(f"| `--projection-dim {p['spec']['projection_dim']}` | {p['seconds']:.2f} s | "
                              f"{_overlap(p)} |")
@@ -121,7 +121,7 @@ def split_section(record: dict) -> list[str]:
 
 def plot_split(axis, record: dict) -> None:
     """Time against M up to the whole split, exact and approximate, with one and ten epochs."""
-    res, _ = _source(record, "split epoch")
+    res, _ = source_of(record, "split epoch")
     exact = _rows(res, "split exact")
     if not exact:
         axis.set_visible(False)
@@ -133,7 +133,7 @@ def plot_split(axis, record: dict) -> None:
         rows = _rows(res, f"split projected K={k}")
         axis.plot(list(rows), [e["seconds"] for e in rows.values()], marker="s", color=f"C{i + 1}",
                   label=f"approximate, K={k}")
-    epoch = _ok(res, "split epoch")
+    epoch = entry_ok(res, "split epoch")
     if epoch:
         axis.axhline(epoch["seconds"], color="grey", linewidth=1, label="one epoch")
         axis.axhline(SPLIT_EPOCHS * epoch["seconds"], color="grey", linestyle=":", linewidth=1,

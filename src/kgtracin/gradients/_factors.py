@@ -315,8 +315,12 @@ class Features:
     @property
     def nbytes(self) -> int:
         """The memory the factors hold, in bytes."""
-        return sum(t.numel() * t.element_size() for group in self.groups.values()
-                   for t in vars(group).values() if isinstance(t, torch.Tensor))
+        def size(value) -> int:
+            if isinstance(value, torch.Tensor):
+                return value.numel() * value.element_size()
+            return sum(size(v) for v in vars(value).values()) if isinstance(value, Group) else 0
+
+        return sum(size(group) for group in self.groups.values())
 
     def self_kernel(self) -> torch.Tensor:
         """:return: shape: (B,), the squared norms of the per-triple gradients"""
