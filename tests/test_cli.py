@@ -96,7 +96,7 @@ def test_self_influence(nations_run, tmp_path, capsys, top_k):
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
-    assert list(frame.columns) == ["rank", "head", "relation", "tail", "self_influence"]
+    assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", "self_influence"]
     run = load_run(nations_run)
     assert len(frame) == (len(run.training_triples) if top_k is None else top_k)
     assert list(frame["rank"]) == list(range(1, len(frame) + 1))
@@ -224,7 +224,6 @@ def test_corrupt_model_file(nations_run, capsys, tmp_path, out, target):
 
 
 @pytest.mark.parametrize("name, words", [
-    ("missing-folder/result.tsv", ["does not exist"]),
     ("result.csv", [".tsv or .jsonl"]),
     (".", ["must end in .tsv or .jsonl"]),
 ])
@@ -381,6 +380,7 @@ def test_run_dir_given_as_a_file(nations_run, capsys, out):
 
 
 def test_evaluate_output_folder_must_be_writable(nations_run, capsys, tmp_path):
-    code, _, err = run_cli(capsys, "evaluate", nations_run, "--output", tmp_path / "missing" / "ev")
-    assert_clean_error(code, err, "not a writable directory")
-    assert not (tmp_path / "missing").exists()
+    (tmp_path / "a-file").write_text("not a folder")
+    code, _, err = run_cli(capsys, "evaluate", nations_run, "--output", tmp_path / "a-file" / "ev")
+    assert_clean_error(code, err, "not a writable folder")
+    assert (tmp_path / "a-file").read_text() == "not a folder"

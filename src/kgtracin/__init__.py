@@ -1,11 +1,36 @@
-"""kgtracin: exact, fast TracIn influence for PyKEEN knowledge-graph embedding models."""
+"""kgtracin: exact, fast TracIn influence for PyKEEN knowledge-graph embedding models.
 
-from .callbacks import CheckpointCallback
-from .checkpoints import Checkpoint
+The public classes are imported on first use, so that ``kgtracin --help`` starts without loading torch and PyKEEN.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import KGTracinError
-from .results import InfluenceResult, TopK
-from .tracin import TracIn
-from .triples import Labels
+
+if TYPE_CHECKING:
+    from .callbacks import CheckpointCallback
+    from .checkpoints import Checkpoint
+    from .results import InfluenceResult, TopK
+    from .tracin import TracIn
+    from .triples import Labels
 
 __all__ = ["TracIn", "Checkpoint", "CheckpointCallback", "InfluenceResult", "TopK", "Labels", "KGTracinError"]
 __version__ = "0.1.0"
+
+_LAZY = {"TracIn": "tracin", "Checkpoint": "checkpoints", "CheckpointCallback": "callbacks",
+         "InfluenceResult": "results", "TopK": "results", "Labels": "triples"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -15,20 +15,19 @@ kernels as wide as the validation split), never held whole.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pandas as pd
 import torch
 
 from .adapters import ModelAdapter
+from .config import DETECTORS
 from .errors import KGTracinError
 
 __all__ = ["DETECTORS", "DEFAULT_DETECTOR", "detector_scores", "audit_frame"]
 
 logger = logging.getLogger(__name__)
-
-#: The detectors, in column order.
-DETECTORS: tuple[str, ...] = ("validation_cosine", "validation", "self_influence", "loss")
 
 #: The detector whose order the audit's rows follow (measured by ``benchmarks/noisy_facts.py``; README).
 DEFAULT_DETECTOR = "validation_cosine"
@@ -37,7 +36,7 @@ DEFAULT_DETECTOR = "validation_cosine"
 @torch.no_grad()
 def plain_losses(model, triples: torch.Tensor, loss: str, batch_size: int = 1024) -> torch.Tensor:
     """The final model's loss of each triple alone. :return: shape: (N,)"""
-    adapter = ModelAdapter(model, loss=loss)
+    adapter = ModelAdapter(copy.deepcopy(model), loss=loss)  # a private copy: the caller's model is left as it is
     return torch.cat([adapter.losses(triples[i : i + batch_size]).detach().cpu()
                       for i in range(0, triples.shape[0], batch_size)])
 
@@ -61,7 +60,9 @@ def detector_scores(model, training_triples: torch.Tensor, validation: torch.Ten
     if validation is None and any(d.startswith("validation") for d in detectors):
         raise KGTracinError("the validation detectors need validation triples; the run has none "
                             "(train with --validation FILE, or use a --dataset)")
-    tracin_kwargs = {k: v for k, v in tracin_kwargs.items() if k != "normalize"}
+    if "normalize" in tracin_kwargs:
+        raise KGTracinError("the audit's detectors set their own normalisation (validation_cosine: cosine, the "
+                            "others: none); do not pass normalize")
     out = {}
     for name in detectors:
         if name == "loss":

@@ -128,6 +128,8 @@ def safe_load(path: Path, trust_pickle: bool = False) -> Any:
                 "file you trust"
             ) from None
         raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
+    except PermissionError:
+        raise KGTracinError(f"cannot read {path}: permission denied") from None
     except _LOAD_ERRORS as error:
         raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
 
@@ -201,6 +203,12 @@ def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device |
     :raises KGTracinError: when the state does not fit the model
     """
     state = checkpoint.load_state()
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            if not bool(torch.isfinite(tensor).all()):
+                where = checkpoint.state if isinstance(checkpoint.state, (str, os.PathLike)) else "a checkpoint"
+                raise KGTracinError(f"checkpoint {where} holds NaN or infinite weights ({name}); training diverged "
+                                    "there, and no influence can be computed from it")
     replica = copy.deepcopy(model)
     try:
         replica.load_state_dict(state)

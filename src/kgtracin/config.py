@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import KGTracinError
 
-__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS", "TEST_BLOCK_BYTES"]
+if TYPE_CHECKING:  # torch is imported only where a computation needs it: the CLI starts without it
+    import torch
 
-Method = Literal["fast", "vmap", "loop"]
+__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS", "TEST_BLOCK_BYTES",
+           "DETECTORS", "check_device"]
 
 #: The gradient methods, all exact. ``loop`` is the reference.
 METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
 
-#: Compute dtypes by name.
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64,
-}
+#: Compute dtypes by name: the name of the ``torch`` dtype.
+PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
+
+#: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
+DETECTORS: tuple[str, ...] = ("validation_cosine", "validation", "self_influence", "loss")
 
 #: ``kgtracin train`` defaults, measured on UMLS (README): LCWA, cross-entropy over all tails, Adam.
 DEFAULT_EPOCHS = 50
@@ -40,6 +41,31 @@ DEFAULT_BATCH_SIZES: dict[str, int] = {"fast": 1024, "vmap": 16, "loop": 32}
 #: The memory the automatic test block may fill: the test side's gradient factors of every checkpoint (held
 #: while the training triples stream past) and the (test x batch) kernel blocks.
 TEST_BLOCK_BYTES = 2 << 30
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that does not exist or that this build of torch cannot use, in one line.
+
+    :raises KGTracinError: for an unknown device, or CUDA (MPS) where torch has none
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise KGTracinError(f"unknown device {device!r}: {' '.join(str(error).split())}") from None
+    if parsed.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise KGTracinError(f"device {device!r}: this build of torch has no CUDA support (a CPU build); "
+                                "use --device cpu or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise KGTracinError(f"device {device!r}: no CUDA GPU is visible to torch")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise KGTracinError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise KGTracinError(f"device {device!r}: MPS is not available on this machine")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise KGTracinError(f"device {device!r}: kgtracin runs on cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -124,15 +150,14 @@ class TracInConfig:
                 raise KGTracinError(f"parameters must be non-empty strings, got {params!r}")
             object.__setattr__(self, "parameters", params)
         if self.device is not None:
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError) as error:
-                raise KGTracinError(f"unknown device {self.device!r}: {error}") from None
+            check_device(self.device)
 
     @property
-    def dtype(self) -> torch.dtype | None:
+    def dtype(self) -> "torch.dtype | None":
         """The compute dtype, or None to keep the model's."""
-        return None if self.precision is None else PRECISIONS[self.precision]
+        import torch
+
+        return None if self.precision is None else getattr(torch, PRECISIONS[self.precision])
 
     @property
     def effective_batch_size(self) -> int:

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["KnownTriples", "tail_scores", "tail_view", "evaluate_model", "top_predictions"]
+__all__ = ["KnownTriples", "tail_scores", "head_scores", "tail_view", "head_view", "evaluate_model",
+           "top_predictions", "unseen_notes"]
 
 
 class KnownTriples:
@@ -23,14 +24,21 @@ class KnownTriples:
 
     def __init__(self, parts: Iterable[torch.Tensor]):
         tails: dict[tuple[int, int], list[int]] = defaultdict(list)
+        heads: dict[tuple[int, int], list[int]] = defaultdict(list)
         for part in parts:
             for h, r, t in part.tolist():
                 tails[h, r].append(t)
+                heads[r, t].append(h)
         self._tails = {key: torch.tensor(sorted(set(value)), dtype=torch.long) for key, value in tails.items()}
+        self._heads = {key: torch.tensor(sorted(set(value)), dtype=torch.long) for key, value in heads.items()}
 
     def tails(self, head: int, relation: int) -> torch.Tensor:
         """The known tails of ``(head, relation, ?)``. :return: shape: (n,), dtype: long"""
         return self._tails.get((head, relation), torch.empty(0, dtype=torch.long))
+
+    def heads(self, relation: int, tail: int) -> torch.Tensor:
+        """The known heads of ``(?, relation, tail)``. :return: shape: (n,), dtype: long"""
+        return self._heads.get((relation, tail), torch.empty(0, dtype=torch.long))
 
     def mask(self, hr: torch.Tensor, num_entities: int, keep: torch.Tensor | None = None) -> torch.Tensor:
         """True where a tail is a known true tail to filter out.
@@ -66,6 +74,24 @@ def tail_scores(model, hr: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
 
 
 @torch.no_grad()
+def head_scores(model, rt: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Pre-sigmoid scores of every head, as ``predict_h`` gives them (an inverse-triple model scores the inverse
+    relation's tails, as PyKEEN does).
+
+    :param rt: shape: (B, 2), dtype: long, dataset ids
+    :return: shape: (B, num_entities)
+    """
+    model.eval()
+    parts = []
+    for first in range(0, rt.shape[0], batch_size):
+        scores = model.predict_h(rt[first : first + batch_size].to(next(model.parameters()).device))
+        if model.predict_with_sigmoid:
+            scores = torch.logit(scores)
+        parts.append(scores.cpu())
+    return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+
+
+@torch.no_grad()
 def top_predictions(model, anchor: tuple[int, int], n: int, known: KnownTriples, head: bool = False) -> torch.Tensor:
     """The model's ``n`` best completions of ``(h, r, ?)`` (or ``(?, r, t)``), leaving out known triples.
 
@@ -76,10 +102,8 @@ def top_predictions(model, anchor: tuple[int, int], n: int, known: KnownTriples,
     model.eval()
     if head:
         relation, tail = anchor
-        scores = model.predict_h(torch.tensor([[relation, tail]], device=next(model.parameters()).device))[0].cpu()
-        for h in range(model.num_entities):
-            if tail in known.tails(h, relation).tolist():
-                scores[h] = float("-inf")
+        scores = head_scores(model, torch.tensor([[relation, tail]]))[0]
+        scores[known.heads(relation, tail)] = float("-inf")
         order = [int(e) for e in torch.argsort(scores, descending=True, stable=True) if scores[e] > float("-inf")]
         return torch.tensor([[e, relation, tail] for e in order[:n]], dtype=torch.long).view(-1, 3)
     h, relation = anchor
@@ -97,7 +121,40 @@ def tail_view(model, triples: torch.Tensor, known: KnownTriples) -> tuple[torch.
     """
     scores = tail_scores(model, triples[:, :2])
     scores = scores.masked_fill(known.mask(triples[:, :2], scores.shape[1], keep=triples[:, 2]), float("-inf"))
-    own = scores.gather(1, triples[:, 2:3])
+    return _rank(scores, triples[:, 2])
+
+
+def head_view(model, triples: torch.Tensor, known: KnownTriples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each triple's head score (``predict_h``) and filtered, realistic rank among all heads of ``(?, r, t)``.
+
+    :param triples: shape: (B, 3), dtype: long, dataset ids
+    :return: scores (B,) and ranks (B,), float, rank 1 is best
+    """
+    scores = head_scores(model, triples[:, 1:])
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    for row, (r, t) in enumerate(triples[:, 1:].tolist()):
+        mask[row, known.heads(r, t)] = True
+    mask[torch.arange(triples.shape[0]), triples[:, 0]] = False
+    return _rank(scores.masked_fill(mask, float("-inf")), triples[:, 0])
+
+
+def unseen_notes(triples: torch.Tensor, training: torch.Tensor) -> list[str]:
+    """A note per triple whose head or tail never occurs in the training triples (its embedding is untrained).
+
+    :param triples: shape: (B, 3), dtype: long
+    :param training: shape: (N, 3), dtype: long
+    :return: B strings, empty where both entities occur in training
+    """
+    seen = set(training[:, 0].tolist()) | set(training[:, 2].tolist())
+    notes = []
+    for h, _, t in triples.tolist():
+        missing = [side for side, entity in (("head", h), ("tail", t)) if entity not in seen]
+        notes.append(f"{' and '.join(missing)} never in training (untrained embedding)" if missing else "")
+    return notes
+
+
+def _rank(scores: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    own = scores.gather(1, true.view(-1, 1))
     greater = (scores > own).sum(dim=1)
     ties = (scores == own).sum(dim=1) - 1
     return own.squeeze(1), 1.0 + greater.double() + 0.5 * ties.double()

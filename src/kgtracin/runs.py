@@ -30,7 +30,7 @@ from .checkpoints import Checkpoint, load_state_dict_file, read_checkpoint_folde
 from .errors import KGTracinError
 from .triples import Labels, read_labeled_triples
 
-__all__ = ["Run", "load_run", "read_manifest", "MANIFEST", "RUN_FORMAT", "write_labels", "read_labels"]
+__all__ = ["Run", "load_run", "read_manifest", "MANIFEST", "RUN_FORMAT", "write_labels", "read_labels", "check_run_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def read_labels(path: Path) -> tuple[str, ...]:
         frame = pd.read_csv(path, sep="\t", dtype={"label": str}, keep_default_na=False)
         if list(frame.columns) != ["id", "label"] or list(frame["id"]) != list(range(len(frame))):
             raise ValueError
-    except (ValueError, pd.errors.ParserError):
+    except OSError as error:
+        raise KGTracinError(f"cannot read run file {path}: {error.strerror}") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         raise KGTracinError(f"run file {path} is malformed (expected columns id, label)") from None
     return tuple(frame["label"])
 
@@ -90,6 +92,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
 def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise KGTracinError(f"cannot read {path / MANIFEST}: {error.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise KGTracinError(f"{path / MANIFEST} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
@@ -97,38 +101,79 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _load_kgtracin_run(path: Path) -> Run:
+def _field(manifest: dict, where: Path, name: str, kind: type, what: str,
+           default: object = KeyError):
+    """A manifest field of the expected type. :raises KGTracinError: naming the field and what it should be"""
+    if name not in manifest or manifest[name] is None:
+        if default is not KeyError:
+            return default
+        raise KGTracinError(f"{where} lacks the field {name!r} ({what})")
+    value = manifest[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise KGTracinError(f"{where}: field {name!r} must be {what}, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _inside(path: Path, file: object, field_name: str, where: Path) -> Path:
+    """A file named by the manifest, which must lie inside the run directory."""
+    if not isinstance(file, str) or not file:
+        raise KGTracinError(f"{where}: {field_name} must be a file name inside the run directory, got {file!r:.60}")
+    resolved = (path / file).resolve()
+    if path.resolve() not in resolved.parents:
+        raise KGTracinError(f"{where}: {field_name} {file!r} lies outside the run directory")
+    return path / file
+
+
+def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
     from pykeen.models import model_resolver
     from pykeen.triples import TriplesFactory
 
+    where = path / MANIFEST
     manifest = _read_manifest(path)
+    split_files = _field(manifest, where, "splits", dict, "an object mapping split names to files")
+    if "training" not in split_files:
+        raise KGTracinError(f"{where}: field 'splits' names no training split")
+    model_name = _field(manifest, where, "model", str, "a PyKEEN model name")
     try:
-        labels = Labels(read_labels(path / "entities.tsv"), read_labels(path / "relations.tsv"))
-        splits = {
-            name: labels.to_ids(read_labeled_triples(path / file), source=str(path / file))
-            for name, file in manifest["splits"].items()
-        }
-        factory = TriplesFactory(
-            splits["training"], labels.entity_to_id, labels.relation_to_id,
-            create_inverse_triples=bool(manifest["inverse_triples"]),
-        )
-        model = model_resolver.make(manifest["model"], manifest.get("model_kwargs") or {},
-                                    triples_factory=factory, random_seed=manifest.get("seed", 0))
-        state = load_state_dict_file(path / manifest["final_model"])
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:
-            raise KGTracinError(f"model file {path / manifest['final_model']} does not match the manifest") from None
-        checkpoints = [
-            Checkpoint(str(path / entry["file"]), float(entry["learning_rate"])) for entry in manifest["checkpoints"]
-        ]
-    except (KeyError, TypeError) as error:
-        raise KGTracinError(f"{path / MANIFEST} lacks a required field ({error})") from None
-    for checkpoint in checkpoints:
-        if not Path(checkpoint.state).is_file():
-            raise KGTracinError(f"checkpoint file {checkpoint.state} is missing")
+        model_resolver.lookup(model_name)
+    except (KeyError, ValueError):
+        raise KGTracinError(f"{where}: unknown model {model_name!r}") from None
+    model_kwargs = _field(manifest, where, "model_kwargs", dict, "an object of model arguments", {})
+    inverse = _field(manifest, where, "inverse_triples", bool, "true or false")
+    seed = _field(manifest, where, "seed", int, "an integer", 0)
+    final = _inside(path, _field(manifest, where, "final_model", str, "a file name"), "final_model", where)
+    entries = _field(manifest, where, "checkpoints", list, "a list of {file, learning_rate}")
+    labels = Labels(read_labels(path / "entities.tsv"), read_labels(path / "relations.tsv"))
+    splits = {}
+    for name, file in split_files.items():
+        file = _inside(path, file, f"split {name!r}", where)
+        splits[name] = labels.to_ids(read_labeled_triples(file), source=str(file))
+    factory = TriplesFactory(splits["training"], labels.entity_to_id, labels.relation_to_id,
+                             create_inverse_triples=inverse)
+    try:
+        model = model_resolver.make(model_name, model_kwargs, triples_factory=factory, random_seed=seed)
+    except (TypeError, ValueError) as error:
+        raise KGTracinError(f"{where}: cannot build model {model_name} from model_kwargs ({error})") from None
+    state = load_state_dict_file(final, trust_pickle=trust_pickle)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise KGTracinError(f"model file {final} does not match the manifest") from None
+    checkpoints = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise KGTracinError(f"{where}: checkpoint {number} must be an object {{file, learning_rate}}")
+        file = _inside(path, entry.get("file"), f"checkpoint {number} file", where)
+        rate = entry.get("learning_rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise KGTracinError(f"{where}: checkpoint {number} learning_rate must be a number, got {rate!r:.60}")
+        if not file.is_file():
+            raise KGTracinError(f"checkpoint file {file} is missing")
+        checkpoints.append(Checkpoint(str(file), float(rate), trust_pickle))
     if not checkpoints:
-        checkpoints = [Checkpoint(str(path / manifest["final_model"]), 1.0)]
+        logger.warning("%s lists no checkpoints: using the final weights with learning rate 1.0, which is not "
+                       "TracIn over training; train with --checkpoints N", where)
+        checkpoints = [Checkpoint(str(final), 1.0, trust_pickle)]
     return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest, path)
 
 
@@ -161,42 +206,62 @@ def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
 
 
 def _dataset_splits(dataset: str, labels: Labels) -> dict[str, torch.Tensor]:
-    """A shipped PyKEEN dataset's validation and test splits, mapped through the run's labels."""
-    from .training import dataset_splits
+    """A PyKEEN dataset's validation and test splits, mapped through the run's labels."""
+    from .datasets import labelled_splits
 
-    splits = dataset_splits(dataset)  # refuses an unknown name
+    splits = labelled_splits(dataset)  # refuses an unknown name
     return {name: labels.to_ids(splits[name], source=f"the {dataset} {name} split")
             for name in ("validation", "testing")}
 
 
-def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_dir: str | os.PathLike | None = None,
-             learning_rate: float | None = None, dataset: str | None = None) -> Run:
-    """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
+def _checkpoint_folder_of(path: Path) -> Path | None:
+    """A PyKEEN folder's checkpoints: its ``checkpoints/`` subfolder, else the folder itself when it holds
+    checkpoint files (``CheckpointCallback(run_dir)`` beside ``save_to_directory(run_dir)``)."""
+    from .checkpoints import CHECKPOINT_SUFFIXES
 
-    Every file is read with ``torch.load(weights_only=True)``, which cannot run code, except a PyKEEN folder's
-    ``trained_model.pkl`` (a whole pickled model) and PyKEEN training-loop checkpoints, which are read only with
-    ``trust_pickle=True``. Tensors saved on a GPU are loaded on the CPU.
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints"
+    if any(p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not p.name.startswith(".") for p in path.iterdir()):
+        return path
+    return None
 
-    :param checkpoint_dir: a folder of checkpoints (:class:`~kgtracin.CheckpointCallback` files, PyKEEN
-        ``CheckpointTrainingCallback`` or training-loop files) to use instead of the run's; for a PyKEEN folder the
-        default is its ``checkpoints/`` subfolder when there is one
-    :param learning_rate: the learning rate of every checkpoint, for files that do not record one
-    :param dataset: ``nations``, ``kinships`` or ``umls``: the shipped dataset a PyKEEN folder was trained on,
-        for its validation and test splits
-    :raises KGTracinError: for a missing, incomplete or corrupt directory
-    """
+
+def check_run_dir(path: str | os.PathLike) -> Path:
+    """Refuse, in one line, what is not a run directory (before anything is loaded)."""
     path = Path(path)
     if path.is_file():
         raise KGTracinError(f"{path} is a file; give the run directory that holds it "
                             f"({path.parent if str(path.parent) else '.'})")
     if not path.is_dir():
         raise KGTracinError(f"run directory {path} does not exist")
+    if not (path / MANIFEST).is_file() and not (path / "trained_model.pkl").is_file():
+        raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
+    return path
+
+
+def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_dir: str | os.PathLike | None = None,
+             learning_rate: float | None = None, dataset: str | None = None) -> Run:
+    """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
+
+    Every file is read with ``torch.load(weights_only=True)``, which cannot run code, unless ``trust_pickle=True``:
+    then a PyKEEN folder's ``trained_model.pkl`` (a whole pickled model) and **every** checkpoint and model file are
+    fully unpickled, which can run code. Tensors saved on a GPU are loaded on the CPU.
+
+    :param checkpoint_dir: a folder of checkpoints (:class:`~kgtracin.CheckpointCallback` files, PyKEEN
+        ``CheckpointTrainingCallback`` or training-loop files) to use instead of the run's; for a PyKEEN folder the
+        default is its ``checkpoints/`` subfolder when there is one
+    :param learning_rate: the learning rate of every checkpoint, for files that do not record one
+    :param dataset: the PyKEEN dataset a PyKEEN folder was trained on (any ``dataset_resolver`` name), for its
+        validation and test splits
+    :raises KGTracinError: for a missing, incomplete or corrupt directory
+    """
+    path = check_run_dir(path)
     if (path / MANIFEST).is_file():
-        run = _load_kgtracin_run(path)
+        run = _load_kgtracin_run(path, trust_pickle)
     elif (path / "trained_model.pkl").is_file():
         run = _load_pykeen_folder(path, trust_pickle)
-        if checkpoint_dir is None and (path / "checkpoints").is_dir():
-            checkpoint_dir = path / "checkpoints"
+        if checkpoint_dir is None:
+            checkpoint_dir = _checkpoint_folder_of(path)
     else:
         raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
     if checkpoint_dir is not None:

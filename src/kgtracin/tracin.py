@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -25,6 +27,20 @@ __all__ = ["TracIn"]
 logger = logging.getLogger(__name__)
 
 
+def _open_store(store: str | os.PathLike):
+    """Open a store: rank 0 first (it makes and marks the folder), then, under torch.distributed, the others."""
+    from .runners import StoreFolder, world
+
+    rank, size = world()
+    if size == 1:
+        return StoreFolder(store, rank=0)
+    import torch.distributed as dist
+
+    folder = StoreFolder(store, rank=rank) if rank == 0 else None
+    dist.barrier()
+    return folder or StoreFolder(store, rank=rank)
+
+
 class TracIn:
     """Exact TracIn influence of training triples on test triples for a PyKEEN ``ERModel``.
 
@@ -35,7 +51,7 @@ class TracIn:
     :param model: any PyKEEN ``ERModel``; its architecture is reused for every checkpoint
     :param training_triples: shape: (N, 3), dtype: long, dataset ids; or a ``TriplesFactory``
     :param checkpoints: ``Checkpoint(state, learning_rate)`` list; ``None`` uses the model's current weights
-        with learning rate 1.0
+        with learning rate 1.0, with a warning (that is not TracIn over training)
     :param parameters: ``"all"`` or names / glob patterns over ``model.named_parameters()``
     :param method: ``"fast"`` (exact closed form, default), ``"vmap"`` or ``"loop"`` (the reference)
     :param batch_size: training triples per batch (default depends on the method)
@@ -88,16 +104,23 @@ class TracIn:
             shard_size=shard_size, test_block_size=test_block_size, progress=progress, loss=loss,
             normalize=normalize, projection_dim=projection_dim, projection_seed=projection_seed,
         )
+        if not isinstance(model, nn.Module):
+            raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
+        if checkpoints is None:
+            warnings.warn("TracIn without checkpoints uses the model's current weights with learning rate 1.0, "
+                          "which is not TracIn over training; give checkpoints=[Checkpoint(state, lr), ...]",
+                          stacklevel=2)
+            checkpoints = [Checkpoint({k: v.detach().clone() for k, v in model.state_dict().items()}, 1.0)]
+        # a private copy: kgtracin puts it in eval mode and turns off unique lookups; the caller's model is untouched
+        model = copy.deepcopy(model)
         self.model = model
-        reference = ModelAdapter(model, self.config.parameters, self.config.loss)  # validates the model and parameter patterns
+        reference = ModelAdapter(model, self.config.parameters, self.config.loss)  # validates the model and patterns
         if hasattr(training_triples, "mapped_triples"):
             if labels is None and hasattr(training_triples, "entity_to_id"):
                 labels = Labels.from_maps(training_triples.entity_to_id, training_triples.relation_to_id)
             training_triples = training_triples.mapped_triples
         self.training_triples = reference.check_triples(training_triples, "training triples")
         self.labels = labels
-        if checkpoints is None:
-            checkpoints = [Checkpoint(model.state_dict(), 1.0)]
         checkpoints = list(checkpoints)
         if not checkpoints or not all(isinstance(c, Checkpoint) for c in checkpoints):
             raise KGTracinError("checkpoints must be a non-empty list of Checkpoint(state, learning_rate)")
@@ -212,10 +235,12 @@ class TracIn:
 
         :param test_triples: shape: (M, 3), dtype: long, dataset ids
         :param top_k: k >= 1 (capped at N)
-        :param store: a folder for finished shards; re-running the same work with the same store resumes
-            where an interrupted run stopped. The caller removes it when done (``ShardStore.remove_folder``).
+        :param store: a folder for finished shards (new, empty, or a kgtracin store); re-running the same work
+            with the same store resumes where an interrupted run stopped. One process at a time may use it. The
+            caller removes it when done with :func:`kgtracin.runners.remove_store`, which deletes only the
+            store's own files.
         """
-        from .runners import ShardStore, sharded_topk
+        from .runners import sharded_topk
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise KGTracinError(f"top_k must be an integer >= 1, got {top_k!r}")
@@ -223,15 +248,20 @@ class TracIn:
         k = min(top_k, self.training_triples.shape[0])
         scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
         block = self._test_block(scorer, test)
+        folder = None if store is None else _open_store(store)
         parts = []
-        for first in range(0, test.shape[0], block):
-            test_block = test[first : first + block]
-            shard_store = None
-            if store is not None:
-                folder = Path(store) if test.shape[0] <= block else Path(store) / f"test_block_{first // block:05d}"
-                shard_store = ShardStore(folder, self._fingerprint(test_block, k))
-            parts.append(sharded_topk(scorer, self.training_triples, test_block, k, self._reference.dtype,
-                                      self.config.shard_size, shard_store))
+        try:
+            for first in range(0, test.shape[0], block):
+                test_block = test[first : first + block]
+                shard_store = None
+                if folder is not None:
+                    index = None if test.shape[0] <= block else first // block
+                    shard_store = folder.block(index, self._fingerprint(test_block, k))
+                parts.append(sharded_topk(scorer, self.training_triples, test_block, k, self._reference.dtype,
+                                          self.config.shard_size, shard_store))
+        finally:
+            if folder is not None:
+                folder.close()
         return InfluenceResult(
             proponents=TopK(torch.cat([p.top_indices for p in parts]), torch.cat([p.top_values for p in parts])),
             opponents=TopK(torch.cat([p.bottom_indices for p in parts]),

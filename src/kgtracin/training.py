@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,14 +18,16 @@ from .callbacks import learning_rate_of
 from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
 from .runs import MANIFEST, RUN_FORMAT, write_labels
+from .staging import ensure_folder, make_staging, publish_folder, remove_created
 from .triples import Labels, read_labeled_triples, write_labeled_triples
 
-__all__ = ["TrainingConfig", "train_run", "DATASETS", "format_evaluation", "dataset_splits"]
+__all__ = ["TrainingConfig", "train_run", "format_evaluation"]
 
 logger = logging.getLogger(__name__)
 
-#: The small datasets PyKEEN ships inside its package (no download).
-DATASETS = ("nations", "kinships", "umls")
+#: words that make a first line of a training file a header, not a triple
+_HEADER_WORDS = {"head", "relation", "tail", "subject", "predicate", "object", "source", "target", "h", "r", "t",
+                 "s", "p", "o", "rel", "relation_type"}
 
 
 @dataclass(frozen=True)
@@ -92,34 +93,20 @@ class TrainingConfig:
         return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})
 
 
-def _shipped_dataset(dataset: str):
-    """A dataset shipped inside PyKEEN, by name."""
-    from pykeen.datasets import Kinships, Nations, UMLS
-
-    classes = {"nations": Nations, "kinships": Kinships, "umls": UMLS}
-    if dataset.lower() not in classes:
-        raise KGTracinError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    return classes[dataset.lower()]()
-
-
-def _labelled_splits(ds) -> dict[str, np.ndarray]:
-    return {name: ds.training.label_triples(getattr(ds, name).mapped_triples)
-            for name in ("training", "validation", "testing")}
-
-
-def dataset_splits(dataset: str) -> dict[str, np.ndarray]:
-    """The labelled training, validation and test splits of a dataset shipped inside PyKEEN."""
-    return _labelled_splits(_shipped_dataset(dataset))
-
-
 def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:
     """Labelled splits and the labels (union of all splits, sorted) for a built-in dataset or TSV files."""
     if dataset is not None:
-        ds = _shipped_dataset(dataset)
-        return Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id), _labelled_splits(ds)
+        from .datasets import labelled_splits, load_dataset
+
+        ds = load_dataset(dataset.lower())
+        return Labels.from_maps(ds.training.entity_to_id, ds.training.relation_to_id), labelled_splits(dataset)
     if files.get("training") is None:
         raise KGTracinError("give --dataset or --training FILE")
     splits = {name: read_labeled_triples(path) for name, path in files.items() if path is not None}
+    for name, triples in splits.items():
+        if {label.casefold() for label in triples[0]} <= _HEADER_WORDS:
+            raise KGTracinError(f"{files[name]} line 1 looks like a header line ({', '.join(triples[0])}); the file "
+                                "should hold triples only")
     everything = np.concatenate(list(splits.values()))
     entities = tuple(sorted(set(everything[:, 0]) | set(everything[:, 2])))
     relations = tuple(sorted(set(everything[:, 1])))
@@ -137,7 +124,9 @@ class _CheckpointSaver(TrainingCallback):
         if epoch not in self.epochs:
             return
         name = f"checkpoints/epoch_{epoch:04d}.pt"
-        torch.save(self.model.state_dict(), self.directory / name)
+        partial = self.directory / f"{name}.partial"
+        torch.save(self.model.state_dict(), partial)
+        os.replace(partial, self.directory / name)
         lr = learning_rate_of(self.optimizer)
         self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
 
@@ -146,11 +135,14 @@ def _evaluate(model, ids: dict[str, torch.Tensor]) -> dict | None:
     """Filtered MRR and Hits@k on the test split (validation when there is none), filtered by all splits."""
     from .predictions import evaluate_model
 
+    from .predictions import unseen_notes
+
     split = "testing" if "testing" in ids else "validation" if "validation" in ids else None
     if split is None:
         return None
     result = evaluate_model(model, ids[split], list(ids.values()))
     result["split"] = split
+    result["unseen_entity_triples"] = sum(bool(n) for n in unseen_notes(ids[split], ids["training"]))
     return result
 
 
@@ -161,7 +153,15 @@ def format_evaluation(evaluation: dict | None) -> str:
     split = {"testing": "test", "validation": "validation"}[evaluation["split"]]
     return (f"filtered {split} MRR {evaluation['mrr']:.3f}, Hits@1 {evaluation['hits_at_1']:.3f}, "
             f"Hits@3 {evaluation['hits_at_3']:.3f}, Hits@10 {evaluation['hits_at_10']:.3f} "
-            f"({evaluation['num_triples']} triples, both directions)")
+            f"({evaluation['num_triples']} triples, both directions)") + _unseen_note(evaluation)
+
+
+def _unseen_note(evaluation: dict) -> str:
+    unseen = evaluation.get("unseen_entity_triples") or 0
+    if not unseen:
+        return ""
+    return (f"; note: {unseen} of them mention an entity that never occurs in training, whose embedding is "
+            "untrained")
 
 
 def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str | None = None,
@@ -178,11 +178,7 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     from pykeen.utils import set_random_seed
 
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise KGTracinError(f"output {output} already exists and is not an empty directory")
-    parent = output.absolute().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise KGTracinError(f"cannot write the run directory {output}: {parent} is not a writable directory")
+    check_new_folder(output)
     labels, splits = _load_splits(dataset, {"training": training, "validation": validation, "testing": testing})
     ids = {name: labels.to_ids(triples, source=name) for name, triples in splits.items()}
     factory = TriplesFactory(ids["training"], labels.entity_to_id, labels.relation_to_id,
@@ -197,13 +193,18 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
     loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
     loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
+    created = ensure_folder(output.absolute().parent, f"the run directory {output}")
+    try:
+        staging = make_staging(output.absolute().parent, output.name)
+    except OSError as error:
+        remove_created(created)
+        raise KGTracinError(f"cannot write the run directory {output}: {error.strerror}") from None
     try:
         (staging / "checkpoints").mkdir()
         (staging / "triples").mkdir()
         saver = _CheckpointSaver(staging, config.checkpoint_epochs())
         losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
-                            callbacks=[saver], use_tqdm=progress, use_tqdm_batch=False)
+                            callbacks=[saver], use_tqdm=progress, use_tqdm_batch=progress)
         torch.save(model.state_dict(), staging / "model.pt")
         evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
@@ -221,10 +222,25 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
             "checkpoints": saver.saved, "final_model": "model.pt", "evaluation": evaluation,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if output.exists():
-            output.rmdir()
-        os.replace(staging, output)
-    except BaseException:
+        publish_folder(staging, output)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_created(created)
+        if isinstance(error, FileExistsError):
+            raise KGTracinError(f"output {output} appeared during training and is not empty; nothing was "
+                                "written over it") from None
+        if isinstance(error, OSError):
+            raise KGTracinError(f"cannot write the run directory {output}: {error.strerror or error}") from None
         raise
     return output
+
+
+def check_new_folder(output: Path) -> None:
+    """Refuse an output folder that exists and is not empty, or whose nearest existing parent is not writable."""
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise KGTracinError(f"output {output} already exists and is not an empty directory")
+    ancestor = output.absolute().parent
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise KGTracinError(f"cannot write {output}: {ancestor} is not a writable folder")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import os
-from collections.abc import Mapping, Sequence
+import stat
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,51 @@ import torch
 
 from .errors import KGTracinError
 
-__all__ = ["Labels", "read_labeled_triples", "write_labeled_triples"]
+__all__ = ["Labels", "read_labeled_triples", "read_triple_ids", "iter_triples", "write_labeled_triples",
+           "unknown_label"]
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse what is not a readable regular file, saying what it is."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KGTracinError(f"triples file {path} does not exist") from None
+    except OSError as error:
+        raise KGTracinError(f"cannot read triples file {path}: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise KGTracinError(f"triples file {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise KGTracinError(f"triples file {path} is not a regular file (a FIFO, socket or device)")
+
+
+def iter_triples(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
+    """The triples of a TSV file, line by line: ``(line number, [head, relation, tail])``.
+
+    A UTF-8 byte-order mark is skipped, blank lines are ignored, and each field is stripped.
+
+    :raises KGTracinError: for a missing, unreadable or malformed file
+    """
+    path = Path(path)
+    _check_readable(path)
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline=None) as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\r\n").split("\t")
+                if len(parts) != 3:
+                    raise KGTracinError(f"{path} line {number}: expected 3 tab-separated columns (head, relation, "
+                                        f"tail), got {len(parts)}")
+                parts = [p.strip() for p in parts]
+                if not all(parts):
+                    raise KGTracinError(f"{path} line {number}: empty head, relation or tail")
+                yield number, parts
+    except UnicodeDecodeError:
+        raise KGTracinError(f"{path} is not a UTF-8 text file of triples (line {number + 1})") from None
+    except OSError as error:
+        raise KGTracinError(f"cannot read triples file {path}: {error.strerror}") from None
 
 
 def read_labeled_triples(path: str | os.PathLike) -> np.ndarray:
@@ -23,30 +70,45 @@ def read_labeled_triples(path: str | os.PathLike) -> np.ndarray:
     :return: shape: (n, 3), dtype: object (str)
     :raises KGTracinError: for a missing, empty or malformed file
     """
-    path = Path(path)
-    if not path.is_file():
-        raise KGTracinError(f"triples file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise KGTracinError(f"{path} is not a UTF-8 text file of triples") from None
-    except OSError as error:
-        raise KGTracinError(f"cannot read {path}: {error.strerror}") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.rstrip("\r").split("\t")
-        if len(parts) != 3:
-            raise KGTracinError(
-                f"{path} line {number}: expected 3 tab-separated columns (head, relation, tail), got {len(parts)}"
-            )
-        if not all(p.strip() for p in parts):
-            raise KGTracinError(f"{path} line {number}: empty head, relation or tail")
-        rows.append([p.strip() for p in parts])
+    rows = [parts for _, parts in iter_triples(path)]
     if not rows:
         raise KGTracinError(f"{path} holds no triples")
-    return np.asarray(rows, dtype=object)
+    return np.asarray(rows, dtype=object).reshape(-1, 3)
+
+
+def read_triple_ids(path: str | os.PathLike, labels: "Labels") -> torch.Tensor:
+    """Read a TSV of labelled triples straight into dataset ids, line by line (memory: 24 bytes a triple).
+
+    :return: shape: (n, 3), dtype: long
+    :raises KGTracinError: for a malformed file, an unknown label (with the closest known ones), a header line
+    """
+    e2i, r2i = labels.entity_to_id, labels.relation_to_id
+    ids = array("q")
+    try:
+        for number, (h, r, t) in iter_triples(path):
+            if not ids and h not in e2i and r not in r2i and t not in e2i:
+                raise KGTracinError(f"{path} line {number} looks like a header line ({h!r}, {r!r}, {t!r} are all "
+                                    "unknown labels); the file should hold triples only")
+            for label, table, kind in ((h, e2i, "entity"), (r, r2i, "relation"), (t, e2i, "entity")):
+                if label not in table:
+                    raise KGTracinError(f"{path} line {number}: {unknown_label(label, table, kind)}")
+            ids.extend((e2i[h], r2i[r], e2i[t]))
+    except MemoryError:
+        raise KGTracinError(f"{path} is too large to hold in memory ({len(ids) // 3} triples read)") from None
+    if not ids:
+        raise KGTracinError(f"{path} holds no triples")
+    return torch.frombuffer(bytearray(ids.tobytes()), dtype=torch.int64).view(-1, 3).clone()
+
+
+def unknown_label(label: str, table: Mapping[str, int], kind: str) -> str:
+    """``unknown entity label 'Brazil' (did you mean 'brazil'?)``: the message for a label not in ``table``."""
+    message = f"unknown {kind} label {label!r}"
+    folded = [known for known in table if known.casefold() == label.casefold()]
+    close = folded or (difflib.get_close_matches(label, list(table), n=3, cutoff=0.75) if len(table) <= 200_000
+                       else [])
+    if close:
+        message += f" (did you mean {', '.join(repr(c) for c in close[:3])}?)"
+    return message
 
 
 def write_labeled_triples(path: str | os.PathLike, labeled: np.ndarray) -> None:
@@ -87,7 +149,7 @@ class Labels:
         for row, (h, r, t) in enumerate(labeled, start=1):
             for label, table, kind in ((h, e2i, "entity"), (r, r2i, "relation"), (t, e2i, "entity")):
                 if label not in table:
-                    raise KGTracinError(f"{source}: unknown {kind} label {label!r} (triple {row})")
+                    raise KGTracinError(f"{source}: {unknown_label(label, table, kind)} (triple {row})")
             ids.append((e2i[h], r2i[r], e2i[t]))
         return torch.tensor(ids, dtype=torch.long).view(-1, 3)
 
@@ -105,7 +167,7 @@ class Labels:
             try:
                 index = int(value)
             except ValueError:
-                raise KGTracinError(f"{source}: unknown {kind} label {value!r}") from None
+                raise KGTracinError(f"{source}: {unknown_label(value, table, kind)}") from None
             if not 0 <= index < len(table):
                 raise KGTracinError(f"{source}: {kind} id {index} is out of range [0, {len(table)})")
             out.append(index)

@@ -11,9 +11,10 @@ import click
 
 from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from ..errors import KGTracinError
-from .options import (projection_option, _positive, _setup_logging, _top_k, batch_option, compile_option, device_option, loss_option,
-                      method_option, normalize_option, open_run, parameters_option, precision_option, run_options,
-                      shard_option, triple_options, verbose_option)
+from .options import (_positive, _setup_logging, _top_k, batch_option, compile_option, dataset_option, device_option,
+                      loss_option, method_option, normalize_option, open_run, parameters_option, precision_option,
+                      projection_option, run_folders, run_options, shard_option, triple_options, verbose_option)
+from .selection import choose_triples, model_view, print_table
 
 __all__ = ["cli", "main"]
 
@@ -27,8 +28,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["nations", "kinships", "umls"], case_sensitive=False), default=None,
-              help="a dataset shipped inside PyKEEN")
+@dataset_option("--dataset", "dataset", help="a PyKEEN dataset by name (nations, kinships and umls are shipped; "
+                "others, such as wn18rr or fb15k237, are downloaded into PyKEEN's cache on first use)")
 @click.option("--training", type=click.Path(), default=None, help="labelled TSV: head<TAB>relation<TAB>tail")
 @click.option("--validation", type=click.Path(), default=None, help="labelled TSV")
 @click.option("--testing", type=click.Path(), default=None, help="labelled TSV")
@@ -74,57 +75,6 @@ def train(dataset, training, validation, testing, model, epochs, checkpoints, se
     click.echo(f"run saved to {path}")
 
 
-def _test_triples(run, triples, test_file, split, limit, predict=None, predict_head=None, n=3):
-    import torch
-
-    from ..triples import read_labeled_triples
-
-    chosen = sum(x is not None and x != () for x in (triples, test_file, split, predict, predict_head))
-    if chosen != 1:
-        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE, --split test|validation, "
-                            "--predict H R or --predict-head R T")
-    if predict or predict_head:
-        from ..predictions import KnownTriples, top_predictions
-
-        h, r, t = run.labels.resolve((predict[0], predict[1], predict[0]) if predict else
-                                     (predict_head[1], predict_head[0], predict_head[1]),
-                                     source="--predict" if predict else "--predict-head")
-        known = KnownTriples([run.training_triples])
-        found = top_predictions(run.model, (h, r) if predict else (r, t), n, known, head=bool(predict_head))
-        if found.shape[0] == 0:
-            raise KGTracinError("every candidate is already a training triple; nothing new to explain")
-        return found
-    if triples:
-        return torch.tensor([run.labels.resolve(t) for t in triples], dtype=torch.long)
-    if test_file is not None:
-        return run.labels.to_ids(read_labeled_triples(test_file), source=str(test_file))
-    name = {"test": "testing", "validation": "validation"}[split]
-    if name not in run.splits:
-        raise KGTracinError(f"the run has no {split} split; give --dataset nations|kinships|umls (the shipped "
-                            "dataset a PyKEEN folder was trained on), --test-file FILE or --triple H R T")
-    test = run.splits[name]
-    if limit is not None:
-        test = test[:limit]
-    return test
-
-
-def _print_table(frame, per_kind: int = 3, max_tests: int = 5) -> None:
-    shown = frame[frame["rank"] <= per_kind]
-    tests = shown["test_index"].unique()
-    for test_index in tests[:max_tests]:
-        rows = shown[shown["test_index"] == test_index]
-        first = rows.iloc[0]
-        click.echo(f"\n{first.test_head}  {first.test_relation}  {first.test_tail}")
-        if "test_rank" in rows.columns:
-            click.echo(f"  model: score {first.test_score:+.4f}, filtered rank {first.test_rank:g} among all tails")
-        for kind in ("proponent", "opponent"):
-            for row in rows[rows["kind"] == kind].itertuples():
-                click.echo(f"  {kind:<9} {row.rank:>2}  {row.influence:+.4e}  "
-                           f"{row.train_head}  {row.train_relation}  {row.train_tail}")
-    if len(tests) > max_tests:
-        click.echo(f"\n... and {len(tests) - max_tests} more test triples in the output file")
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @triple_options
@@ -155,32 +105,41 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
     """
     _setup_logging(verbose)
     from ..outputs import check_output, write_table
-    from ..runners import ShardStore
+    from ..predictions import unseen_notes
+    from ..runners import remove_store
     from ..runners.distributed import init_from_env, local_device, world
+    from ..staging import short_name
     from ..tracin import TracIn
 
-    output_path = check_output(output)
+    output_path = check_output(output, inputs=[("the test file", test_file)],
+                               input_folders=run_folders(run_dir, run_source))
     device = local_device(device)
     distributed = init_from_env(device)
     rank, _ = world()
     run = open_run(run_dir, run_source)
-    test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
+    test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
+    loss = loss or run.tracin_loss
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     precision=precision, compile=compile_, shard_size=shard_size, labels=run.labels,
-                    progress=rank == 0, loss=loss or run.tracin_loss,
-                    normalize=None if normalize == "none" else normalize, projection_dim=projection_dim,
-                    projection_seed=projection_seed)
-    store = Path(store) if store else output_path.absolute().parent / f".{output_path.name}.kgtracin-store"
+                    progress=rank == 0, loss=loss, normalize=None if normalize == "none" else normalize,
+                    projection_dim=projection_dim, projection_seed=projection_seed)
+    if store is None:  # one store per output: a second process writing the same output is refused
+        store = output_path.absolute().parent / f".{short_name(output_path.name)}.kgtracin-store"
     result = tracin.influence(test, top_k=top_k, store=store)
     if rank == 0:
-        from ..predictions import KnownTriples, tail_view
-
-        scores, ranks = tail_view(run.model, test, KnownTriples(run.splits.values()))
-        frame = result.to_frame(model_view=(scores, ranks))
+        scores, ranks = model_view(run, test, head=bool(predict_head))
+        notes = unseen_notes(test, run.training_triples)
+        frame = result.to_frame(model_view=(scores, ranks), notes=notes, rank_of="head" if predict_head else "tail")
         write_table(frame, output_path)
-        ShardStore.remove_folder(store)
-        _print_table(frame)
+        remove_store(store)
+        normalised = f"; training gradients normalised ({normalize})" if normalize != "none" else ""
+        click.echo(f"TracIn loss: {loss} (the model was trained with {run.training_loss}){normalised}")
+        print_table(frame, top_k=top_k)
+        unseen = sum(bool(note) for note in notes)
+        if unseen:
+            click.echo(f"\nnote: {unseen} test triple(s) mention an entity that never occurs in training: its "
+                       "embedding is untrained, so its score, rank and explanation say little (see test_note)")
         if projection_dim is not None:
             click.echo(f"\napproximate: dense gradient factors projected to {projection_dim} numbers "
                        f"(seed {projection_seed}); influences are estimates")
@@ -213,7 +172,7 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
     from ..outputs import check_output, write_table
     from ..tracin import TracIn
 
-    check_output(output)
+    check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
@@ -224,7 +183,8 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
         order = order[:top_k]
     labeled = run.labels.to_labels(run.training_triples[order])
     frame = pd.DataFrame({"rank": range(1, len(order) + 1), "head": labeled[:, 0], "relation": labeled[:, 1],
-                          "tail": labeled[:, 2], "self_influence": values[order].double().numpy()})
+                          "tail": labeled[:, 2], "train_index": order.numpy(),
+                          "self_influence": values[order].double().numpy()})
     write_table(frame, output)
     for row in frame.head(5).itertuples():
         click.echo(f"{row.rank:>3}  {row.self_influence:.4e}  {row.head}  {row.relation}  {row.tail}")
@@ -242,7 +202,6 @@ def self_influence(run_dir, top_k, parameters, method, batch_size, device, preci
 def demo(model, epochs, num_test, top_k, output, verbose) -> None:
     """Train a small model on Nations with checkpoints, then explain a few test predictions."""
     _setup_logging(verbose)
-    from ..predictions import KnownTriples, tail_view
     from ..runs import load_run
     from ..tracin import TracIn
     from ..training import TrainingConfig, format_evaluation, train_run
@@ -260,9 +219,8 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
         click.echo(f"TracIn ({tracin.config.loss} loss) over all "
                    f"{sum(p.numel() for p in run.model.parameters())} parameters, {len(run.checkpoints)} "
                    f"checkpoints, {len(run.training_triples)} training triples")
-        scores, ranks = tail_view(run.model, test, KnownTriples(run.splits.values()))
-        frame = tracin.influence(test, top_k=top_k).to_frame(model_view=(scores, ranks))
-        _print_table(frame, per_kind=top_k, max_tests=num_test)
+        frame = tracin.influence(test, top_k=top_k).to_frame(model_view=model_view(run, test))
+        print_table(frame, per_kind=top_k, max_tests=num_test)
     if output:
         click.echo(f"\nrun saved to {output}; try: kgtracin explain {output} --split test --limit 10 "
                    "--output influence.tsv")
@@ -271,20 +229,45 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
 from . import quality, report  # noqa: E402,F401 - registers audit, evaluate and report
 
 
+def _one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: bad input ends with one line ``error: ...`` and a non-zero exit, never a traceback."""
+    """Entry point.
+
+    A user's mistake (bad input, a missing file, a full disk) ends with one line ``error: ...`` and a non-zero
+    exit, never a traceback. Anything else is a bug in kgtracin: one line says so, and ``-v`` shows its traceback.
+    """
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    verbose = any(a in ("-v", "--verbose") for a in args)
     try:
-        cli.main(args=argv, prog_name="kgtracin", standalone_mode=False)
+        cli.main(args=args, prog_name="kgtracin", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
     except click.ClickException as error:
-        message = " ".join(error.format_message().split())
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {_one_line(error.format_message())}", err=True)
         sys.exit(error.exit_code if error.exit_code else 2)
     except KGTracinError as error:
-        click.echo(f"error: {' '.join(str(error).split())}", err=True)
+        click.echo(f"error: {_one_line(error)}", err=True)
         sys.exit(1)
-    except RuntimeError as error:  # e.g. a model the chosen method cannot handle
-        click.echo(f"error: {' '.join(str(error).split())[:500]}", err=True)
+    except MemoryError:
+        click.echo("error: out of memory; give a smaller --batch-size, fewer test triples, or more memory", err=True)
+        sys.exit(1)
+    except OSError as error:  # the machine's, not kgtracin's: a full disk, a permission, a vanished file
+        if verbose:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        click.echo(f"error: {_one_line(error.strerror or error)}{where}", err=True)
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - a bug: one line, and the traceback with -v
+        if verbose:
+            raise
+        click.echo(f"error: internal error in kgtracin ({type(error).__name__}: {_one_line(error, 300)}); please "
+                   "report it, with the traceback that -v shows", err=True)
         sys.exit(1)

@@ -8,9 +8,9 @@ import warnings
 
 import click
 
-from ..config import DEFAULT_NORMALIZE
+from ..config import DEFAULT_NORMALIZE, PRECISIONS
 
-__all__ = ["run_options", "open_run", "triple_options"]
+__all__ = ["run_options", "open_run", "triple_options", "run_folders", "dataset_option"]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -30,8 +30,30 @@ def _top_k(ctx, param, value):
 
 def _positive(ctx, param, value):
     if value is not None and value < 1:
-        raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{param.name.replace('_', '-')}")
+        raise click.BadParameter(f"must be >= 1, got {value}", param_hint=param.opts[0])
     return value
+
+
+def _device(ctx, param, value):
+    if value is not None:
+        from ..config import check_device
+
+        check_device(value)
+    return value
+
+
+def _triples(ctx, param, value):
+    for triple in value or ():
+        flags = [v for v in triple if v.startswith("--")]
+        if flags:
+            raise click.BadParameter(f"takes three values H R T, got {' '.join(triple)!r}: {flags[0]} is an option, "
+                                     "so a value is missing", param_hint="--triple")
+    return value
+
+
+def dataset_option(*decls, **kwargs):
+    """``--dataset NAME``: any PyKEEN ``dataset_resolver`` name (checked when the dataset is loaded)."""
+    return click.option(*decls, type=str, default=None, metavar="NAME", **kwargs)
 
 
 method_option = click.option("--method", type=click.Choice(["fast", "vmap", "loop"]), default="fast",
@@ -40,8 +62,8 @@ parameters_option = click.option("--parameters", "parameters", multiple=True, me
                                  help="parameter name or glob (repeatable); default: all parameters")
 batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
                             help="training triples per batch")
-device_option = click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0")
-precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+device_option = click.option("--device", default=None, callback=_device, help="torch device, e.g. cpu or cuda:0")
+precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32",
                                 show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
                                 "and approximate (see BENCHMARKS.md)")
 compile_option = click.option("--compile", "compile_", is_flag=True,
@@ -51,10 +73,11 @@ shard_option = click.option("--shard-size", type=int, default=16384, show_defaul
 loss_option = click.option("--loss", type=click.Choice(["bce", "softmax"]), default=None,
                            help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
                            "cross-entropy loss, else bce]")
-normalize_option = click.option("--normalize", type=click.Choice(["none", "train"]),
+normalize_option = click.option("--normalize", type=click.Choice(["none", "train", "cosine"]),
                                 default=DEFAULT_NORMALIZE or "none",
                                 show_default=True, help="train: divide each training gradient by its norm "
-                                "(RelatIF-style), so high-gradient outliers stop dominating every explanation")
+                                "(RelatIF-style), so high-gradient outliers stop dominating every explanation; "
+                                "cosine: both gradients")
 
 
 def projection_option(command):
@@ -68,8 +91,10 @@ def projection_option(command):
 
 
 trust_option = click.option("--trust-pickle", is_flag=True,
-                            help="allow a PyKEEN folder's trained_model.pkl: a whole pickled model, which can run "
-                            "code when loaded. Every other file is read with torch.load(weights_only=True)")
+                            help="UNSAFE for files you did not make: unpickle model and checkpoint files fully (a "
+                            "PyKEEN folder's trained_model.pkl, PyKEEN training-loop checkpoints, and every file of "
+                            "--checkpoint-dir), which can run code. Without it every file is read with "
+                            "torch.load(weights_only=True), which cannot")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
 
 
@@ -81,9 +106,8 @@ _RUN_OPTIONS = (
                  "PyKEEN folder its checkpoints/ subfolder]"),
     click.option("--learning-rate", "checkpoint_learning_rate", type=float, default=None,
                  help="learning rate of every checkpoint, for files that do not record one (PyKEEN's callback files)"),
-    click.option("--dataset", "run_dataset", type=click.Choice(["nations", "kinships", "umls"], case_sensitive=False),
-                 default=None, help="the shipped dataset a PyKEEN folder was trained on: its test and validation "
-                 "splits"),
+    dataset_option("--dataset", "run_dataset", help="the PyKEEN dataset a PyKEEN folder was trained on (any "
+                   "dataset_resolver name): its test and validation splits"),
 )
 
 
@@ -103,6 +127,15 @@ def run_options(command):
     return wrapper
 
 
+def run_folders(run_dir, run_source: dict) -> list[tuple[str, object]]:
+    """The run's input folders, ``(what, path)``, inside which no output may be written; the run directory is
+    checked first, so that a wrong one is named as such."""
+    from ..runs import check_run_dir
+
+    check_run_dir(run_dir)
+    return [("the run directory", run_dir), ("the checkpoint folder", run_source.get("checkpoint_dir"))]
+
+
 def open_run(run_dir, run_source: dict):
     """The run, loaded with the command's run options."""
     from ..runs import load_run
@@ -111,7 +144,8 @@ def open_run(run_dir, run_source: dict):
 
 
 _TRIPLE_OPTIONS = (
-    click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", help="a test triple (repeatable)"),
+    click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", callback=_triples,
+                 help="a test triple (repeatable)"),
     click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples"),
     click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split"),
     click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples"),

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 from pathlib import Path
 
 import click
 
-from ..audit import DETECTORS
+from ..config import DETECTORS
 from ..errors import KGTracinError
 from . import cli
 from .options import (_positive, _setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
-                      open_run, parameters_option, run_options, trust_option, verbose_option)
+                      open_run, parameters_option, run_folders, run_options, trust_option, verbose_option)
 
 
 @cli.command()
@@ -40,7 +40,7 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     from ..audit import DEFAULT_DETECTOR, audit_frame, detector_scores
     from ..outputs import check_output, write_table
 
-    check_output(output)
+    check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
     detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS
@@ -96,7 +96,9 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
     from ..config import DEFAULT_NORMALIZE
     from ..evaluation import DEFAULT_ARMS, EvaluationConfig, RetrainConfig, TracInArm, run_deletion, run_noisy
     from ..evaluation.outputs import write_outputs
+    from ..outputs import check_not_input
     from ..runs import load_run
+    from ..training import check_new_folder
 
     if noisy is not None and not 0 < noisy < 1:
         raise KGTracinError(f"--noisy must be a fraction between 0 and 1, got {noisy}")
@@ -104,19 +106,25 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
         raise KGTracinError("--no-deletion needs --noisy")
     if any(k < 1 for k in ks):
         raise KGTracinError("--k must be >= 1")
+    if learning_rate is not None and not 0 < learning_rate < math.inf:
+        raise KGTracinError(f"--learning-rate must be a positive number, got {learning_rate}")
     out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KGTracinError(f"output {out} already exists and is not an empty directory")
-    parent = out.absolute().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise KGTracinError(f"cannot write {out}: {parent} is not a writable directory")
+    check_new_folder(out)
+    check_not_input(out, folders=[("the run directory", run_dir)])
     run = load_run(run_dir, trust_pickle=trust_pickle)
     if "testing" not in run.splits:
         raise KGTracinError("the run has no test split to draw targets from")
+    num_train = run.training_triples.shape[0]
+    if max(ks) > num_train:
+        raise KGTracinError(f"--k {max(ks)} exceeds the run's {num_train} training triples")
+    if noisy is not None and round(noisy * num_train) < 1:
+        raise KGTracinError(f"--noisy {noisy} corrupts no triple of the run's {num_train} training triples; give at "
+                            f"least {1.5 / num_train:.2g}")
     factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
                              create_inverse_triples=bool(run.model.use_inverse_triples))
     mode_steps = steps or (200 if retrain == "isolated" else 50)
-    lr = learning_rate or float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
+    lr = learning_rate if learning_rate is not None else float(
+        (run.manifest.get("training") or {}).get("learning_rate", 0.01))
     recipe = RetrainConfig(model=type(run.model).__name__, embedding_dim=embedding_dim,
                            inverse_triples=bool(run.model.use_inverse_triples), constrained=constrained,
                            epochs=mode_steps, learning_rate=lr)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from . import _test_triples, cli
+from . import cli
+from .selection import choose_triples
 from .options import (_setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
-                      open_run, parameters_option, run_options, triple_options, verbose_option)
+                      open_run, parameters_option, run_folders, run_options, triple_options, verbose_option)
 
 
 @cli.command()
@@ -43,9 +44,10 @@ def report(run_dir, triples, predict, predict_head, num_predictions, test_file, 
 
     if audit < 0:
         raise KGTracinError(f"--audit must be >= 0, got {audit}")
-    check_output(output, (".html", ".htm"))
+    check_output(output, (".html", ".htm"), inputs=[("the test file", test_file)],
+                 input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
-    test = _test_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
+    test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
     tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
                     parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
                     labels=run.labels, loss=loss or run.tracin_loss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 __all__ = ["write_outputs"]
@@ -73,20 +74,38 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def write_outputs(result: dict, folder: str | Path) -> Path:
-    """Write the JSON, Markdown and PNG into ``folder``, atomically: built aside, then renamed into place."""
-    import os
-    import shutil
-    import tempfile
+    """Write the JSON, Markdown and PNG into ``folder``, atomically: built aside, then renamed into place.
+
+    :raises KGTracinError: when the files cannot be written (nothing is left behind), or when ``folder`` appeared
+        during the evaluation and is not empty: the results then go to ``FOLDER-1`` (the error says where), and
+        nothing is written over the other folder
+    """
+    from ..errors import KGTracinError
+    from ..staging import ensure_folder, make_staging, publish_folder, remove_created
 
     target = Path(folder)
-    if target.exists():
-        target.rmdir()  # the caller checked that it is an empty directory
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.absolute().parent))
+    created = ensure_folder(target.absolute().parent, str(target))
+    staging = None
     try:
+        staging = make_staging(target.absolute().parent, target.name)
         _write(result, staging)
-        os.replace(staging, target)
+        try:
+            publish_folder(staging, target)
+        except FileExistsError:
+            number = 1
+            while Path(f"{target}-{number}").exists():
+                number += 1
+            publish_folder(staging, Path(f"{target}-{number}"))
+            raise KGTracinError(f"output {target} appeared during the evaluation and is not empty; nothing was "
+                                f"written over it: the results are in {target}-{number}") from None
+    except OSError as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        remove_created(created)
+        raise KGTracinError(f"cannot write the evaluation to {target}: {error.strerror or error}") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
 

@@ -6,6 +6,7 @@ from html import escape
 
 import pandas as pd
 
+from ..outputs import GENERATOR_TAG
 from .graph import COLOURS, subgraph_svg
 from .views import TripleView
 
@@ -97,5 +98,5 @@ def render_page(title: str, summary: list[str], views: list[TripleView], self_in
         floats = tuple(c for c in audit.columns if c not in ("rank", "head", "relation", "tail", "train_index"))
         body.append('<section class="audit"><h2>Audit: the most suspicious training triples</h2>'
                     + _table(audit, floats=floats) + "</section>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR_TAG +
             f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")

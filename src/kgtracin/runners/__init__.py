@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from ..scoring import Scorer, TopKSink
 from .distributed import all_gather_objects, world
-from .store import ShardStore
+from .store import ShardStore, StoreFolder, remove_store
 
-__all__ = ["sharded_topk", "ShardStore", "world"]
+__all__ = ["sharded_topk", "ShardStore", "StoreFolder", "remove_store", "world"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,60 +1,139 @@
-"""A resumable on-disk store of partial top-k results, one file per training shard."""
+"""A resumable on-disk store of partial top-k results, one file per training shard.
+
+A store is a folder that kgtracin owns: it holds the owner file :data:`~kgtracin.staging.OWNER`, written when the
+store is opened, before any shard. kgtracin opens a folder as a store only when it is new, empty, or already a
+store, and removes only a store's own files (and the folder itself only when kgtracin created it and nothing
+else is left in it). One process at a time may use a store: a second one is refused in one line.
+
+Layout::
+
+    .kgtracin-owner          who made the store, and whether it made the folder
+    .lock-rank-R             held (flock) by the process of torch.distributed rank R while it works
+    store.json               the fingerprint of the work (one test block), or
+    test_block_NNNNN/        one sub-store per test block when the test triples come in several blocks
+        store.json
+        shard_NNNNNN.pt      a finished shard: its top-k state and the fingerprint digest it belongs to
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import KGTracinError
+from ..staging import OWNER, owner_record
 
-__all__ = ["ShardStore"]
+__all__ = ["ShardStore", "StoreFolder", "remove_store"]
 
 logger = logging.getLogger(__name__)
 
 _META = "store.json"
+_BLOCK_PREFIX = "test_block_"
+STORE_FORMAT = "kgtracin-store/1"
+
+
+def _digest(fingerprint: dict) -> str:
+    return hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        return json.loads((path / OWNER).read_text(encoding="utf-8")).get("format") == STORE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class StoreFolder:
+    """The folder of a store, opened for this process: checked, marked as kgtracin's, and locked.
+
+    :param path: a new folder, an empty one, or an existing kgtracin store
+    :param rank: the torch.distributed rank (each rank holds its own lock)
+    :raises KGTracinError: when the folder holds other files, or another process uses the store
+    """
+
+    def __init__(self, path: str | os.PathLike, rank: int = 0):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise KGTracinError(f"store {self.path} exists and is not a folder")
+        if self.path.is_dir() and not _is_store(self.path):
+            try:
+                foreign = any(not p.name.startswith((OWNER, f".{OWNER}", ".lock-rank-")) for p in self.path.iterdir())
+            except OSError as error:
+                raise KGTracinError(f"cannot read the store {self.path}: {error.strerror}") from None
+            if foreign:
+                raise KGTracinError(f"store {self.path} is a folder with other files in it, not a kgtracin store; "
+                                    "give a new or empty folder")
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not _is_store(self.path):
+                record = dict(owner_record(), format=STORE_FORMAT, created_folder=created)
+                tmp = self.path / f".{OWNER}.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps(record), encoding="utf-8")
+                os.replace(tmp, self.path / OWNER)
+            self._lock = open(self.path / f".lock-rank-{rank}", "a+")  # noqa: SIM115 - held until close()
+        except OSError as error:
+            raise KGTracinError(f"cannot write the store {self.path}: {error.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise KGTracinError(f"store {self.path} is in use by another kgtracin process; wait for it to end, or "
+                                "give another --store (or --output)") from None
+
+    def block(self, index: int | None, fingerprint: dict) -> "ShardStore":
+        """The store of one test block (``None``: the only block, kept in the folder itself)."""
+        folder = self.path if index is None else self.path / f"{_BLOCK_PREFIX}{index:05d}"
+        return ShardStore(folder, fingerprint)
+
+    def close(self) -> None:
+        """Release the lock."""
+        self._lock.close()
 
 
 class ShardStore:
     """Partial results keyed by training shard, valid only for one fingerprint of the work.
 
-    A shard's file is written to a temporary name and renamed, so a killed process leaves either a
-    complete shard or none. Opening a store whose fingerprint differs from the work's clears it.
+    A shard's file is written to a temporary name and renamed, so a killed process leaves either a complete
+    shard or none; a leftover temporary file is removed when the store is next opened. Opening a store whose
+    fingerprint differs from the work's clears its shards, and a shard saved for other work is never loaded.
 
-    :param path: the store folder (created if needed)
+    :param path: the folder (inside a :class:`StoreFolder`, which holds the lock)
     :param fingerprint: identifies the work (model, checkpoints, triples, options)
     """
 
     def __init__(self, path: str | os.PathLike, fingerprint: dict):
         self.path = Path(path)
         self.fingerprint = fingerprint
-        meta = self.path / _META
-        if meta.is_file():  # the folder is only created when the first shard is saved
-            try:
-                stored = json.loads(meta.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                stored = None
+        self.digest = _digest(fingerprint)
+        try:
+            self.path.mkdir(exist_ok=True)
+            for tmp in self.path.glob(".shard_*.tmp"):  # left by a process killed while saving
+                tmp.unlink()
+            meta = self.path / _META
+            stored = None
+            if meta.is_file():
+                try:
+                    stored = json.loads(meta.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    stored = None
             if stored != fingerprint:
-                logger.warning("store %s was made for other work; starting afresh", self.path)
-                self._clear_shards()
-                self._write_meta()
-        elif self.path.exists() and not self.path.is_dir():
-            raise KGTracinError(f"store {self.path} exists and is not a folder")
-
-    def _write_meta(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".store.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.fingerprint, handle, sort_keys=True)
-        os.replace(tmp, self.path / _META)
-
-    def _clear_shards(self) -> None:
-        for file in self.path.glob("shard_*.pt"):
-            file.unlink()
+                if meta.is_file():
+                    logger.warning("store %s was made for other work; starting afresh", self.path)
+                for file in self.path.glob("shard_*.pt"):
+                    file.unlink()
+                tmp = self.path / ".store.tmp"
+                tmp.write_text(json.dumps(fingerprint, sort_keys=True), encoding="utf-8")
+                os.replace(tmp, meta)
+        except OSError as error:
+            raise KGTracinError(f"cannot write the store {self.path}: {error.strerror}") from None
 
     def _file(self, shard: int) -> Path:
         return self.path / f"shard_{shard:06d}.pt"
@@ -63,26 +142,59 @@ class ShardStore:
         return self._file(shard).is_file()
 
     def load(self, shard: int) -> dict[str, torch.Tensor]:
+        """A finished shard's state. :raises FileNotFoundError: when it is damaged or was saved for other work"""
         try:
-            return torch.load(self._file(shard), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged shard is recomputed
-            logger.warning("shard %d of store %s is damaged; recomputing it", shard, self.path)
+            saved = torch.load(self._file(shard), map_location="cpu", weights_only=True)
+            if saved["fingerprint"] != self.digest:
+                raise ValueError("other work")
+            return saved["state"]
+        except Exception:  # noqa: BLE001 - a damaged or foreign shard is recomputed
+            logger.warning("shard %d of store %s is damaged or from other work; recomputing it", shard, self.path)
             self._file(shard).unlink(missing_ok=True)
             raise FileNotFoundError(shard) from None
 
     def save(self, shard: int, state: dict[str, torch.Tensor]) -> None:
+        tmp = self.path / f".shard_{shard:06d}.tmp"
+        buffer = io.BytesIO()  # serialised in memory, so that a full disk is an OSError with its reason
+        torch.save({"fingerprint": self.digest, "state": state}, buffer)
         try:
-            if not (self.path / _META).is_file():
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._write_meta()
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getbuffer())
+            os.replace(tmp, self._file(shard))
         except OSError as error:
+            tmp.unlink(missing_ok=True)
             raise KGTracinError(f"cannot write the store {self.path}: {error.strerror}") from None
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".shard_{shard:06d}.", suffix=".tmp")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, self._file(shard))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
-    @staticmethod
-    def remove_folder(path: str | os.PathLike) -> None:
-        """Delete a store once its result is safely written."""
-        shutil.rmtree(path, ignore_errors=True)
+
+def _remove_own_files(folder: Path) -> None:
+    for pattern in (_META, "shard_*.pt", ".shard_*.tmp", ".store.tmp", ".lock-rank-*", f".{OWNER}.*.tmp"):
+        for file in folder.glob(pattern):
+            if file.is_file() and not file.is_symlink():
+                file.unlink(missing_ok=True)
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete a store once its result is safely written: only the files kgtracin wrote in it, and the folder
+    only when kgtracin created it and nothing else is in it. A folder that is not a kgtracin store is left alone.
+    """
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink() or not _is_store(path):
+        return
+    created = json.loads((path / OWNER).read_text(encoding="utf-8")).get("created_folder") is True
+    for block in path.glob(f"{_BLOCK_PREFIX}*"):
+        if block.is_dir() and not block.is_symlink():
+            _remove_own_files(block)
+            try:
+                block.rmdir()
+            except OSError:
+                pass
+    _remove_own_files(path)
+    (path / OWNER).unlink(missing_ok=True)
+    if created:
+        try:
+            path.rmdir()
+        except OSError:
+            logger.warning("store %s holds files kgtracin did not write; left in place", path)

@@ -1,0 +1,83 @@
+"""Choosing the triples a command explains, and printing explanations: shared by ``explain``, ``report`` and
+``demo``."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import KGTracinError
+
+__all__ = ["choose_triples", "print_table", "model_view", "SHOWN_PER_KIND"]
+
+#: proponents and opponents printed per test triple (the output file holds all of them)
+SHOWN_PER_KIND = 3
+
+
+def choose_triples(run, triples, test_file, split, limit, predict=None, predict_head=None, n=3):
+    """The test triples the user chose, as dataset ids. :return: shape: (M, 3), dtype: long"""
+    import torch
+
+    from ..triples import read_triple_ids
+
+    chosen = sum(x is not None and x != () for x in (triples, test_file, split, predict, predict_head))
+    if chosen != 1:
+        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE, --split test|validation, "
+                            "--predict H R or --predict-head R T")
+    if limit is not None and split is None:
+        raise KGTracinError("--limit goes with --split (the first N triples of a saved split)")
+    if predict or predict_head:
+        from ..predictions import KnownTriples, top_predictions
+
+        h, r, t = run.labels.resolve((predict[0], predict[1], predict[0]) if predict else
+                                     (predict_head[1], predict_head[0], predict_head[1]),
+                                     source="--predict" if predict else "--predict-head")
+        known = KnownTriples([run.training_triples])
+        found = top_predictions(run.model, (h, r) if predict else (r, t), n, known, head=bool(predict_head))
+        if found.shape[0] == 0:
+            raise KGTracinError("every candidate is already a training triple; nothing new to explain")
+        return found
+    if triples:
+        return torch.tensor([run.labels.resolve(t) for t in triples], dtype=torch.long)
+    if test_file is not None:
+        return read_triple_ids(test_file, run.labels)
+    name = {"test": "testing", "validation": "validation"}[split]
+    if name not in run.splits:
+        raise KGTracinError(f"the run has no {split} split; give --dataset NAME (the PyKEEN dataset a PyKEEN folder "
+                            "was trained on), --test-file FILE or --triple H R T")
+    test = run.splits[name]
+    if limit is not None:
+        test = test[:limit]
+    return test
+
+
+def model_view(run, test, head: bool = False):
+    """The model's score and filtered rank of each test triple (of its head with ``head``), for the output."""
+    from ..predictions import KnownTriples, head_view, tail_view
+
+    return (head_view if head else tail_view)(run.model, test, KnownTriples(run.splits.values()))
+
+
+def print_table(frame, per_kind: int = SHOWN_PER_KIND, max_tests: int = 5, top_k: int | None = None) -> None:
+    """Print each test triple with its model view and first ``per_kind`` proponents and opponents."""
+    shown = frame[frame["rank"] <= per_kind]
+    tests = frame["test_index"].unique()
+    for test_index in tests[:max_tests]:
+        rows = shown[shown["test_index"] == test_index]
+        first = frame[frame["test_index"] == test_index].iloc[0]
+        click.echo(f"\n{first.test_head}  {first.test_relation}  {first.test_tail}")
+        if "test_rank" in frame.columns:
+            click.echo(f"  model: score {first.test_score:+.4f}, filtered rank {first.test_rank:g} among all tails")
+        if "test_head_rank" in frame.columns:
+            click.echo(f"  model: head score {first.test_score:+.4f}, filtered rank {first.test_head_rank:g} "
+                       "among all heads")
+        if "test_note" in frame.columns and first.test_note:
+            click.echo(f"  note: {first.test_note}")
+        for kind in ("proponent", "opponent"):
+            for row in rows[rows["kind"] == kind].itertuples():
+                click.echo(f"  {kind:<9} {row.rank:>2}  {row.influence:+.4e}  "
+                           f"{row.train_head}  {row.train_relation}  {row.train_tail}")
+    if len(tests) > max_tests:
+        click.echo(f"\n... and {len(tests) - max_tests} more test triples in the output file")
+    if top_k is not None and top_k > per_kind:
+        click.echo(f"\n(printed: the first {per_kind} proponents and opponents of each; the output file holds all "
+                   f"{top_k})")

@@ -1,0 +1,639 @@
+"""kgtracin under careless and hostile use: nothing of the user's lost, nothing silently wrong, one line per mistake.
+
+Each test is one case of a careless or hostile user, run as a user would: real files, real permissions (as an
+unprivileged user where root would bypass them), real signals (``kill -9``), a real full disk (a small tmpfs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from kgtracin import Checkpoint, KGTracinError, TracIn
+from kgtracin.runs import load_run
+
+from .test_cli import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def run(run_factory):
+    """A small DistMult run on Nations (no inverse triples); copy it before changing it."""
+    return run_factory("DistMult", False)
+
+
+@pytest.fixture
+def run_copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _explain(run_dir, *extra):
+    return ["explain", run_dir, "--split", "test", "--limit", "2", "--top-k", "3", *extra]
+
+
+def _cli(*args, cwd=None, env_extra=None, unprivileged=False, **kwargs):
+    """``kgtracin ARGS`` in a new process; ``unprivileged``: bound by file permissions even when run as root (root
+    without capabilities, through util-linux's ``setpriv``, so that a mode of 000 means what it says)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    prefix = ["setpriv", "--bounding-set=-all", "--"] if unprivileged and os.geteuid() == 0 else []
+    return subprocess.run([*prefix, sys.executable, "-m", "kgtracin", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=cwd, **kwargs)
+
+
+# -- data loss: the store ----------------------------------------------------------------------------------
+
+def test_store_folder_with_user_files_is_refused_and_kept(run, tmp_path, capsys):
+    store = tmp_path / "d"
+    store.mkdir()
+    (store / "thesis.txt").write_text("four years of work")
+    out = tmp_path / "o.tsv"
+    code, _, err = run_cli(capsys, *_explain(run, "--store", store, "--output", out))
+    assert_clean_error(code, err, "not a kgtracin store")
+    assert (store / "thesis.txt").read_text() == "four years of work"
+    assert sorted(p.name for p in store.iterdir()) == ["thesis.txt"]
+    assert not out.exists()
+
+
+def test_store_dot_never_empties_the_working_directory(run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "notes.txt").write_text("keep me")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *_explain(run, "--store", ".", "--output", "o.tsv"))
+    assert_clean_error(code, err, "not a kgtracin store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_empty_user_folder_as_store_is_left_empty_not_deleted(run, tmp_path, capsys):
+    store, out = tmp_path / "empty", tmp_path / "o.tsv"
+    store.mkdir()
+    code, _, err = run_cli(capsys, *_explain(run, "--store", store, "--output", out))
+    assert code == 0, err
+    assert store.is_dir() and list(store.iterdir()) == []
+    assert out.is_file()
+
+
+def test_removing_a_store_keeps_files_the_user_put_in_it(run, tmp_path, capsys, monkeypatch):
+    from kgtracin.scoring import Scorer
+
+    store, out = tmp_path / "store", tmp_path / "o.tsv"
+    original = Scorer.run_range
+    calls = []
+
+    def dying(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Scorer, "run_range", dying)
+    code, _, _ = run_cli(capsys, *_explain(run, "--shard-size", "300", "--store", store, "--output", out))
+    assert code != 0 and len(list(store.glob("shard_*.pt"))) == 1
+    (store / "mine.txt").write_text("mine")
+    monkeypatch.setattr(Scorer, "run_range", original)
+    code, _, err = run_cli(capsys, *_explain(run, "--shard-size", "300", "--store", store, "--output", out))
+    assert code == 0, err
+    assert sorted(p.name for p in store.iterdir()) == ["mine.txt"]
+
+
+def test_a_second_process_on_the_same_store_is_refused(run, tmp_path):
+    out = tmp_path / "o.tsv"
+    store = tmp_path / ".o.tsv.kgtracin-store"  # the default store of --output o.tsv
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from kgtracin.runners import StoreFolder; "
+                               f"held = StoreFolder({str(store)!r}); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _cli(*_explain(run, "--output", out))
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert "in use by another kgtracin process" in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists()
+    finally:
+        holder.communicate("")
+    result = _cli(*_explain(run, "--output", out))  # once the other process has ended, the store is free
+    assert result.returncode == 0, result.stderr
+    assert not store.exists()
+
+
+def test_a_shard_saved_for_other_work_is_never_loaded(run, tmp_path):
+    loaded = load_run(run)
+    test = loaded.splits["testing"][:2]
+    store = tmp_path / "store"
+    TracIn.from_run(run, progress=False, shard_size=400, loss="bce").influence(test, top_k=3, store=store)
+    assert len(list(store.glob("shard_*.pt"))) == 4
+    second = TracIn.from_run(run, progress=False, shard_size=400, loss="softmax")
+    # as if another process had written its fingerprint over the bce store's: the shards are still bce's
+    (store / "store.json").write_text(json.dumps(second._fingerprint(test, 3), sort_keys=True))
+    resumed = second.influence(test, top_k=3, store=store)
+    fresh = TracIn.from_run(run, progress=False, shard_size=400, loss="softmax").influence(test, top_k=3)
+    assert torch.equal(resumed.proponents.indices, fresh.proponents.indices)
+    assert torch.equal(resumed.proponents.scores, fresh.proponents.scores)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_while_saving_a_shard_leaves_nothing_a_rerun_trips_over(run, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        out = tmp_path / "o.tsv"
+        result = _cli(*_explain(run, "--shard-size", "200", "--store", disk / "store", "--output", out))
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+        assert not list((disk / "store").glob(".shard_*.tmp")) and not out.exists()
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        result = _cli(*_explain(run, "--shard-size", "200", "--store", disk / "store", "--output", out))
+        assert result.returncode == 0, result.stderr
+        assert not (disk / "store").exists() and out.is_file()
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+# -- data loss: outputs ------------------------------------------------------------------------------------
+
+def test_output_may_not_overwrite_the_test_file(run, tmp_path, capsys):
+    loaded = load_run(run)
+    query = tmp_path / "q.tsv"
+    content = "\n".join("\t".join(row) for row in loaded.labels.to_labels(loaded.splits["testing"][:2])) + "\n"
+    query.write_text(content)
+    code, _, err = run_cli(capsys, "explain", run, "--test-file", query, "--output", query)
+    assert_clean_error(code, err, "would overwrite the test file")
+    assert query.read_text() == content
+
+
+def test_output_may_not_land_inside_the_run(run_copy, tmp_path, capsys):
+    target = run_copy / "triples" / "testing.tsv"
+    before = target.read_bytes()
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--output", target))
+    assert_clean_error(code, err, "would write inside the run directory")
+    assert target.read_bytes() == before
+    load_run(run_copy)  # still a run
+
+
+def test_an_existing_file_is_overwritten_only_when_kgtracin_wrote_it(run, tmp_path, capsys):
+    theirs = tmp_path / "results.tsv"
+    theirs.write_text("my\thand-made\ttable\n")
+    code, _, err = run_cli(capsys, *_explain(run, "--output", theirs))
+    assert_clean_error(code, err, "was not written by kgtracin")
+    assert theirs.read_text() == "my\thand-made\ttable\n"
+    ours = tmp_path / "ours.tsv"
+    for top_k in ("2", "3"):  # kgtracin's own earlier result is replaced
+        code, _, err = run_cli(capsys, "explain", run, "--split", "test", "--limit", "2", "--top-k", top_k,
+                               "--output", ours)
+        assert code == 0, err
+    assert pd.read_csv(ours, sep="\t")["rank"].max() == 3
+
+
+def test_killed_train_leaves_a_staging_folder_the_next_train_removes(tmp_path):
+    output = tmp_path / "runs" / "nations"
+    process = subprocess.Popen([sys.executable, "-m", "kgtracin", "train", "--dataset", "nations", "--model",
+                                "DistMult", "--embedding-dim", "8", "--epochs", "100000", "--output", str(output)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            staged = list(output.parent.glob(".nations.*")) if output.parent.exists() else []
+            if staged and list((staged[0] / "checkpoints").glob("*.pt")):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("train never staged a checkpoint")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not output.exists()
+    assert len(staged) == 1 and staged[0].is_dir()  # what kill -9 leaves: a hidden, owner-marked folder
+    (output.parent / ".nations.mine").mkdir()  # a user's folder that looks alike, without kgtracin's mark
+    result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
+                  "--output", output)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in output.parent.iterdir()) == [".nations.mine", "nations"]
+    load_run(output)
+
+
+# -- silently wrong results --------------------------------------------------------------------------------
+
+def test_nan_weights_are_refused_in_one_line(run_copy, tmp_path, capsys):
+    checkpoint = next((run_copy / "checkpoints").iterdir())
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(iter(state))
+    state[name][0] = float("nan")
+    torch.save(state, checkpoint)
+    for method in ("fast", "vmap"):
+        out = tmp_path / f"{method}.tsv"
+        code, _, err = run_cli(capsys, *_explain(run_copy, "--method", method, "--output", out))
+        assert_clean_error(code, err, "NaN or infinite", checkpoint.name)
+        assert "not linear" not in err and not out.exists()
+
+
+def test_top_k_above_n_labels_by_sign(run, tmp_path, capsys):
+    out = tmp_path / "all.tsv"
+    code, _, err = run_cli(capsys, "explain", run, "--split", "test", "--limit", "1", "--top-k", "100000",
+                           "--loss", "bce", "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t")
+    loaded = load_run(run)
+    scores = TracIn.from_run(run, progress=False, loss="bce").scores(loaded.splits["testing"][:1])[0]
+    proponents, opponents = frame[frame["kind"] == "proponent"], frame[frame["kind"] == "opponent"]
+    assert (proponents["influence"] > 0).all() and (opponents["influence"] < 0).all()
+    assert len(proponents) == int((scores > 0).sum()) and len(opponents) == int((scores < 0).sum())
+    assert sorted(proponents["train_index"]) == sorted((scores > 0).nonzero().view(-1).tolist())
+    assert list(proponents["rank"]) == list(range(1, len(proponents) + 1))
+
+
+def test_callback_in_the_pipeline_folder_itself_is_found(tmp_path):
+    from pykeen.pipeline import pipeline
+
+    from kgtracin import CheckpointCallback
+
+    folder = tmp_path / "run"
+    callback = CheckpointCallback(folder, every=1)
+    result = pipeline(dataset="nations", model="DistMult", model_kwargs=dict(embedding_dim=8), random_seed=1,
+                      optimizer_kwargs=dict(lr=0.03),
+                      training_kwargs=dict(num_epochs=3, batch_size=512, use_tqdm=False, callbacks=callback),
+                      evaluation_kwargs=dict(use_tqdm=False, batch_size=256))
+    result.save_to_directory(folder)
+    tracin = TracIn.from_run(folder, trust_pickle=True, progress=False)
+    assert [Path(c.state).name for c in tracin.checkpoints] == ["epoch_00001.pt", "epoch_00002.pt",
+                                                                "epoch_00003.pt"]
+    assert [c.learning_rate for c in tracin.checkpoints] == [0.03] * 3
+
+
+def test_no_checkpoints_warns_in_the_manifest_and_the_api(run_copy, caplog):
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["checkpoints"] = []
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING"):
+        loaded = load_run(run_copy)
+    assert "no checkpoints" in caplog.text and "learning rate 1.0" in caplog.text
+    assert [c.learning_rate for c in loaded.checkpoints] == [1.0]
+    with pytest.warns(UserWarning, match="learning rate 1.0"):
+        TracIn(loaded.model, loaded.training_triples, progress=False)
+
+
+def test_tracin_leaves_the_callers_model_as_it_was(run):
+    from pykeen.models import DistMult
+    from pykeen.triples import TriplesFactory
+
+    loaded = load_run(run)
+    factory = TriplesFactory(loaded.training_triples, loaded.labels.entity_to_id, loaded.labels.relation_to_id)
+    model = DistMult(triples_factory=factory, embedding_dim=8, random_seed=0,
+                     entity_representations_kwargs=dict(unique=True))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tracin = TracIn(model, loaded.training_triples, [Checkpoint(model.state_dict(), 0.1)], progress=False)
+    tracin.scores(loaded.splits["testing"][:2])
+    assert model.training
+    assert model.entity_representations[0].unique is True
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_entities_never_seen_in_training_are_noted(tmp_path, capsys):
+    from pykeen.datasets import Nations
+
+    ds = Nations()
+    train = ds.training.label_triples(ds.training.mapped_triples)
+    test = ds.training.label_triples(ds.testing.mapped_triples)[:3]
+    lonely = test[0][0]
+    keep = [row for row in train if lonely not in (row[0], row[2])]
+    (tmp_path / "train.tsv").write_text("\n".join("\t".join(r) for r in keep) + "\n")
+    (tmp_path / "test.tsv").write_text("\n".join("\t".join(r) for r in test) + "\n")
+    run_dir = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "--training", tmp_path / "train.tsv", "--testing",
+                                tmp_path / "test.tsv", "--model", "DistMult", "--epochs", "2", "--embedding-dim",
+                                "8", "--output", run_dir)
+    assert code == 0, err
+    unseen = sum(lonely in (row[0], row[2]) for row in test)
+    assert f"{unseen} of them mention an entity that never occurs in training" in stdout
+    out = tmp_path / "o.tsv"
+    code, stdout, err = run_cli(capsys, "explain", run_dir, "--split", "test", "--output", out)
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t", keep_default_na=False).groupby("test_index").first()
+    noted = frame[frame["test_note"] != ""]
+    assert len(noted) == unseen
+    assert all(lonely in (row.test_head, row.test_tail) for row in noted.itertuples())
+    assert all("never in training" in note for note in noted["test_note"])
+    assert f"note: {unseen} test triple(s) mention an entity that never occurs in training" in stdout
+
+
+# -- bad options: one line, nothing written ------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--learning-rate", "0"], ["--learning-rate", "positive"]),
+    (["--learning-rate", "-1"], ["--learning-rate", "positive"]),
+    (["--learning-rate", "nan"], ["--learning-rate", "positive"]),
+    (["--k", "100000"], ["--k 100000", "training triples"]),
+    (["--noisy", "0.0001", "--no-deletion"], ["--noisy", "corrupts no triple"]),
+])
+def test_evaluate_refuses_options_it_would_misuse(run, tmp_path, capsys, args, words):
+    out = tmp_path / "eval"
+    code, _, err = run_cli(capsys, "evaluate", run, "--output", out, *args)
+    assert_clean_error(code, err, *words)
+    assert not out.exists()
+
+
+def test_limit_without_split_is_refused(run, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "explain", run, "--triple", "brazil", "embassy", "usa", "--limit", "3",
+                           "--output", tmp_path / "o.tsv")
+    assert_clean_error(code, err, "--limit goes with --split")
+
+
+def test_cuda_on_a_cpu_build_is_one_line(run, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = run_cli(capsys, *_explain(run, "--device", "cuda", "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "cuda")
+    with pytest.raises(KGTracinError, match="CUDA"):
+        TracIn.from_run(run, device="cuda")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m.update(splits=["triples/training.tsv"]), ["'splits'", "object"]),
+    (lambda m: m["checkpoints"][0].update(learning_rate="0.01"), ["learning_rate", "number"]),
+    (lambda m: m.update(model="NoSuchModel"), ["unknown model", "NoSuchModel"]),
+    (lambda m: m.update(inverse_triples="yes"), ["inverse_triples", "true or false"]),
+    (lambda m: m.update(model_kwargs=[1]), ["model_kwargs"]),
+    (lambda m: m["checkpoints"][0].update(file="../../etc/passwd"), ["outside the run directory"]),
+    (lambda m: m.pop("final_model"), ["final_model"]),
+])
+def test_a_malformed_manifest_is_named_field_by_field(run_copy, tmp_path, capsys, change, words):
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    change(manifest)
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, *words)
+
+
+@pytest.mark.parametrize("victim", ["manifest.json", "entities.tsv", "checkpoints"])
+def test_unreadable_run_files(run_copy, tmp_path, victim):
+    target = run_copy / victim
+    if victim == "checkpoints":
+        target = next(target.iterdir())
+    target.chmod(0)
+    result = _cli(*_explain(run_copy, "--output", tmp_path / "o.tsv"), unprivileged=True)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, lines
+    assert "ermission denied" in lines[0] and target.name in lines[0]
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_an_unwritable_output_folder(run, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    result = _cli(*_explain(run, "--output", locked / "o.tsv"), unprivileged=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: ") and "not writable" in result.stderr
+    assert list(locked.iterdir()) == []
+
+
+def test_an_output_name_too_long_is_refused_before_any_work(run, tmp_path, capsys, monkeypatch):
+    from kgtracin.scoring import Scorer
+
+    monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: pytest.fail("computed before refusing the name"))
+    code, _, err = run_cli(capsys, *_explain(run, "--output", tmp_path / ("x" * 300 + ".tsv")))
+    assert_clean_error(code, err, "longer than this file system allows")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_but_valid_output_name_works(run, tmp_path, capsys):
+    out = tmp_path / ("y" * 240 + ".tsv")  # its temporary and store names must not pass the limit either
+    code, _, err = run_cli(capsys, *_explain(run, "--output", out))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def _fake_evaluation(folder: Path, appear: bool):
+    def run_deletion(factory, splits, config):
+        if appear:
+            folder.mkdir()
+            (folder / "theirs.txt").write_text("theirs")
+        return {"mode": "isolated", "retrain": {"model": "DistMult", "embedding_dim": 8, "constrained": False,
+                                                 "epochs": 1, "learning_rate": 0.1, "checkpoints": 1},
+                "seeds": [], "table": [{"arm": "NH-1", "k": 1, "pd": 50.0, "tc": 10.0, "targets": 2}]}
+    return run_deletion
+
+
+def test_evaluate_output_appearing_during_the_run_keeps_both(run, tmp_path, capsys, monkeypatch):
+    import kgtracin.evaluation as evaluation
+
+    out = tmp_path / "eval"
+    monkeypatch.setattr(evaluation, "run_deletion", _fake_evaluation(out, appear=True))
+    code, _, err = run_cli(capsys, "evaluate", run, "--output", out)
+    assert_clean_error(code, err, "appeared during the evaluation", "eval-1")
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+    assert sorted(p.name for p in (tmp_path / "eval-1").iterdir()) == ["evaluation.json", "evaluation.md",
+                                                                       "evaluation.png"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_evaluate_on_a_full_disk_is_one_line_and_leaves_nothing(run, tmp_path, capsys, monkeypatch):
+    import kgtracin.evaluation as evaluation
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        monkeypatch.setattr(evaluation, "run_deletion", _fake_evaluation(disk / "eval", appear=False))
+        code, _, err = run_cli(capsys, "evaluate", run, "--output", disk / "eval")
+        assert_clean_error(code, err, "No space left on device")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_large_test_file_is_read_as_a_stream(run, tmp_path):
+    import tracemalloc
+
+    from kgtracin.triples import read_triple_ids
+
+    loaded = load_run(run)
+    rows = ["\t".join(row) for row in loaded.labels.to_labels(loaded.training_triples)]
+    big = tmp_path / "big.tsv"
+    with open(big, "w") as handle:
+        for _ in range(400):
+            handle.write("\n".join(rows) + "\n")
+    count = 400 * len(rows)
+    tracemalloc.start()
+    ids = read_triple_ids(big, loaded.labels)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert ids.shape == (count, 3) and torch.equal(ids[: len(rows)], loaded.training_triples)
+    assert peak < 4 * 24 * count + (8 << 20), (peak, big.stat().st_size)  # ids, not strings: 24 bytes a triple
+    with open(big, "a") as handle:
+        handle.write("brazil\tno-such-relation\tusa\n")
+    with pytest.raises(KGTracinError, match=f"line {count + 1}: unknown relation label"):
+        read_triple_ids(big, loaded.labels)
+
+
+def test_a_bug_is_one_line_without_v_and_a_traceback_with_it(run, tmp_path, capsys, monkeypatch):
+    from kgtracin.cli import main
+    from kgtracin.scoring import Scorer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an index went wrong")
+
+    monkeypatch.setattr(Scorer, "run_range", broken)
+    code, _, err = run_cli(capsys, *_explain(run, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "internal error", "RuntimeError", "an index went wrong", "-v")
+    with pytest.raises(RuntimeError, match="an index went wrong"):
+        main([*map(str, _explain(run, "--output", tmp_path / "o.tsv")), "-v"])
+    monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    code, _, err = run_cli(capsys, *_explain(run, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "out of memory")
+
+
+# -- messages that lead the user right ---------------------------------------------------------------------
+
+def test_a_folder_fifo_or_symlink_loop_is_named_as_such(run, tmp_path, capsys):
+    fifo, loop = tmp_path / "fifo", tmp_path / "loop"
+    os.mkfifo(fifo)
+    os.symlink(tmp_path / "loop2", loop)
+    os.symlink(loop, tmp_path / "loop2")
+    for path, words in ((tmp_path, "is a folder"), (fifo, "not a regular file"), (loop, "symbolic links")):
+        code, _, err = run_cli(capsys, "explain", run, "--test-file", path, "--output", tmp_path / "o.tsv")
+        assert_clean_error(code, err, words)
+
+
+def test_train_creates_missing_parent_folders(tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim",
+                                "8", "--epochs", "1", "--output", tmp_path / "runs" / "deep" / "nations")
+    assert code == 0, err
+    load_run(tmp_path / "runs" / "deep" / "nations")
+
+
+def test_bom_header_and_wrong_case(run, tmp_path, capsys):
+    loaded = load_run(run)
+    h, r, t = loaded.labels.to_labels(loaded.splits["testing"][:1])[0]
+    query = tmp_path / "q.tsv"
+    query.write_bytes(b"\xef\xbb\xbf" + f"{h}\t{r}\t{t}\n".encode())
+    code, _, err = run_cli(capsys, "explain", run, "--test-file", query, "--output", tmp_path / "o.tsv")
+    assert code == 0, err
+    query.write_text(f"head\trelation\ttail\n{h}\t{r}\t{t}\n")
+    code, _, err = run_cli(capsys, "explain", run, "--test-file", query, "--output", tmp_path / "o.tsv")
+    assert_clean_error(code, err, "looks like a header line")
+    query.write_text(f"{h.upper()}\t{r}\t{t}\n")
+    code, _, err = run_cli(capsys, "explain", run, "--test-file", query, "--output", tmp_path / "o.tsv")
+    assert_clean_error(code, err, f"did you mean '{h}'")
+    code, _, err = run_cli(capsys, "explain", run, "--triple", h.upper(), r, t, "--output", tmp_path / "o.tsv")
+    assert_clean_error(code, err, f"did you mean '{h}'")
+
+
+def test_train_refuses_a_header_line(tmp_path, capsys):
+    (tmp_path / "t.tsv").write_text("head\trelation\ttail\na\tr\tb\nb\tr\tc\n")
+    code, _, err = run_cli(capsys, "train", "--training", tmp_path / "t.tsv", "--output", tmp_path / "run")
+    assert_clean_error(code, err, "looks like a header line")
+
+
+def test_a_triple_short_of_a_value_says_so(run, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "explain", run, "--triple", "brazil", "embassy", "--output",
+                           tmp_path / "o.tsv")
+    assert_clean_error(code, err, "--triple", "three values", "--output")
+
+
+def test_option_names_in_errors_are_the_ones_typed(run, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "explain", run, "--predict", "brazil", "embassy", "--n", "0", "--output",
+                           tmp_path / "o.tsv")
+    assert_clean_error(code, err, "--n")
+    assert "num-predictions" not in err
+
+
+def test_trust_pickle_is_honoured_for_a_kgtracin_run(run_copy, tmp_path, capsys):
+    loaded = load_run(run_copy)
+    checkpoint = next((run_copy / "checkpoints").iterdir())
+    model = loaded.model
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    torch.save(model, checkpoint)  # a whole pickled model as a checkpoint
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "pickled", "--trust-pickle")
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--trust-pickle", "--output", tmp_path / "o.tsv"))
+    assert code == 0, err
+
+
+def test_trust_pickle_help_says_what_it_unpickles():
+    result = _cli("explain", "--help")
+    text = " ".join(result.stdout.split())
+    assert "--checkpoint-dir" in text and "which can run code" in text and "UNSAFE" in text
+
+
+# -- small things a user notices ---------------------------------------------------------------------------
+
+def test_outputs_follow_the_umask(run, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o.tsv"
+        result = _cli(*_explain(run, "--output", out))
+        assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        folder = tmp_path / "run"
+        result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
+                      "--output", folder)
+        assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+        assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o644
+        assert stat.S_IMODE((folder / "checkpoints").stat().st_mode) == 0o755
+    finally:
+        os.umask(old)
+
+
+def test_predict_head_reports_the_head_rank(run, tmp_path, capsys):
+    from kgtracin.predictions import KnownTriples
+
+    loaded = load_run(run)
+    h, r, t = loaded.labels.to_labels(loaded.splits["testing"][:1])[0]
+    out = tmp_path / "o.tsv"
+    code, stdout, err = run_cli(capsys, "explain", run, "--predict-head", r, t, "--n", "2", "--output", out)
+    assert code == 0, err
+    assert "among all heads" in stdout and "among all tails" not in stdout
+    frame = pd.read_csv(out, sep="\t").groupby("test_index").first()
+    assert "test_head_rank" in frame.columns and "test_rank" not in frame.columns
+    known = KnownTriples(loaded.splits.values())
+    ids = loaded.labels.to_ids(frame[["test_head", "test_relation", "test_tail"]].to_numpy())
+    with torch.no_grad():
+        scores = loaded.model.predict_h(ids[:1, 1:])[0]
+    rival = [e for e in range(loaded.model.num_entities) if e not in known.heads(*ids[0, 1:].tolist()).tolist()]
+    own = float(scores[ids[0, 0]])
+    expected = 1 + sum(float(scores[e]) > own for e in rival if e != ids[0, 0])
+    assert frame["test_head_rank"].iloc[0] == expected
+
+
+def test_printed_table_says_how_much_it_shows_and_the_loss(run, tmp_path, capsys):
+    out = tmp_path / "o.tsv"
+    code, stdout, err = run_cli(capsys, "explain", run, "--split", "test", "--limit", "1", "--top-k", "7",
+                                "--output", out)
+    assert code == 0, err
+    assert "TracIn loss: softmax" in stdout and "CrossEntropyLoss" in stdout
+    assert "first 3 proponents and opponents" in stdout and "all 7" in stdout
+    frame = pd.read_csv(out, sep="\t")
+    assert frame["test_rank"].dtype.kind == "i"
+
+
+def test_help_starts_without_torch_or_pykeen():
+    probe = subprocess.run([sys.executable, "-c", "import sys; from kgtracin.cli import main\n"
+                            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+                            "print(sorted(m for m in ('torch', 'pykeen', 'pandas') if m in sys.modules))"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip().splitlines()[-1] == "[]", probe.stderr
+
+
+def test_train_shows_progress_within_an_epoch(tmp_path):
+    result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
+                  "--batch-size", "64", "--output", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "Training batches" in result.stderr  # PyKEEN's per-batch bar, with its rate and time left
