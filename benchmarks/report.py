@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from report_split import entry_ok as _r, plot_split, source_of, split_section, split_targets
+from report_split import entry_ok as _r
+from report_split import plot_split, source_of, split_section, split_targets
 
 
 def _s(entry, field="seconds"):

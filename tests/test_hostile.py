@@ -609,8 +609,10 @@ def test_predict_head_reports_the_head_rank(run, tmp_path, capsys):
         scores = loaded.model.predict_h(ids[:1, 1:])[0]
     rival = [e for e in range(loaded.model.num_entities) if e not in known.heads(*ids[0, 1:].tolist()).tolist()]
     own = float(scores[ids[0, 0]])
-    expected = 1 + sum(float(scores[e]) > own for e in rival if e != ids[0, 0])
-    assert frame["test_head_rank"].iloc[0] == expected
+    slack = 1e-5 * max(1.0, abs(own))  # kgtracin scores DistMult by matrix products: the same up to rounding
+    surely = 1 + sum(float(scores[e]) > own + slack for e in rival if e != ids[0, 0])
+    maybe = 1 + sum(float(scores[e]) > own - slack for e in rival if e != ids[0, 0])
+    assert surely <= frame["test_head_rank"].iloc[0] <= maybe
 
 
 def test_printed_table_says_how_much_it_shows_and_the_loss(run, tmp_path, capsys):
@@ -637,3 +639,20 @@ def test_train_shows_progress_within_an_epoch(tmp_path):
                   "--batch-size", "64", "--output", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "Training batches" in result.stderr  # PyKEEN's per-batch bar, with its rate and time left
+
+
+def test_any_pykeen_dataset_by_name_and_a_failed_download_in_one_line(tmp_path, capsys):
+    from kgtracin.datasets import dataset_names, labelled_splits
+
+    assert {"nations", "umls", "wn18rr", "fb15k237", "codexsmall", "hetionet"} <= set(dataset_names())
+    assert labelled_splits("Kinships")["training"].shape[1] == 3  # shipped, any case
+    env = {"PYSTOW_HOME": str(tmp_path / "cache"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY":
+           "http://127.0.0.1:9"}  # offline, whatever this machine can reach
+    result = _cli("train", "--dataset", "wn18rr", "--output", tmp_path / "run", env_extra=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load dataset 'wn18rr'"), lines
+    assert str(tmp_path / "cache") in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(capsys, "train", "--dataset", "no-such-graph", "--output", tmp_path / "run")
+    assert_clean_error(code, err, "unknown dataset", "wn18rr")

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
+from .scorers import matrix_products
+
 __all__ = ["KnownTriples", "tail_scores", "head_scores", "tail_view", "head_view", "evaluate_model",
            "top_predictions", "unseen_notes"]
 
@@ -64,12 +66,13 @@ def tail_scores(model, hr: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """
     model.eval()
     parts = []
-    for first in range(0, hr.shape[0], batch_size):
-        part = hr[first : first + batch_size].to(next(model.parameters()).device)
-        scores = model.predict_t(part)
-        if model.predict_with_sigmoid:
-            scores = torch.logit(scores)
-        parts.append(scores.cpu())
+    with matrix_products(model):
+        for first in range(0, hr.shape[0], batch_size):
+            part = hr[first : first + batch_size].to(next(model.parameters()).device)
+            scores = model.predict_t(part)
+            if model.predict_with_sigmoid:
+                scores = torch.logit(scores)
+            parts.append(scores.cpu())
     return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
 
 
@@ -83,11 +86,12 @@ def head_scores(model, rt: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """
     model.eval()
     parts = []
-    for first in range(0, rt.shape[0], batch_size):
-        scores = model.predict_h(rt[first : first + batch_size].to(next(model.parameters()).device))
-        if model.predict_with_sigmoid:
-            scores = torch.logit(scores)
-        parts.append(scores.cpu())
+    with matrix_products(model):
+        for first in range(0, rt.shape[0], batch_size):
+            scores = model.predict_h(rt[first : first + batch_size].to(next(model.parameters()).device))
+            if model.predict_with_sigmoid:
+                scores = torch.logit(scores)
+            parts.append(scores.cpu())
     return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
 
 
@@ -170,8 +174,9 @@ def evaluate_model(model, triples: torch.Tensor, filter_triples: list[torch.Tens
     from pykeen.evaluation import RankBasedEvaluator
 
     evaluator = RankBasedEvaluator(filtered=True)
-    results = evaluator.evaluate(model, triples, additional_filter_triples=filter_triples, batch_size=batch_size,
-                                 use_tqdm=False)
+    with matrix_products(model):
+        results = evaluator.evaluate(model, triples, additional_filter_triples=filter_triples,
+                                     batch_size=batch_size, use_tqdm=False)
     out = {"mrr": float(results.get_metric("both.realistic.inverse_harmonic_mean_rank"))}
     for k in (1, 3, 10):
         out[f"hits_at_{k}"] = float(results.get_metric(f"both.realistic.hits_at_{k}"))

@@ -7,8 +7,8 @@ import hashlib
 import logging
 import os
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn

@@ -18,6 +18,7 @@ from .callbacks import learning_rate_of
 from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
 from .runs import MANIFEST, RUN_FORMAT, write_labels
+from .scorers import matrix_products
 from .staging import ensure_folder, make_staging, publish_folder, remove_created
 from .triples import Labels, read_labeled_triples, write_labeled_triples
 
@@ -133,9 +134,7 @@ class _CheckpointSaver(TrainingCallback):
 
 def _evaluate(model, ids: dict[str, torch.Tensor]) -> dict | None:
     """Filtered MRR and Hits@k on the test split (validation when there is none), filtered by all splits."""
-    from .predictions import evaluate_model
-
-    from .predictions import unseen_notes
+    from .predictions import evaluate_model, unseen_notes
 
     split = "testing" if "testing" in ids else "validation" if "validation" in ids else None
     if split is None:
@@ -203,10 +202,13 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
         (staging / "checkpoints").mkdir()
         (staging / "triples").mkdir()
         saver = _CheckpointSaver(staging, config.checkpoint_epochs())
-        losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
-                            callbacks=[saver], use_tqdm=progress, use_tqdm_batch=progress)
-        torch.save(model.state_dict(), staging / "model.pt")
-        evaluation = _evaluate(model, ids)
+        with matrix_products(model) as changed:
+            if changed:
+                logger.info("scoring %s by matrix products", ", ".join(changed))
+            losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
+                                callbacks=[saver], use_tqdm=progress, use_tqdm_batch=progress)
+            torch.save(model.state_dict(), staging / "model.pt")
+            evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
         write_labels(staging / "relations.tsv", labels.relations)
         for name, triples in splits.items():

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
 from ..errors import KGTracinError
 from ..losses import TripleLoss, make_loss
 from .compat import cache_holders, clear_caches, prepare

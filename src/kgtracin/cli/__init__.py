@@ -11,9 +11,27 @@ import click
 
 from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from ..errors import KGTracinError
-from .options import (_positive, _setup_logging, _top_k, batch_option, compile_option, dataset_option, device_option,
-                      loss_option, method_option, normalize_option, open_run, parameters_option, precision_option,
-                      projection_option, run_folders, run_options, shard_option, triple_options, verbose_option)
+from .options import (
+    _positive,
+    _setup_logging,
+    _top_k,
+    batch_option,
+    compile_option,
+    dataset_option,
+    device_option,
+    loss_option,
+    method_option,
+    normalize_option,
+    open_run,
+    parameters_option,
+    precision_option,
+    projection_option,
+    run_folders,
+    run_options,
+    shard_option,
+    triple_options,
+    verbose_option,
+)
 from .selection import choose_triples, model_view, print_table
 
 __all__ = ["cli", "main"]

@@ -11,8 +11,21 @@ import click
 from ..config import DETECTORS
 from ..errors import KGTracinError
 from . import cli
-from .options import (_positive, _setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
-                      open_run, parameters_option, run_folders, run_options, trust_option, verbose_option)
+from .options import (
+    _positive,
+    _setup_logging,
+    _top_k,
+    batch_option,
+    device_option,
+    loss_option,
+    method_option,
+    open_run,
+    parameters_option,
+    run_folders,
+    run_options,
+    trust_option,
+    verbose_option,
+)
 
 
 @cli.command()
@@ -94,7 +107,14 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
     from pykeen.triples import TriplesFactory
 
     from ..config import DEFAULT_NORMALIZE
-    from ..evaluation import DEFAULT_ARMS, EvaluationConfig, RetrainConfig, TracInArm, run_deletion, run_noisy
+    from ..evaluation import (
+        DEFAULT_ARMS,
+        EvaluationConfig,
+        RetrainConfig,
+        TracInArm,
+        run_deletion,
+        run_noisy,
+    )
     from ..evaluation.outputs import write_outputs
     from ..outputs import check_not_input
     from ..runs import load_run

@@ -5,9 +5,21 @@ from __future__ import annotations
 import click
 
 from . import cli
+from .options import (
+    _setup_logging,
+    _top_k,
+    batch_option,
+    device_option,
+    loss_option,
+    method_option,
+    open_run,
+    parameters_option,
+    run_folders,
+    run_options,
+    triple_options,
+    verbose_option,
+)
 from .selection import choose_triples
-from .options import (_setup_logging, _top_k, batch_option, device_option, loss_option, method_option,
-                      open_run, parameters_option, run_folders, run_options, triple_options, verbose_option)
 
 
 @cli.command()

@@ -9,7 +9,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..predictions import KnownTriples, evaluate_model
-from .deletion import TracInArm, choose_targets, deletion_outcome, far_rows, neighbour_rows, target_view
+from .deletion import (
+    TracInArm,
+    choose_targets,
+    deletion_outcome,
+    far_rows,
+    neighbour_rows,
+    target_view,
+)
 from .retrain import RetrainConfig, Retrainer
 
 __all__ = ["EvaluationConfig", "DEFAULT_ARMS", "run_deletion", "run_noisy"]

@@ -26,8 +26,14 @@ from ..adapters import ModelAdapter
 from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
+from .candidates import (
+    attach_candidates,
+    linear_queries,
+    softmax_deltas,
+    softmax_directions,
+    softmax_unsupported,
+)
 from .projection import Projection
-from .candidates import attach_candidates, linear_queries, softmax_deltas, softmax_directions, softmax_unsupported
 from .vmap import vmap_dense_grads
 
 __all__ = ["FastComputer"]

@@ -1,0 +1,70 @@
+"""Matrix-product scoring for interactions that PyKEEN scores by broadcasting, for training at scale.
+
+PyKEEN's ``DistMultInteraction`` scores all tails of a batch as ``(h * r * t).sum(-1)`` over broadcast shapes
+``(B, 1, d) x (1, E, d)``: it builds a ``(B, E, d)`` tensor, 7.8 GB for 256 queries on a 38k-entity graph
+at d = 200, and an LCWA epoch takes about an hour on two cores. The same scores are one matrix product,
+``(h * r) @ t^T``, which ``torch.einsum`` contracts without the temporary.
+
+:func:`use_matrix_products` swaps such an interaction's ``forward`` for the contraction, on the model's own
+instance (:func:`matrix_products` does it for the length of a ``with`` block: training, evaluation and the
+model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forward): the model keeps its class and its state dict (the interaction holds no parameters), and every score
+and gradient is the same up to floating-point rounding (tested against PyKEEN's own forward in float64).
+ComplEx already contracts with ``einsum``. Interactions whose scores are distances (TransE, RotatE with a p-norm)
+have no exact matrix-product form and are left as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["use_matrix_products", "matrix_products", "MATRIX_PRODUCT_FORMS"]
+
+
+def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``sum_d h_d r_d t_d`` over broadcast batch shapes, as a contraction (no ``(*batch, d)`` temporary).
+
+    :param h: shape: ``(*batch_dims, d)``
+    :param r: shape: ``(*batch_dims, d)``
+    :param t: shape: ``(*batch_dims, d)``
+    :return: shape: ``batch_dims``
+    """
+    return torch.einsum("...d,...d->...", h * r, t)
+
+
+#: interaction class name -> its matrix-product forward
+MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult}
+
+
+def use_matrix_products(model: nn.Module) -> list[str]:
+    """Score the model's broadcasting interactions by matrix products, in place.
+
+    :return: the names of the interactions changed (empty when none has such a form)
+    """
+    changed = []
+    for name, module in model.named_modules():
+        form = MATRIX_PRODUCT_FORMS.get(type(module).__name__)
+        if form is not None and type(module).__module__.startswith("pykeen."):
+            module.forward = types.MethodType(form, module)
+            changed.append(name or type(module).__name__)
+    return changed
+
+
+@contextlib.contextmanager
+def matrix_products(model: nn.Module) -> Iterator[list[str]]:
+    """:func:`use_matrix_products` for the length of a ``with`` block; the model's own forward is put back after."""
+    before = {name: module.__dict__.get("forward") for name, module in model.named_modules()
+              if type(module).__name__ in MATRIX_PRODUCT_FORMS}
+    try:
+        yield use_matrix_products(model)
+    finally:
+        for name, module in model.named_modules():
+            if name in before:
+                if before[name] is None:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.forward = before[name]

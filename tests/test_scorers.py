@@ -1,0 +1,52 @@
+"""Matrix-product scoring for training: same class, same state dict, same scores and gradients as PyKEEN's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from kgtracin.scorers import matrix_products, use_matrix_products
+
+
+def _model(name: str, inverse: bool):
+    from pykeen.datasets import Nations
+    from pykeen.models import model_resolver
+
+    factory = Nations(create_inverse_triples=inverse).training
+    model = model_resolver.make(name, dict(embedding_dim=12), triples_factory=factory, random_seed=3)
+    return model.double(), factory
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_distmult_scores_and_gradients_match_pykeens_forward(inverse):
+    model, factory = _model("DistMult", inverse)
+    reference = copy.deepcopy(model)
+    assert use_matrix_products(model) == ["interaction"]
+    assert type(model) is type(reference) and type(model.interaction) is type(reference.interaction)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    batch = factory.mapped_triples[:37]
+    for method, args in (("score_t", batch[:, :2]), ("score_h", batch[:, 1:]), ("score_hrt", batch)):
+        ours, theirs = getattr(model, method)(args), getattr(reference, method)(args)
+        assert ours.shape == theirs.shape
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12), method
+        ours.square().sum().backward()
+        theirs.square().sum().backward()
+        for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12), (method, name)
+            p.grad, q.grad = None, None
+
+
+def test_the_context_restores_pykeens_forward():
+    model, factory = _model("DistMult", False)
+    forward = model.interaction.forward
+    with matrix_products(model) as changed:
+        assert changed == ["interaction"] and model.interaction.forward != forward
+    assert "forward" not in model.interaction.__dict__ and model.interaction.forward == forward
+
+
+def test_models_without_a_matrix_product_form_are_left_alone():
+    model, _ = _model("TransE", False)
+    assert use_matrix_products(model) == []
+    assert "forward" not in model.interaction.__dict__
