@@ -48,7 +48,10 @@ def load_dataset(name: str):
         names = dataset_names()
         raise KGTracinError(f"unknown dataset {name!r}; PyKEEN knows {', '.join(names)}") from None
     try:
-        return cls()
+        dataset = cls()
+        for split in ("training", "validation", "testing"):  # PyKEEN downloads and reads lazily, on first access
+            getattr(dataset, split)
+        return dataset
     except Exception as error:  # noqa: BLE001 - a download or a parse failed: say which, and where files go
         reason = " ".join(str(error).split())[:160]
         raise KGTracinError(
