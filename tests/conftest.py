@@ -37,3 +37,24 @@ def nations_run(run_factory):
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|"""
     return float((actual - expected).abs().max() / expected.abs().max())
+
+
+def die_on_call(monkeypatch, n: int) -> list:
+    """Make ``Scorer.run_range`` raise KeyboardInterrupt on its ``n``-th call, as if the process were killed then.
+
+    :return: the list of calls so far (clear it to count again); undo with ``monkeypatch.undo()`` or by setting
+        ``Scorer.run_range`` back
+    """
+    from kgtracin.scoring import Scorer
+
+    original = Scorer.run_range
+    calls = []
+
+    def dying(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scorer, "run_range", dying)
+    return calls

@@ -23,6 +23,7 @@ import torch
 from kgtracin import Checkpoint, KGTracinError, TracIn
 from kgtracin.runs import load_run
 
+from .conftest import die_on_call
 from .test_cli import assert_clean_error, run_cli
 
 
@@ -84,23 +85,12 @@ def test_an_empty_user_folder_as_store_is_left_empty_not_deleted(run, tmp_path, 
 
 
 def test_removing_a_store_keeps_files_the_user_put_in_it(run, tmp_path, capsys, monkeypatch):
-    from kgtracin.scoring import Scorer
-
     store, out = tmp_path / "store", tmp_path / "o.tsv"
-    original = Scorer.run_range
-    calls = []
-
-    def dying(self, *a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, *a, **kw)
-
-    monkeypatch.setattr(Scorer, "run_range", dying)
+    die_on_call(monkeypatch, 2)
     code, _, _ = run_cli(capsys, *_explain(run, "--shard-size", "300", "--store", store, "--output", out))
     assert code != 0 and len(list(store.glob("shard_*.pt"))) == 1
     (store / "mine.txt").write_text("mine")
-    monkeypatch.setattr(Scorer, "run_range", original)
+    monkeypatch.undo()
     code, _, err = run_cli(capsys, *_explain(run, "--shard-size", "300", "--store", store, "--output", out))
     assert code == 0, err
     assert sorted(p.name for p in store.iterdir()) == ["mine.txt"]

@@ -58,25 +58,25 @@ class KnownTriples:
 
 
 @torch.no_grad()
+def _all_scores(model, pairs: torch.Tensor, predict, batch_size: int) -> torch.Tensor:
+    model.eval()
+    parts = []
+    with matrix_products(model):
+        for first in range(0, pairs.shape[0], batch_size):
+            scores = predict(pairs[first : first + batch_size].to(next(model.parameters()).device))
+            parts.append((torch.logit(scores) if model.predict_with_sigmoid else scores).cpu())
+    return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+
+
 def tail_scores(model, hr: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Pre-sigmoid scores of every tail, as ``predict_t`` gives them.
 
     :param hr: shape: (B, 2), dtype: long, dataset ids
     :return: shape: (B, num_entities)
     """
-    model.eval()
-    parts = []
-    with matrix_products(model):
-        for first in range(0, hr.shape[0], batch_size):
-            part = hr[first : first + batch_size].to(next(model.parameters()).device)
-            scores = model.predict_t(part)
-            if model.predict_with_sigmoid:
-                scores = torch.logit(scores)
-            parts.append(scores.cpu())
-    return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+    return _all_scores(model, hr, model.predict_t, batch_size)
 
 
-@torch.no_grad()
 def head_scores(model, rt: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Pre-sigmoid scores of every head, as ``predict_h`` gives them (an inverse-triple model scores the inverse
     relation's tails, as PyKEEN does).
@@ -84,15 +84,7 @@ def head_scores(model, rt: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     :param rt: shape: (B, 2), dtype: long, dataset ids
     :return: shape: (B, num_entities)
     """
-    model.eval()
-    parts = []
-    with matrix_products(model):
-        for first in range(0, rt.shape[0], batch_size):
-            scores = model.predict_h(rt[first : first + batch_size].to(next(model.parameters()).device))
-            if model.predict_with_sigmoid:
-                scores = torch.logit(scores)
-            parts.append(scores.cpu())
-    return torch.cat(parts) if parts else torch.empty(0, model.num_entities)
+    return _all_scores(model, rt, model.predict_h, batch_size)
 
 
 @torch.no_grad()
