@@ -30,14 +30,13 @@ logger = logging.getLogger(__name__)
 def _open_store(store: str | os.PathLike):
     """Open a store: rank 0 first (it makes and marks the folder), then, under torch.distributed, the others."""
     from .runners import StoreFolder, world
+    from .runners.distributed import barrier
 
     rank, size = world()
     if size == 1:
         return StoreFolder(store, rank=0)
-    import torch.distributed as dist
-
     folder = StoreFolder(store, rank=rank) if rank == 0 else None
-    dist.barrier()
+    barrier()
     return folder or StoreFolder(store, rank=rank)
 
 

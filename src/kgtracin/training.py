@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,24 @@ class _CheckpointSaver(TrainingCallback):
         self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
 
 
+class _EpochTimer(TrainingCallback):
+    """Wall time of every epoch, from the first batch's start to the epoch's end (seconds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start: float | None = None
+
+    def pre_batch(self, **kwargs) -> None:  # noqa: D102
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:  # noqa: D102
+        now = time.perf_counter()
+        self.seconds.append(round(now - (self._start if self._start is not None else now), 3))
+        self._start = None
+
+
 def _evaluate(model, ids: dict[str, torch.Tensor]) -> dict | None:
     """Filtered MRR and Hits@k on the test split (validation when there is none), filtered by all splits."""
     from .predictions import evaluate_model, unseen_notes
@@ -201,12 +220,12 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     try:
         (staging / "checkpoints").mkdir()
         (staging / "triples").mkdir()
-        saver = _CheckpointSaver(staging, config.checkpoint_epochs())
+        saver, timer = _CheckpointSaver(staging, config.checkpoint_epochs()), _EpochTimer()
         with matrix_products(model) as changed:
             if changed:
                 logger.info("scoring %s by matrix products", ", ".join(changed))
             losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
-                                callbacks=[saver], use_tqdm=progress, use_tqdm_batch=progress)
+                                callbacks=[saver, timer], use_tqdm=progress, use_tqdm_batch=progress)
             torch.save(model.state_dict(), staging / "model.pt")
             evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
@@ -219,6 +238,7 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
             "model": config.model, "model_kwargs": model_kwargs, "inverse_triples": config.inverse_triples,
             "training": {k: v for k, v in asdict(config).items() if k not in ("model", "inverse_triples")},
             "optimizer": "Adam", "seed": config.seed, "losses": [float(x) for x in losses],
+            "epoch_seconds": timer.seconds,
             "num_entities": len(labels.entities), "num_relations": len(labels.relations),
             "splits": {name: f"triples/{name}.tsv" for name in splits},
             "checkpoints": saver.saved, "final_model": "model.pt", "evaluation": evaluation,

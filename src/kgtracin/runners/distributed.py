@@ -8,7 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["world", "init_from_env", "all_gather_objects", "local_device"]
+__all__ = ["world", "init_from_env", "all_gather_objects", "local_device", "barrier"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +51,9 @@ def all_gather_objects(obj) -> list:
     out = [None] * size
     dist.all_gather_object(out, obj)
     return out
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing outside a process group)."""
+    if world()[1] > 1:
+        dist.barrier()

@@ -89,9 +89,20 @@ class StoreFolder:
                                 "give another --store (or --output)") from None
 
     def block(self, index: int | None, fingerprint: dict) -> "ShardStore":
-        """The store of one test block (``None``: the only block, kept in the folder itself)."""
+        """The store of one test block (``None``: the only block, kept in the folder itself).
+
+        Under torch.distributed, rank 0 checks the block's fingerprint (clearing shards made for other work) and
+        the other ranks wait for it; each rank then writes only its own shards.
+        """
+        from .distributed import barrier, world
+
         folder = self.path if index is None else self.path / f"{_BLOCK_PREFIX}{index:05d}"
-        return ShardStore(folder, fingerprint)
+        rank, size = world()
+        if rank == 0:
+            ShardStore.prepare(folder, fingerprint)
+        if size > 1:
+            barrier()
+        return ShardStore(folder, fingerprint, rank)
 
     def close(self) -> None:
         """Release the lock."""
@@ -102,22 +113,31 @@ class ShardStore:
     """Partial results keyed by training shard, valid only for one fingerprint of the work.
 
     A shard's file is written to a temporary name and renamed, so a killed process leaves either a complete
-    shard or none; a leftover temporary file is removed when the store is next opened. Opening a store whose
-    fingerprint differs from the work's clears its shards, and a shard saved for other work is never loaded.
+    shard or none; a leftover temporary file is removed when the store is next opened. A store whose fingerprint
+    differs from the work's is cleared (:meth:`prepare`), and a shard saved for other work is never loaded.
 
-    :param path: the folder (inside a :class:`StoreFolder`, which holds the lock)
+    :param path: the folder (inside a :class:`StoreFolder`, which holds the lock), already prepared
     :param fingerprint: identifies the work (model, checkpoints, triples, options)
+    :param rank: the torch.distributed rank writing through this object
     """
 
-    def __init__(self, path: str | os.PathLike, fingerprint: dict):
+    def __init__(self, path: str | os.PathLike, fingerprint: dict, rank: int = 0):
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.digest = _digest(fingerprint)
+        self.rank = rank
         try:
-            self.path.mkdir(exist_ok=True)
-            for tmp in self.path.glob(".shard_*.tmp"):  # left by a process killed while saving
+            for tmp in self.path.glob(f".shard_*.rank{rank}.tmp"):  # left by this rank's killed predecessor
                 tmp.unlink()
-            meta = self.path / _META
+        except OSError as error:
+            raise KGTracinError(f"cannot write the store {self.path}: {error.strerror}") from None
+
+    @staticmethod
+    def prepare(path: Path, fingerprint: dict) -> None:
+        """Make the folder and make it hold ``fingerprint``'s work: shards of other work are deleted."""
+        meta = path / _META
+        try:
+            path.mkdir(exist_ok=True)
             stored = None
             if meta.is_file():
                 try:
@@ -126,14 +146,14 @@ class ShardStore:
                     stored = None
             if stored != fingerprint:
                 if meta.is_file():
-                    logger.warning("store %s was made for other work; starting afresh", self.path)
-                for file in self.path.glob("shard_*.pt"):
+                    logger.warning("store %s was made for other work; starting afresh", path)
+                for file in path.glob("shard_*.pt"):
                     file.unlink()
-                tmp = self.path / ".store.tmp"
+                tmp = path / ".store.tmp"
                 tmp.write_text(json.dumps(fingerprint, sort_keys=True), encoding="utf-8")
                 os.replace(tmp, meta)
         except OSError as error:
-            raise KGTracinError(f"cannot write the store {self.path}: {error.strerror}") from None
+            raise KGTracinError(f"cannot write the store {path}: {error.strerror}") from None
 
     def _file(self, shard: int) -> Path:
         return self.path / f"shard_{shard:06d}.pt"
@@ -154,7 +174,7 @@ class ShardStore:
             raise FileNotFoundError(shard) from None
 
     def save(self, shard: int, state: dict[str, torch.Tensor]) -> None:
-        tmp = self.path / f".shard_{shard:06d}.tmp"
+        tmp = self.path / f".shard_{shard:06d}.rank{self.rank}.tmp"
         buffer = io.BytesIO()  # serialised in memory, so that a full disk is an OSError with its reason
         torch.save({"fingerprint": self.digest, "state": state}, buffer)
         try:
