@@ -38,6 +38,27 @@ def test_distmult_scores_and_gradients_match_pykeens_forward(inverse):
             p.grad, q.grad = None, None
 
 
+def test_no_broadcast_temporary_when_scoring_all_heads_or_tails():
+    model, factory = _model("DistMult", False)
+    use_matrix_products(model)
+    seen = []
+    original_mul = torch.Tensor.__mul__
+
+    def recording_mul(a, b):
+        out = original_mul(a, b)
+        seen.append(out.numel())
+        return out
+
+    torch.Tensor.__mul__ = recording_mul
+    try:
+        batch = factory.mapped_triples[:5]
+        model.score_t(batch[:, :2])
+        model.score_h(batch[:, 1:])
+    finally:
+        torch.Tensor.__mul__ = original_mul
+    assert seen and max(seen) <= 5 * 12  # products of the batch's own rows only, never (B, E, d)
+
+
 def test_the_context_restores_pykeens_forward():
     model, factory = _model("DistMult", False)
     forward = model.interaction.forward

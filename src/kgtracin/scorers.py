@@ -28,12 +28,16 @@ __all__ = ["use_matrix_products", "matrix_products", "MATRIX_PRODUCT_FORMS"]
 def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``sum_d h_d r_d t_d`` over broadcast batch shapes, as a contraction (no ``(*batch, d)`` temporary).
 
+    The two operands with the fewest elements are multiplied first (``h * r`` when scoring all tails, ``r * t``
+    when scoring all heads), and the product is contracted with the third by a matrix product.
+
     :param h: shape: ``(*batch_dims, d)``
     :param r: shape: ``(*batch_dims, d)``
     :param t: shape: ``(*batch_dims, d)``
     :return: shape: ``batch_dims``
     """
-    return torch.einsum("...d,...d->...", h * r, t)
+    first, second, last = sorted((h, r, t), key=lambda x: x.numel())
+    return torch.einsum("...d,...d->...", first * second, last)
 
 
 #: interaction class name -> its matrix-product forward
