@@ -68,11 +68,16 @@ def test_store_folder_with_user_files_is_refused_and_kept(run, tmp_path, capsys)
 
 
 def test_store_dot_never_empties_the_working_directory(run, tmp_path, capsys, monkeypatch):
-    (tmp_path / "notes.txt").write_text("keep me")
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, *_explain(run, "--store", ".", "--output", "o.tsv"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("keep me")
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(capsys, *_explain(run, "--store", ".", "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, "not a kgtracin store")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    code, _, err = run_cli(capsys, *_explain(run, "--store", ".", "--output", "o.tsv"))  # the output inside it
+    assert_clean_error(code, err, "would hold the output")
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
 
 
 def test_an_empty_user_folder_as_store_is_left_empty_not_deleted(run, tmp_path, capsys):
@@ -646,3 +651,161 @@ def test_any_pykeen_dataset_by_name_and_a_failed_download_in_one_line(tmp_path, 
     assert not (tmp_path / "run").exists()
     code, _, err = run_cli(capsys, "train", "--dataset", "no-such-graph", "--output", tmp_path / "run")
     assert_clean_error(code, err, "unknown dataset", "wn18rr")
+
+
+# -- found by trying more ----------------------------------------------------------------------------------
+
+def test_a_file_starting_with_blank_space_is_not_taken_for_empty(run, tmp_path, capsys):
+    theirs = tmp_path / "ws.tsv"
+    theirs.write_text("\n" * 5000 + "IMPORTANT DATA\n")
+    code, _, err = run_cli(capsys, *_explain(run, "--output", theirs))
+    assert_clean_error(code, err, "was not written by kgtracin")
+    assert theirs.read_text().endswith("IMPORTANT DATA\n")
+
+
+def test_symbolic_links_are_refused_as_outputs_and_stores(run, tmp_path, capsys):
+    first = tmp_path / "first.tsv"
+    code, _, err = run_cli(capsys, *_explain(run, "--output", first))
+    assert code == 0, err
+    link = tmp_path / "link.tsv"
+    link.symlink_to(first)
+    code, _, err = run_cli(capsys, *_explain(run, "--output", link))
+    assert_clean_error(code, err, "symbolic link")
+    assert link.is_symlink()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "store-link").symlink_to(tmp_path / "empty")
+    code, _, err = run_cli(capsys, *_explain(run, "--store", tmp_path / "store-link", "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "symbolic link")
+    assert list((tmp_path / "empty").iterdir()) == []
+    for command in (["train", "--dataset", "nations", "--model", "DistMult", "--epochs", "1"], ["evaluate", run]):
+        code, _, err = run_cli(capsys, *command, "--output", tmp_path / "store-link")
+        assert_clean_error(code, err, "symbolic link")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.parametrize("store, output, words", [
+    ("same.tsv", "same.tsv", "would hold the output"),
+    ("st", "st/x.tsv", "would hold the output"),
+    ("RUN/checkpoints/st", "o.tsv", "inside an input folder"),
+])
+def test_a_store_is_refused_where_it_would_clash(run_copy, tmp_path, capsys, monkeypatch, store, output, words):
+    from kgtracin.scoring import Scorer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: pytest.fail("computed before refusing the store"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--store", store.replace("RUN", str(run_copy)),
+                                             "--output", output))
+    assert_clean_error(code, err, words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (run_copy / "checkpoints" / "st").exists()
+
+
+def test_parents_named_through_dot_dot_are_not_created(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *_explain(run, "--output", "nx1/../o.tsv"))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tsv"]
+
+
+def test_jsonl_keeps_every_digit(run, tmp_path, capsys):
+    out = tmp_path / "o.jsonl"
+    code, _, err = run_cli(capsys, *_explain(run, "--output", out))
+    assert code == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    loaded = load_run(run)
+    api = TracIn.from_run(run, progress=False).influence(loaded.splits["testing"][:2], top_k=3)
+    proponents = [r["influence"] for r in records if r["kind"] == "proponent"]
+    assert proponents == api.proponents.scores.double().reshape(-1).tolist()
+
+
+def test_a_checkpoint_replaced_in_place_is_other_work(run_copy, tmp_path):
+    loaded = load_run(run_copy)
+    test = loaded.splits["testing"][:2]
+    store = tmp_path / "store"
+    TracIn.from_run(run_copy, progress=False, shard_size=400).influence(test, top_k=3, store=store)
+    first, second = sorted((run_copy / "checkpoints").iterdir())
+    stat_before = second.stat()
+    shutil.copyfile(first, second)  # same size, same time: only the content tells
+    os.utime(second, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    resumed = TracIn.from_run(run_copy, progress=False, shard_size=400).influence(test, top_k=3, store=store)
+    fresh = TracIn.from_run(run_copy, progress=False, shard_size=400).influence(test, top_k=3)
+    assert torch.equal(resumed.proponents.scores, fresh.proponents.scores)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seed", "-1"], ["--seed"]),
+    (["--learning-rate", "inf"], ["--learning-rate"]),
+    (["--batch-size", "99999999999999999999"], ["--batch-size"]),
+    (["--model", "ConvE", "--embedding-dim", "7"], ["cannot build model ConvE"]),
+])
+def test_train_refuses_settings_it_cannot_use(tmp_path, capsys, args, words):
+    code, _, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--epochs", "1", *args,
+                           "--output", tmp_path / "run")
+    assert_clean_error(code, err, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def _edit_manifest(run_dir, change):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    change(manifest)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest).replace('"HUGE"', "1" + "0" * 400))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m["model_kwargs"].update(embedding_dim=-1), ["cannot build model"]),
+    (lambda m: m["model_kwargs"].update(embedding_dim=0), ["cannot build model"]),
+    (lambda m: m["model_kwargs"].update(loss="NoSuchLoss"), ["cannot build model"]),
+    (lambda m: m["checkpoints"][0].update(learning_rate="HUGE"), ["checkpoint 1 learning_rate"]),
+    (lambda m: m.update(seed=-5), ["'seed'"]),
+    (lambda m: m.update(final_model="checkpoints"), ["is a folder"]),
+    (lambda m: m["checkpoints"][0].update(file="checkpoints"), ["is a folder"]),
+])
+def test_a_tampered_manifest_is_one_line(run_copy, tmp_path, capsys, change, words):
+    _edit_manifest(run_copy, change)
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, *words)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("meta", ["meta device"]),
+    ("complex", ["complex"]),
+    ("nan-final", ["NaN or infinite", "model.pt"]),
+    ("huge", ["overflow"]),
+    ("random-final", ["corrupt"]),
+])
+def test_damaged_weights_are_one_line(run_copy, tmp_path, capsys, damage, words):
+    checkpoint = sorted((run_copy / "checkpoints").iterdir())[0]
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    if damage == "meta":
+        torch.save({k: v.to("meta") for k, v in state.items()}, checkpoint)
+    elif damage == "complex":
+        torch.save({k: v.to(torch.complex64) if k == name else v for k, v in state.items()}, checkpoint)
+    elif damage == "nan-final":
+        final = torch.load(run_copy / "model.pt", weights_only=True)
+        final[name][0] = float("nan")
+        torch.save(final, run_copy / "model.pt")
+    elif damage == "huge":
+        torch.save({k: torch.full_like(v, 1e30) if v.is_floating_point() else v for k, v in state.items()},
+                   checkpoint)
+    else:
+        (run_copy / "model.pt").write_bytes(os.urandom(4096).replace(b"\x80", b"\x00"))
+    code, _, err = run_cli(capsys, *_explain(run_copy, "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, *words)
+    assert "pickled" not in err and "Warning" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "run") == []
+
+
+def test_more_misleading_messages(run, tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("mine")
+    code, _, err = run_cli(capsys, *_explain(run, "--checkpoint-dir", tmp_path / "precious.txt",
+                                             "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "is a file, not a folder")
+    code, _, err = run_cli(capsys, *_explain(run, "--output", tmp_path / ".tsv"))
+    assert_clean_error(code, err, "needs a name before its suffix")
+    code, _, err = run_cli(capsys, *_explain(run, "--learning-rate", "5", "--output", tmp_path / "o.tsv"))
+    assert_clean_error(code, err, "--learning-rate", "record their own")
+    code, _, err = run_cli(capsys, "explain", run, "--triple", "brazil", "embassy", "usa", "--n", "3", "--output",
+                           tmp_path / "o.tsv")
+    assert_clean_error(code, err, "--n goes with --predict")

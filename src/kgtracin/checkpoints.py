@@ -27,7 +27,7 @@ from torch import nn
 from .errors import KGTracinError
 
 __all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load", "read_checkpoint_folder",
-           "recorded_learning_rate"]
+           "recorded_learning_rate", "check_state"]
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike]
 
@@ -117,11 +117,12 @@ def safe_load(path: Path, trust_pickle: bool = False) -> Any:
 
     :raises KGTracinError: for a corrupt file, or one that holds pickled objects when ``trust_pickle`` is False
     """
+    if path.is_dir():
+        raise KGTracinError(f"model file {path} is a folder, not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
-        if not trust_pickle and "weights only load failed" in str(error).lower() and "invalid load key" not in str(
-                error).lower():
+        if not trust_pickle and _is_pickle(path):
             raise KGTracinError(
                 f"{path} holds pickled Python objects (such as a whole model), which can run code when loaded; "
                 "kgtracin reads state dicts only, unless you pass --trust-pickle (API: trust_pickle=True) for a "
@@ -132,6 +133,35 @@ def safe_load(path: Path, trust_pickle: bool = False) -> Any:
         raise KGTracinError(f"cannot read {path}: permission denied") from None
     except _LOAD_ERRORS as error:
         raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether a file is a well-formed torch save (a zip holding ``data.pkl``) or a legacy pickle: then a
+    ``weights_only`` failure means it holds Python objects; anything else is a corrupt file."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith("data.pkl") for name in archive.namelist())
+        with open(path, "rb") as handle:
+            return handle.read(1) == b"\x80"
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def check_state(state: Mapping[str, torch.Tensor], model: nn.Module | None, where: str) -> None:
+    """Refuse a state with NaN or infinite weights, tensors without data, or complex tensors for real parameters.
+
+    :raises KGTracinError: naming ``where`` and the tensor
+    """
+    own = model.state_dict() if model is not None else {}
+    for name, tensor in state.items():
+        if tensor.is_meta:
+            raise KGTracinError(f"{where} holds tensors without data ({name} is on the meta device)")
+        if name in own and tensor.is_complex() != own[name].is_complex():
+            raise KGTracinError(f"{where}: {name} is {tensor.dtype}, but the model's is {own[name].dtype}")
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise KGTracinError(f"{where} holds NaN or infinite weights ({name}); training diverged there, and no "
+                                "influence can be computed from it")
 
 
 def load_state_dict_file(path: str | os.PathLike, trust_pickle: bool = False) -> Mapping[str, torch.Tensor]:
@@ -145,6 +175,8 @@ def load_state_dict_file(path: str | os.PathLike, trust_pickle: bool = False) ->
 
 
 def _read(path: Path, trust_pickle: bool) -> Any:
+    if path.is_dir():
+        raise KGTracinError(f"checkpoint file {path} is a folder, not a file")
     if not path.is_file():
         raise KGTracinError(f"checkpoint file {path} does not exist")
     return safe_load(path, trust_pickle)
@@ -173,6 +205,8 @@ def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | 
         when none is given, or one saved for other labels
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise KGTracinError(f"checkpoint directory {directory} is a file, not a folder")
     if not directory.is_dir():
         raise KGTracinError(f"checkpoint directory {directory} does not exist")
     files = sorted(p for p in directory.iterdir()
@@ -203,12 +237,8 @@ def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device |
     :raises KGTracinError: when the state does not fit the model
     """
     state = checkpoint.load_state()
-    for name, tensor in state.items():
-        if tensor.is_floating_point() or tensor.is_complex():
-            if not bool(torch.isfinite(tensor).all()):
-                where = checkpoint.state if isinstance(checkpoint.state, (str, os.PathLike)) else "a checkpoint"
-                raise KGTracinError(f"checkpoint {where} holds NaN or infinite weights ({name}); training diverged "
-                                    "there, and no influence can be computed from it")
+    where = f"checkpoint {checkpoint.state}" if isinstance(checkpoint.state, (str, os.PathLike)) else "a checkpoint"
+    check_state(state, model, where)
     replica = copy.deepcopy(model)
     try:
         replica.load_state_dict(state)

@@ -47,10 +47,16 @@ def load_dataset(name: str):
     except (KeyError, ValueError):
         names = dataset_names()
         raise KGTracinError(f"unknown dataset {name!r}; PyKEEN knows {', '.join(names)}") from None
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger(__name__).info("loading dataset %s (PyKEEN downloads it on first use)", name)
     try:
-        dataset = cls()
-        for split in ("training", "validation", "testing"):  # PyKEEN downloads and reads lazily, on first access
-            getattr(dataset, split)
+        with contextlib.redirect_stderr(io.StringIO()):  # a failed download's progress bar is not the error
+            dataset = cls()
+            for split in ("training", "validation", "testing"):  # PyKEEN downloads and reads lazily
+                getattr(dataset, split)
         return dataset
     except Exception as error:  # noqa: BLE001 - a download or a parse failed: say which, and where files go
         reason = " ".join(str(error).split())[:160]

@@ -9,6 +9,8 @@ created when the result is written.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import stat
 from collections.abc import Iterable
@@ -32,12 +34,12 @@ GENERATOR_TAG = '<meta name="generator" content="kgtracin">'
 def _written_by_kgtracin(path: Path) -> bool:
     """Whether an existing file is empty or one of kgtracin's own results (by its header)."""
     try:
+        if path.stat().st_size == 0:
+            return True
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError:
         return False
-    if not head.strip():
-        return True
     text = head.decode("utf-8", errors="replace")
     first = text.splitlines()[0] if text else ""
     if path.suffix.lower() == ".tsv":
@@ -106,9 +108,14 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORM
         non-file, an existing file kgtracin did not write, or an input
     """
     path = Path(path)
+    if path.name.lower() in suffixes:
+        raise KGTracinError(f"output {path} needs a name before its suffix, e.g. result{path.name}")
     if path.suffix.lower() not in suffixes:
         raise KGTracinError(f"output {path} must end in {' or '.join(suffixes)}")
     _check_name_lengths(path)
+    if path.is_symlink():
+        raise KGTracinError(f"output {path} is a symbolic link; give the file itself (kgtracin does not write "
+                            "through links)")
     if path.is_dir():
         raise KGTracinError(f"output {path} is a directory")
     ancestor = _existing_ancestor(path.absolute().parent)
@@ -146,10 +153,11 @@ def _write_atomically(path: Path, write, suffixes: tuple[str, ...]) -> Path:
     on failure. If a file that kgtracin did not write appeared at ``path`` meanwhile, the result goes to
     ``NAME-1.SUFFIX`` instead and the error says so."""
     check_output(path, suffixes)
-    created = ensure_folder(path.absolute().parent, str(path))
+    given, path = path, Path(os.path.abspath(path))  # "new/../x.tsv" is x.tsv: "new" is never made
+    created = ensure_folder(path.parent, str(given))
     tmp = None
     try:
-        tmp = temporary_file(path.absolute())
+        tmp = temporary_file(path)
         write(tmp)
         apply_umask(tmp)
         target = path
@@ -161,12 +169,12 @@ def _write_atomically(path: Path, write, suffixes: tuple[str, ...]) -> Path:
             tmp.unlink(missing_ok=True)
         remove_created(created)
         if isinstance(error, OSError):
-            raise KGTracinError(f"cannot write {path}: {error.strerror or error}") from None
+            raise KGTracinError(f"cannot write {given}: {error.strerror or error}") from None
         raise
     if target != path:
-        raise KGTracinError(f"output {path} appeared during the run and was not written by kgtracin; the result "
+        raise KGTracinError(f"output {given} appeared during the run and was not written by kgtracin; the result "
                             f"is in {target}")
-    return path
+    return given
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -174,10 +182,18 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise KGTracinError(f"output {path} must end in {' or '.join(FORMATS)}")
-    if FORMATS[path.suffix.lower()] == "tsv":
-        return _write_atomically(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False), tuple(FORMATS))
-    return _write_atomically(path, lambda tmp: frame.to_json(tmp, orient="records", lines=True, force_ascii=False),
-                             tuple(FORMATS))
+    if FORMATS[path.suffix.lower()] == "tsv":  # labels come from TSV files: no tab or newline to quote
+        return _write_atomically(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE),
+                                 tuple(FORMATS))
+    return _write_atomically(path, lambda tmp: _write_jsonl(frame, tmp), tuple(FORMATS))
+
+
+def _write_jsonl(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """One JSON object per row, numbers written exactly (``json`` keeps every digit a float needs)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in frame.to_dict(orient="records"):
+            handle.write(json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in record.items()},
+                                    ensure_ascii=False) + "\n")
 
 
 def write_text(text: str, path: str | os.PathLike, suffixes: tuple[str, ...] = (".html",)) -> Path:

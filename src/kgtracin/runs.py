@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checkpoints import Checkpoint, load_state_dict_file, read_checkpoint_folder
+from .checkpoints import (
+    Checkpoint,
+    check_state,
+    load_state_dict_file,
+    read_checkpoint_folder,
+)
 from .errors import KGTracinError
 from .triples import Labels, read_labeled_triples
 
@@ -141,6 +147,8 @@ def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
     model_kwargs = _field(manifest, where, "model_kwargs", dict, "an object of model arguments", {})
     inverse = _field(manifest, where, "inverse_triples", bool, "true or false")
     seed = _field(manifest, where, "seed", int, "an integer", 0)
+    if not 0 <= seed < 2**32:
+        raise KGTracinError(f"{where}: field 'seed' must be an integer from 0 to 2**32 - 1, got {seed}")
     final = _inside(path, _field(manifest, where, "final_model", str, "a file name"), "final_model", where)
     entries = _field(manifest, where, "checkpoints", list, "a list of {file, learning_rate}")
     labels = Labels(read_labels(path / "entities.tsv"), read_labels(path / "relations.tsv"))
@@ -152,9 +160,12 @@ def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
                              create_inverse_triples=inverse)
     try:
         model = model_resolver.make(model_name, model_kwargs, triples_factory=factory, random_seed=seed)
-    except (TypeError, ValueError) as error:
-        raise KGTracinError(f"{where}: cannot build model {model_name} from model_kwargs ({error})") from None
+    except Exception as error:  # noqa: BLE001 - any failure comes from the manifest's model_kwargs
+        detail = " ".join(str(error).split())[:160]
+        raise KGTracinError(f"{where}: cannot build model {model_name} from model_kwargs "
+                            f"({type(error).__name__}: {detail})") from None
     state = load_state_dict_file(final, trust_pickle=trust_pickle)
+    check_state(state, model, f"model file {final}")
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -165,8 +176,15 @@ def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
             raise KGTracinError(f"{where}: checkpoint {number} must be an object {{file, learning_rate}}")
         file = _inside(path, entry.get("file"), f"checkpoint {number} file", where)
         rate = entry.get("learning_rate")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-            raise KGTracinError(f"{where}: checkpoint {number} learning_rate must be a number, got {rate!r:.60}")
+        try:
+            ok = not isinstance(rate, bool) and isinstance(rate, (int, float)) and 0 < float(rate) < math.inf
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise KGTracinError(f"{where}: checkpoint {number} learning_rate must be a positive number, got "
+                                f"{rate!r:.60}")
+        if file.is_dir():
+            raise KGTracinError(f"checkpoint file {file} is a folder, not a file")
         if not file.is_file():
             raise KGTracinError(f"checkpoint file {file} is missing")
         checkpoints.append(Checkpoint(str(file), float(rate), trust_pickle))

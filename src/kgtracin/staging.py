@@ -153,6 +153,7 @@ def ensure_folder(folder: Path, what: str) -> list[Path]:
 
     :raises KGTracinError: when a parent is a file or cannot be written
     """
+    folder = Path(os.path.normpath(os.path.abspath(folder)))  # "new/../x" must not create "new"
     missing = []
     current = folder
     while not current.exists():

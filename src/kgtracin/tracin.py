@@ -8,7 +8,6 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -279,9 +278,12 @@ class TracIn:
             return sha.hexdigest()
 
         def checkpoint_id(c: Checkpoint) -> list:
-            if isinstance(c.state, (str, os.PathLike)):
-                stat = Path(c.state).stat()
-                return [str(Path(c.state).resolve()), stat.st_size, stat.st_mtime_ns, c.learning_rate]
+            if isinstance(c.state, (str, os.PathLike)):  # by content: a file replaced in place is other work
+                sha = hashlib.sha1()
+                with open(c.state, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        sha.update(chunk)
+                return [sha.hexdigest(), c.learning_rate]
             return [digest(*c.state.values()), c.learning_rate]
 
         return {

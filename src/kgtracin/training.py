@@ -71,12 +71,14 @@ class TrainingConfig:
         if isinstance(self.epochs, int) and self.epochs >= 1 and self.checkpoints is None:
             object.__setattr__(self, "checkpoints", min(5, self.epochs))
         for name in ("epochs", "checkpoints", "batch_size"):
-            if getattr(self, name) < 1:
-                raise KGTracinError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) < 2**31:
+                raise KGTracinError(f"--{name.replace('_', '-')} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise KGTracinError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
         if self.checkpoints > self.epochs:
             raise KGTracinError(f"--checkpoints ({self.checkpoints}) cannot exceed --epochs ({self.epochs})")
-        if not self.learning_rate > 0:
-            raise KGTracinError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < float("inf"):
+            raise KGTracinError(f"--learning-rate must be a positive number, got {self.learning_rate}")
         if self.embedding_dim is not None and self.embedding_dim < 1:
             raise KGTracinError(f"--embedding-dim must be >= 1, got {self.embedding_dim}")
         if self.checkpoint_schedule not in ("linear", "log"):
@@ -206,8 +208,12 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     set_random_seed(config.seed)
     try:
         model = model_resolver.make(config.model, model_kwargs, triples_factory=factory, random_seed=config.seed)
-    except (TypeError, ValueError) as error:
-        raise KGTracinError(f"cannot build model {config.model}: {error}") from None
+        with torch.no_grad():  # a model that cannot score (e.g. ConvE with too small an embedding) fails here
+            model.eval().score_hrt(factory.mapped_triples[:2].to(next(model.parameters()).device))
+        model.train()
+    except (TypeError, ValueError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise KGTracinError(f"cannot build model {config.model} with these settings: {detail}") from None
     optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
     loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
     loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
@@ -259,6 +265,8 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
 
 def check_new_folder(output: Path) -> None:
     """Refuse an output folder that exists and is not empty, or whose nearest existing parent is not writable."""
+    if output.is_symlink():
+        raise KGTracinError(f"output {output} is a symbolic link; give the folder itself")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise KGTracinError(f"output {output} already exists and is not an empty directory")
     ancestor = output.absolute().parent

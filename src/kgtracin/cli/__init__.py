@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +33,7 @@ from .options import (
     triple_options,
     verbose_option,
 )
-from .selection import choose_triples, model_view, print_table
+from .selection import check_store_path, choose_triples, model_view, print_table
 
 __all__ = ["cli", "main"]
 
@@ -131,6 +132,8 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
 
     output_path = check_output(output, inputs=[("the test file", test_file)],
                                input_folders=run_folders(run_dir, run_source))
+    if store is not None:
+        check_store_path(store, output_path, run_folders(run_dir, run_source))
     device = local_device(device)
     distributed = init_from_env(device)
     rank, _ = world()
@@ -143,8 +146,12 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
                     progress=rank == 0, loss=loss, normalize=None if normalize == "none" else normalize,
                     projection_dim=projection_dim, projection_seed=projection_seed)
     if store is None:  # one store per output: a second process writing the same output is refused
-        store = output_path.absolute().parent / f".{short_name(output_path.name)}.kgtracin-store"
-    result = tracin.influence(test, top_k=top_k, store=store)
+        store = Path(os.path.abspath(output_path)).parent / f".{short_name(output_path.name)}.kgtracin-store"
+    try:
+        result = tracin.influence(test, top_k=top_k, store=store)
+    except KGTracinError:
+        remove_store(store, unless_resumable=True)  # a store with finished shards is kept for the re-run
+        raise
     if rank == 0:
         scores, ranks = model_view(run, test, head=bool(predict_head))
         notes = unseen_notes(test, run.training_triples)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from pathlib import Path
 
 import click
 
 from ..config import DEFAULT_NORMALIZE, PRECISIONS
+from ..errors import KGTracinError
 
 __all__ = ["run_options", "open_run", "triple_options", "run_folders", "dataset_option"]
 
 
 def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    if not verbose:  # PyKEEN's advice on its own settings; -v shows it
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pykeen(\.|$)")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import pykeen  # noqa: F401 - PyKEEN sets its own logger level on import, so import it first
 
@@ -116,8 +120,9 @@ def run_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, trust_pickle, checkpoint_dir, checkpoint_learning_rate, run_dataset, **kwargs):
-        if checkpoint_learning_rate is not None and not checkpoint_learning_rate > 0:
-            raise click.BadParameter(f"must be > 0, got {checkpoint_learning_rate}", param_hint="--learning-rate")
+        if checkpoint_learning_rate is not None and not 0 < checkpoint_learning_rate < float("inf"):
+            raise click.BadParameter(f"must be a positive number, got {checkpoint_learning_rate}",
+                                     param_hint="--learning-rate")
         source = dict(trust_pickle=trust_pickle, checkpoint_dir=checkpoint_dir,
                       learning_rate=checkpoint_learning_rate, dataset=run_dataset)
         return command(*args, run_source=source, **kwargs)
@@ -138,8 +143,12 @@ def run_folders(run_dir, run_source: dict) -> list[tuple[str, object]]:
 
 def open_run(run_dir, run_source: dict):
     """The run, loaded with the command's run options."""
-    from ..runs import load_run
+    from ..runs import MANIFEST, load_run
 
+    if (run_source.get("learning_rate") is not None and run_source.get("checkpoint_dir") is None
+            and (Path(run_dir) / MANIFEST).is_file()):
+        raise KGTracinError("--learning-rate is for checkpoint files that record none (a PyKEEN folder's, or "
+                            "--checkpoint-dir); a kgtracin run's checkpoints record their own")
     return load_run(run_dir, **run_source)
 
 
@@ -153,8 +162,8 @@ _TRIPLE_OPTIONS = (
                  help="explain the model's top --n tails of (H, R, ?) that are not training triples"),
     click.option("--predict-head", nargs=2, default=None, metavar="R T",
                  help="explain the model's top --n heads of (?, R, T) that are not training triples"),
-    click.option("--n", "num_predictions", type=int, default=3, show_default=True, callback=_positive,
-                 help="with --predict / --predict-head: how many predictions"),
+    click.option("--n", "num_predictions", type=int, default=None, callback=_positive,
+                 help="with --predict / --predict-head: how many predictions [default: 3]"),
 )
 
 

@@ -7,13 +7,13 @@ import click
 
 from ..errors import KGTracinError
 
-__all__ = ["choose_triples", "print_table", "model_view", "SHOWN_PER_KIND"]
+__all__ = ["choose_triples", "print_table", "model_view", "check_store_path", "SHOWN_PER_KIND"]
 
 #: proponents and opponents printed per test triple (the output file holds all of them)
 SHOWN_PER_KIND = 3
 
 
-def choose_triples(run, triples, test_file, split, limit, predict=None, predict_head=None, n=3):
+def choose_triples(run, triples, test_file, split, limit, predict=None, predict_head=None, n=None):
     """The test triples the user chose, as dataset ids. :return: shape: (M, 3), dtype: long"""
     import torch
 
@@ -25,6 +25,9 @@ def choose_triples(run, triples, test_file, split, limit, predict=None, predict_
                             "--predict H R or --predict-head R T")
     if limit is not None and split is None:
         raise KGTracinError("--limit goes with --split (the first N triples of a saved split)")
+    if n is not None and not (predict or predict_head):
+        raise KGTracinError("--n goes with --predict or --predict-head")
+    n = 3 if n is None else n
     if predict or predict_head:
         from ..predictions import KnownTriples, top_predictions
 
@@ -48,6 +51,22 @@ def choose_triples(run, triples, test_file, split, limit, predict=None, predict_
     if limit is not None:
         test = test[:limit]
     return test
+
+
+def check_store_path(store, output, folders) -> None:
+    """Refuse a ``--store`` that is or holds the output, lies inside an input folder, or is a symbolic link."""
+    import os
+
+    from ..outputs import check_not_input
+
+    real_store, real_output = os.path.realpath(store), os.path.realpath(output)
+    if real_store == real_output or real_output.startswith(real_store.rstrip(os.sep) + os.sep):
+        raise KGTracinError(f"--store {store} would hold the output {output}; give the store its own folder")
+    try:
+        check_not_input(store, folders=folders)
+    except KGTracinError:
+        raise KGTracinError(f"--store {store} lies inside an input folder (the run directory or the checkpoint "
+                            "folder); give a folder outside it") from None
 
 
 def model_view(run, test, head: bool = False):

@@ -339,6 +339,9 @@ class FastComputer(GradientComputer):
             # linear in the candidate: the model's own score of the true candidate is <q, x_target>
             expected = full.gather(1, target.unsqueeze(1)).squeeze(1)
             scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
+            if not (bool(torch.isfinite(full).all()) and bool(torch.isfinite(scores).all())):
+                raise KGTracinError(f"{type(model).__name__}: the model's scores overflow (they are not finite): its "
+                                    "weights are too large for the compute precision")
             if not bool(((scores.detach() - expected).abs() <= torch.finfo(full.dtype).eps ** 0.5 * (1.0 + scale))
                         .all()):
                 raise KGTracinError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "

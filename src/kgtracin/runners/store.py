@@ -59,7 +59,9 @@ class StoreFolder:
     """
 
     def __init__(self, path: str | os.PathLike, rank: int = 0):
-        self.path = Path(path)
+        self.path = Path(os.path.abspath(path))  # "new/../store" must not create "new"
+        if self.path.is_symlink():
+            raise KGTracinError(f"store {self.path} is a symbolic link; give the folder itself")
         if self.path.exists() and not self.path.is_dir():
             raise KGTracinError(f"store {self.path} exists and is not a folder")
         if self.path.is_dir() and not _is_store(self.path):
@@ -196,12 +198,16 @@ def _remove_own_files(folder: Path) -> None:
                 file.unlink(missing_ok=True)
 
 
-def remove_store(path: str | os.PathLike) -> None:
+def remove_store(path: str | os.PathLike, unless_resumable: bool = False) -> None:
     """Delete a store once its result is safely written: only the files kgtracin wrote in it, and the folder
     only when kgtracin created it and nothing else is in it. A folder that is not a kgtracin store is left alone.
+
+    :param unless_resumable: keep a store that holds finished shards (after a failure, for the re-run)
     """
     path = Path(path)
     if not path.is_dir() or path.is_symlink() or not _is_store(path):
+        return
+    if unless_resumable and any(path.rglob("shard_*.pt")):
         return
     created = json.loads((path / OWNER).read_text(encoding="utf-8")).get("created_folder") is True
     for block in path.glob(f"{_BLOCK_PREFIX}*"):
