@@ -790,7 +790,8 @@ def test_damaged_weights_are_one_line(run_copy, tmp_path, capsys, damage, words)
         torch.save({k: torch.full_like(v, 1e30) if v.is_floating_point() else v for k, v in state.items()},
                    checkpoint)
     else:
-        (run_copy / "model.pt").write_bytes(os.urandom(4096).replace(b"\x80", b"\x00"))
+        noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+        (run_copy / "model.pt").write_bytes(bytes(noise.tolist()).replace(b"\x80", b"\x00"))
     code, _, err = run_cli(capsys, *_explain(run_copy, "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, *words)
     assert "pickled" not in err and "Warning" not in err
