@@ -51,7 +51,7 @@ def main() -> None:
     if not (graph / "train.tsv").is_file():
         subprocess.run([sys.executable, str(HERE / "wordnet_graph.py"), "--output", str(graph)]
                        + (["--strict"] if options.strict else []), check=True)
-    run = work / f"run-{options.model.lower()}-{options.epochs}"
+    run = work / f"run-{options.model.lower()}-{options.epochs}-{time.strftime('%Y%m%d-%H%M%S')}"
     train = ["train", "--training", str(graph / "train.tsv"), "--validation", str(graph / "valid.tsv"),
              "--testing", str(graph / "test.tsv"), "--model", options.model, "--epochs", str(options.epochs),
              "--output", str(run)]

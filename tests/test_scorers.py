@@ -19,14 +19,19 @@ def _model(name: str, inverse: bool):
     return model.double(), factory
 
 
+@pytest.mark.parametrize("name", ["DistMult", "ComplEx"])
 @pytest.mark.parametrize("inverse", [False, True])
-def test_distmult_scores_and_gradients_match_pykeens_forward(inverse):
-    model, factory = _model("DistMult", inverse)
+def test_scores_and_gradients_match_pykeens_forward(name, inverse):
+    model, factory = _model(name, inverse)
     reference = copy.deepcopy(model)
     assert use_matrix_products(model) == ["interaction"]
     assert type(model) is type(reference) and type(model.interaction) is type(reference.interaction)
     assert model.state_dict().keys() == reference.state_dict().keys()
-    batch = factory.mapped_triples[:37]
+    for size in (5, 37):  # fewer and more queries than Nations' 14 entities
+        _compare(model, reference, factory.mapped_triples[:size])
+
+
+def _compare(model, reference, batch):
     for method, args in (("score_t", batch[:, :2]), ("score_h", batch[:, 1:]), ("score_hrt", batch)):
         ours, theirs = getattr(model, method)(args), getattr(reference, method)(args)
         assert ours.shape == theirs.shape
@@ -38,9 +43,10 @@ def test_distmult_scores_and_gradients_match_pykeens_forward(inverse):
             p.grad, q.grad = None, None
 
 
+@pytest.mark.parametrize("name", ["DistMult", "ComplEx"])
 @pytest.mark.parametrize("batch", [5, 37])  # fewer and more queries than Nations' 14 entities
-def test_no_broadcast_temporary_when_scoring_all_heads_or_tails(batch):
-    model, factory = _model("DistMult", False)
+def test_no_broadcast_temporary_when_scoring_all_heads_or_tails(name, batch):
+    model, factory = _model(name, False)
     use_matrix_products(model)
     seen = []
     original_mul = torch.Tensor.__mul__

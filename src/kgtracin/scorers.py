@@ -9,8 +9,9 @@ at d = 200, and an LCWA epoch takes about an hour on two cores. The same scores 
 instance (:func:`matrix_products` does it for the length of a ``with`` block: training, evaluation and the
 model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forward): the model keeps its class and its state dict (the interaction holds no parameters), and every score
 and gradient is the same up to floating-point rounding (tested against PyKEEN's own forward in float64).
-ComplEx already contracts with ``einsum``. Interactions whose scores are distances (TransE, RotatE with a p-norm)
-have no exact matrix-product form and are left as they are.
+ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets the same form on complex numbers.
+Interactions whose scores are distances (TransE, RotatE with a p-norm) have no exact matrix-product form and are
+left as they are.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from torch import nn
 __all__ = ["use_matrix_products", "matrix_products", "MATRIX_PRODUCT_FORMS"]
 
 
-def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _trilinear(h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``sum_d h_d r_d t_d`` over broadcast batch shapes, as a contraction (no ``(*batch, d)`` temporary).
 
     The two operands whose product is smallest are multiplied first (``h * r`` when scoring all tails, ``r * t``
     when scoring all heads), and the product is contracted with the third by a matrix product (``torch.einsum``
-    for other broadcast shapes; it is about 3.5 times slower forward and backward than ``@`` on 38k entities).
+    for other broadcast shapes; ``benchmarks/train_scorer.py`` times it against the bound).
 
-    :param h: shape: ``(*batch_dims, d)``
+    :param h: shape: ``(*batch_dims, d)``, real or complex
     :param r: shape: ``(*batch_dims, d)``
     :param t: shape: ``(*batch_dims, d)``
     :return: shape: ``batch_dims``
@@ -49,8 +50,18 @@ def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.
     return torch.einsum("...d,...d->...", queries, last)
 
 
+def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """DistMult: ``sum_d h_d r_d t_d``. :return: shape: ``batch_dims``"""
+    return _trilinear(h, r, t)
+
+
+def _complex(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ComplEx: ``Re(sum_d h_d r_d conj(t_d))`` on complex representations. :return: shape: ``batch_dims``"""
+    return torch.real(_trilinear(h, r, torch.conj(t)))
+
+
 #: interaction class name -> its matrix-product forward
-MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult}
+MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex}
 
 
 def use_matrix_products(model: nn.Module) -> list[str]:

@@ -1,0 +1,70 @@
+"""Scoring all tails for training, against one matrix product: ``python benchmarks/train_scorer.py``.
+
+For each model, one LCWA step's scoring on a WordNet-sized table (37,876 entities, d = 200, 256 queries): the
+forward and backward pass of ``score_t`` followed by the cross-entropy, timed with PyKEEN's own forward and with
+kgtracin's matrix-product scorer (:mod:`kgtracin.scorers`), beside the bound: the same loss computed from one
+plain matrix product ``(B, d) @ (d, E)`` of leaf tensors. Best of 3 after a warm-up, in one process. Prints a
+Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from kgtracin.scorers import matrix_products
+
+ENTITIES, DIM, QUERIES, RELATIONS = 37_876, 200, 256, 11
+
+
+def _best(step, repeats: int = 3) -> float:
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _model(name: str):
+    from pykeen.models import model_resolver
+    from pykeen.triples import TriplesFactory
+
+    generator = torch.Generator().manual_seed(0)
+    triples = torch.stack([torch.randint(ENTITIES, (4 * ENTITIES,), generator=generator),
+                           torch.randint(RELATIONS, (4 * ENTITIES,), generator=generator),
+                           torch.randint(ENTITIES, (4 * ENTITIES,), generator=generator)], dim=1)
+    factory = TriplesFactory(triples, {str(i): i for i in range(ENTITIES)}, {str(i): i for i in range(RELATIONS)})
+    return model_resolver.make(name, dict(embedding_dim=DIM), triples_factory=factory, random_seed=0), triples
+
+
+def main() -> None:
+    targets = torch.randint(ENTITIES, (QUERIES,), generator=torch.Generator().manual_seed(1))
+    bound_queries = torch.randn(QUERIES, DIM, requires_grad=True)
+    bound_table = torch.randn(ENTITIES, DIM, requires_grad=True)
+    bound = _best(lambda: torch.nn.functional.cross_entropy(bound_queries @ bound_table.T, targets).backward())
+    print(f"Measured by `python benchmarks/train_scorer.py` on {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
+    print(f"| model | PyKEEN's forward | kgtracin's | one matrix product (bound) | kgtracin / bound |\n"
+          f"| --- | --- | --- | --- | --- |")
+    for name in ("DistMult", "ComplEx", "ConvE"):
+        model, triples = _model(name)
+        model.train()
+        hr = triples[:QUERIES, :2]
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model.score_t(hr), targets).backward()
+
+        theirs = _best(step)
+        with matrix_products(model):
+            ours = _best(step)
+        print(f"| {name} | {theirs:.3f} s | {ours:.3f} s | {bound:.3f} s | {ours / bound:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
