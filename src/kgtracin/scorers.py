@@ -9,7 +9,7 @@ at d = 200, and an LCWA epoch takes about an hour on two cores. The same scores 
 instance (:func:`matrix_products` does it for the length of a ``with`` block: training, evaluation and the
 model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forward): the model keeps its class and its state dict (the interaction holds no parameters), and every score
 and gradient is the same up to floating-point rounding (tested against PyKEEN's own forward in float64).
-ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets the same form on complex numbers.
+ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets one real matrix product of (re, im) rows.
 Interactions whose scores are distances (TransE, RotatE with a p-norm) have no exact matrix-product form and are
 left as they are.
 """
@@ -55,9 +55,27 @@ def _distmult(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.
     return _trilinear(h, r, t)
 
 
+def _pairs(x: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+    """Complex rows (n, d) as real rows (n, 2 d): ``(re_1, sign * im_1, re_2, sign * im_2, ...)``."""
+    parts = torch.view_as_real(x)
+    if sign != 1.0:
+        parts = parts * torch.tensor([1.0, sign], dtype=parts.dtype, device=parts.device)
+    return parts.reshape(x.shape[0], -1)
+
+
 def _complex(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """ComplEx: ``Re(sum_d h_d r_d conj(t_d))`` on complex representations. :return: shape: ``batch_dims``"""
-    return torch.real(_trilinear(h, r, torch.conj(t)))
+    """ComplEx: ``Re(sum_d h_d r_d conj(t_d))`` on complex representations. :return: shape: ``batch_dims``
+
+    All tails: with ``q = h r``, ``Re(q conj(t)) = q_re t_re + q_im t_im``, one real matrix product of rows of
+    length 2 d. All heads: with ``q = r conj(t)``, ``Re(h q) = h_re q_re - h_im q_im``. Other shapes: PyKEEN's
+    own contraction.
+    """
+    if h.dim() == r.dim() == t.dim() == 3:
+        if t.shape[0] == 1 and h.shape[1] == r.shape[1] == 1:
+            return _pairs((h * r)[:, 0]) @ _pairs(t[0]).transpose(0, 1)
+        if h.shape[0] == 1 and r.shape[1] == t.shape[1] == 1:
+            return _pairs((r * torch.conj(t)).resolve_conj()[:, 0], -1.0) @ _pairs(h[0]).transpose(0, 1)
+    return torch.real(torch.einsum("...d,...d,...d->...", h, r, torch.conj(t)))
 
 
 #: interaction class name -> its matrix-product forward
