@@ -16,10 +16,10 @@ def _model(name: str, inverse: bool):
 
     factory = Nations(create_inverse_triples=inverse).training
     model = model_resolver.make(name, dict(embedding_dim=12), triples_factory=factory, random_seed=3)
-    return model.double(), factory
+    return model.double().eval(), factory  # eval: ConvE's dropout would differ between two forwards
 
 
-@pytest.mark.parametrize("name", ["DistMult", "ComplEx"])
+@pytest.mark.parametrize("name", ["DistMult", "ComplEx", "ConvE"])
 @pytest.mark.parametrize("inverse", [False, True])
 def test_scores_and_gradients_match_pykeens_forward(name, inverse):
     model, factory = _model(name, inverse)
@@ -78,3 +78,17 @@ def test_models_without_a_matrix_product_form_are_left_alone():
     model, _ = _model("TransE", False)
     assert use_matrix_products(model) == []
     assert "forward" not in model.interaction.__dict__
+
+
+def test_conve_in_training_mode_draws_the_same_dropout():
+    model, factory = _model("ConvE", True)
+    reference = copy.deepcopy(model)
+    model.train(), reference.train()
+    use_matrix_products(model)
+    hr = factory.mapped_triples[:9, :2]
+    torch.manual_seed(11)
+    ours = model.score_t(hr)
+    torch.manual_seed(11)
+    theirs = reference.score_t(hr)
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(ours, model.eval().score_t(hr))  # dropout was on

@@ -78,8 +78,32 @@ def _complex(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.T
     return torch.real(torch.einsum("...d,...d,...d->...", h, r, torch.conj(t)))
 
 
+def _conve(self, h: torch.Tensor, r: torch.Tensor, t: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """ConvE: ``<fc(conv([h; r])), t> + b_t``, linear in the tail. For all tails, PyKEEN's forward runs as it is on
+    the batch's own (h, r) with the identity as the "tails" (so it returns ``x = fc(conv([h; r]))`` exactly, with
+    the same dropout draws), and ``x`` meets every tail in one matrix product. Other shapes: PyKEEN's forward.
+
+    :param h: shape: ``(*batch_dims, d)``
+    :param r: shape: ``(*batch_dims, d)``
+    :param t: the tail embeddings ``(*batch_dims, d)`` and biases ``batch_dims`` (or with a trailing 1)
+    :return: shape: ``batch_dims``
+    """
+    t_emb, t_bias = t
+    forward = type(self).forward
+    if (h.dim() == r.dim() == t_emb.dim() == 3 and h.shape[1] == r.shape[1] == 1 and t_emb.shape[0] == 1
+            and h.shape[0] == r.shape[0]):
+        dim = h.shape[-1]
+        identity = torch.eye(dim, dtype=t_emb.dtype, device=t_emb.device).unsqueeze(0)  # (1, d, d)
+        zeros = t_bias.new_zeros((1, dim) + tuple(t_bias.shape[2:]))
+        x = forward(self, h, r, (identity, zeros))  # (B, d) or (B, d, 1): x_i = <x, e_i> + 0, exactly
+        x = x.reshape(h.shape[0], dim)
+        return x @ t_emb[0].transpose(0, 1) + t_bias.reshape(1, -1)
+    return forward(self, h, r, t)
+
+
 #: interaction class name -> its matrix-product forward
-MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex}
+MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex,
+                        "ConvEInteraction": _conve}
 
 
 def use_matrix_products(model: nn.Module) -> list[str]:
