@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -58,3 +60,16 @@ def die_on_call(monkeypatch, n: int) -> list:
 
     monkeypatch.setattr(Scorer, "run_range", dying)
     return calls
+
+
+@pytest.fixture(scope="module")
+def distmult_run(run_factory):
+    """A small DistMult run on Nations (no inverse triples); copy it before changing it."""
+    return run_factory("DistMult", False)
+
+
+@pytest.fixture
+def distmult_run_copy(distmult_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(distmult_run, copy)
+    return copy

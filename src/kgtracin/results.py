@@ -98,6 +98,7 @@ class InfluenceResult:
             scores, ranks = (np.asarray(x.double().cpu()) for x in model_view)
             if np.all(ranks == np.round(ranks)):
                 ranks = ranks.astype(np.int64)
-            frame.insert(at, "test_rank" if rank_of == "tail" else "test_head_rank", ranks[frame["test_index"].to_numpy()])
+            name = "test_rank" if rank_of == "tail" else "test_head_rank"
+            frame.insert(at, name, ranks[frame["test_index"].to_numpy()])
             frame.insert(at, "test_score", scores[frame["test_index"].to_numpy()])
         return frame

@@ -7,7 +7,8 @@ at d = 200, and an LCWA epoch takes about an hour on two cores. The same scores 
 
 :func:`use_matrix_products` swaps such an interaction's ``forward`` for the contraction, on the model's own
 instance (:func:`matrix_products` does it for the length of a ``with`` block: training, evaluation and the
-model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forward): the model keeps its class and its state dict (the interaction holds no parameters), and every score
+model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forward): the model keeps its class
+and its state dict (the interaction holds no parameters), and every score
 and gradient is the same up to floating-point rounding (tested against PyKEEN's own forward in float64).
 ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets one real matrix product of (re, im) rows.
 Interactions whose scores are distances (TransE, RotatE with a p-norm) have no exact matrix-product form and are

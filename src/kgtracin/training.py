@@ -72,7 +72,8 @@ class TrainingConfig:
             object.__setattr__(self, "checkpoints", min(5, self.epochs))
         for name in ("epochs", "checkpoints", "batch_size"):
             if not 1 <= getattr(self, name) < 2**31:
-                raise KGTracinError(f"--{name.replace('_', '-')} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
+                flag = f"--{name.replace('_', '-')}"
+                raise KGTracinError(f"{flag} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise KGTracinError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
         if self.checkpoints > self.epochs:
