@@ -21,7 +21,7 @@ import pandas as pd
 from .errors import KGTracinError
 from .staging import apply_umask, ensure_folder, remove_created, temporary_file
 
-__all__ = ["check_output", "write_table", "write_text", "check_not_input", "GENERATOR_TAG"]
+__all__ = ["check_output", "check_new_folder", "write_table", "write_text", "check_not_input", "GENERATOR_TAG"]
 
 FORMATS = {".tsv": "tsv", ".jsonl": "jsonl"}
 
@@ -137,6 +137,18 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORM
             raise KGTracinError(f"output {path} exists and was not written by kgtracin; remove it or choose "
                                 "another name (kgtracin overwrites only its own results)")
     return path
+
+
+def check_new_folder(output: Path) -> None:
+    """Refuse an output folder that is a link, exists and is not empty, or whose nearest existing parent is not
+    a writable folder."""
+    if output.is_symlink():
+        raise KGTracinError(f"output {output} is a symbolic link; give the folder itself")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise KGTracinError(f"output {output} already exists and is not an empty directory")
+    ancestor = _existing_ancestor(output.absolute().parent)
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise KGTracinError(f"cannot write {output}: {ancestor} is not a writable folder")
 
 
 def _alternative(path: Path) -> Path:

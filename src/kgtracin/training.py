@@ -18,6 +18,7 @@ from . import __version__
 from .callbacks import learning_rate_of
 from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
+from .outputs import check_new_folder
 from .runs import MANIFEST, RUN_FORMAT, write_labels
 from .scorers import matrix_products
 from .staging import ensure_folder, make_staging, publish_folder, remove_created
@@ -262,16 +263,3 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
             raise KGTracinError(f"cannot write the run directory {output}: {error.strerror or error}") from None
         raise
     return output
-
-
-def check_new_folder(output: Path) -> None:
-    """Refuse an output folder that exists and is not empty, or whose nearest existing parent is not writable."""
-    if output.is_symlink():
-        raise KGTracinError(f"output {output} is a symbolic link; give the folder itself")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise KGTracinError(f"output {output} already exists and is not an empty directory")
-    ancestor = output.absolute().parent
-    while not ancestor.exists() and ancestor.parent != ancestor:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise KGTracinError(f"cannot write {output}: {ancestor} is not a writable folder")

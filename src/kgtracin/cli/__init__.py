@@ -130,10 +130,10 @@ def explain(run_dir, triples, test_file, split, limit, predict, predict_head, nu
     from ..staging import short_name
     from ..tracin import TracIn
 
-    output_path = check_output(output, inputs=[("the test file", test_file)],
-                               input_folders=run_folders(run_dir, run_source))
+    folders = run_folders(run_dir, run_source)
+    output_path = check_output(output, inputs=[("the test file", test_file)], input_folders=folders)
     if store is not None:
-        check_store_path(store, output_path, run_folders(run_dir, run_source))
+        check_store_path(store, output_path, folders)
     device = local_device(device)
     distributed = init_from_env(device)
     rank, _ = world()

@@ -116,9 +116,8 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
         run_noisy,
     )
     from ..evaluation.outputs import write_outputs
-    from ..outputs import check_not_input
+    from ..outputs import check_new_folder, check_not_input
     from ..runs import load_run
-    from ..training import check_new_folder
 
     if noisy is not None and not 0 < noisy < 1:
         raise KGTracinError(f"--noisy must be a fraction between 0 and 1, got {noisy}")
