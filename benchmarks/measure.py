@@ -15,10 +15,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workloads import WORK, load  # noqa: E402
-
-from kgtracin import Checkpoint, TracIn  # noqa: E402
-from kgtracin.adapters import ModelAdapter  # noqa: E402
+from kgtracin import Checkpoint, TracIn
+from kgtracin.adapters import ModelAdapter
+from workloads import WORK, load
 
 FC = ["interaction.hr1d.0.weight", "interaction.hr1d.0.bias"]
 
@@ -54,9 +53,15 @@ def one_epoch(spec) -> dict:
 def tracin(spec) -> dict:
     w = load(spec["workload"])
     train, test = w.train[: spec.get("n_train")], w.test[: spec["m"]]
-    kwargs = dict(parameters=params_of(spec), method=spec["method"], progress=False,
-                  precision=spec.get("precision"), compile=spec.get("compile", False), loss=spec.get("loss", "bce"),
-                  projection_dim=spec.get("projection_dim"))
+    kwargs = dict(
+        parameters=params_of(spec),
+        method=spec["method"],
+        progress=False,
+        precision=spec.get("precision"),
+        compile=spec.get("compile", False),
+        loss=spec.get("loss", "bce"),
+        projection_dim=spec.get("projection_dim"),
+    )
     if spec.get("slices"):  # time two slices of training triples, extrapolate linearly to all of them
         times = []
         for n in spec["slices"]:
@@ -73,8 +78,13 @@ def tracin(spec) -> dict:
         if per_triple <= 0:
             raise RuntimeError(f"slice timings {times} are not increasing in N; the machine was busy")
         fixed = max(t1 - per_triple * n1, 0.0)
-        return {"seconds": fixed + per_triple * train.shape[0], "extrapolated": True,
-                "slice_seconds": times, "per_triple_seconds": per_triple, "fixed_seconds": fixed}
+        return {
+            "seconds": fixed + per_triple * train.shape[0],
+            "extrapolated": True,
+            "slice_seconds": times,
+            "per_triple_seconds": per_triple,
+            "fixed_seconds": fixed,
+        }
     TracIn(w.model, train[:2048], **kwargs).influence(test[:2], top_k=10)  # warm-up on a small slice
     t = TracIn(w.model, train, **kwargs)
     t._scorer()
@@ -85,14 +95,17 @@ def tracin(spec) -> dict:
     result = t.influence(test, top_k=10)
     out = {"seconds": time.perf_counter() - start, "extrapolated": False}
     if spec.get("save"):  # the exact top-10, for the approximate runs of the same work to compare with
-        torch.save({"test": test, "proponents": result.proponents.indices, "opponents": result.opponents.indices},
-                   WORK / spec["save"])
+        torch.save(
+            {"test": test, "proponents": result.proponents.indices, "opponents": result.opponents.indices},
+            WORK / spec["save"],
+        )
     if spec.get("compare"):
         exact = torch.load(WORK / spec["compare"], weights_only=True)
         if not torch.equal(exact["test"], test):
             raise RuntimeError(f"{spec['compare']} holds other test triples")
-        out["top10_overlap"] = {kind: _overlap(getattr(result, kind).indices, exact[kind])
-                                for kind in ("proponents", "opponents")}
+        out["top10_overlap"] = {
+            kind: _overlap(getattr(result, kind).indices, exact[kind]) for kind in ("proponents", "opponents")
+        }
     return out
 
 
@@ -130,10 +143,16 @@ def captum(spec) -> dict:
 
     def captum_influence(n_train, n_test):
         dataset = TensorDataset(internal_train[:n_train], torch.ones(n_train))
-        tracer = TracInCP(wrapper, dataset, checkpoints=[str(path)], checkpoints_load_func=load_checkpoint,
-                          layers=["model.interaction.hr1d.0"],
-                          loss_fn=torch.nn.BCEWithLogitsLoss(reduction="sum"),
-                          batch_size=spec.get("batch_size", 128), sample_wise_grads_per_batch=True)
+        tracer = TracInCP(
+            wrapper,
+            dataset,
+            checkpoints=[str(path)],
+            checkpoints_load_func=load_checkpoint,
+            layers=["model.interaction.hr1d.0"],
+            loss_fn=torch.nn.BCEWithLogitsLoss(reduction="sum"),
+            batch_size=spec.get("batch_size", 128),
+            sample_wise_grads_per_batch=True,
+        )
         return tracer.influence((internal_test[:n_test], torch.ones(n_test)), k=None)
 
     captum_influence(256, 2)  # warm-up on a small slice, as for every contender
@@ -191,8 +210,11 @@ def _agreement(approx: torch.Tensor, exact: torch.Tensor, k: int = 10) -> dict:
     ra, re = ranks(approx), ranks(exact)
     ra, re = ra - ra.mean(1, keepdim=True), re - re.mean(1, keepdim=True)
     spearman = float(((ra * re).sum(1) / (ra.norm(dim=1) * re.norm(dim=1))).mean())
-    return {"top10_overlap": overlap, "spearman": spearman,
-            "relative_error": float((approx - exact).abs().max() / exact.abs().max())}
+    return {
+        "top10_overlap": overlap,
+        "spearman": spearman,
+        "relative_error": float((approx - exact).abs().max() / exact.abs().max()),
+    }
 
 
 KINDS = {"epoch": one_epoch, "tracin": tracin, "captum": captum, "precision": precision}

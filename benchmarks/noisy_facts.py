@@ -32,22 +32,40 @@ def main(models: list[str], fraction: float = 0.05, schedule: str = "log") -> No
     train, noisy = corrupt_tails(dataset.training.mapped_triples, fraction, dataset.num_entities, 0, known)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        files = {"training": train, "validation": dataset.validation.mapped_triples,
-                 "testing": dataset.testing.mapped_triples}
+        files = {
+            "training": train,
+            "validation": dataset.validation.mapped_triples,
+            "testing": dataset.testing.mapped_triples,
+        }
         for name, triples in files.items():
             write_labeled_triples(scratch / f"{name}.tsv", labels.to_labels(triples))
         for model in models:
-            path = train_run(scratch / model, TrainingConfig(model=model, checkpoint_schedule=schedule),
-                             **{name: str(scratch / f"{name}.tsv") for name in files}, progress=False)
+            path = train_run(
+                scratch / model,
+                TrainingConfig(model=model, checkpoint_schedule=schedule),
+                **{name: str(scratch / f"{name}.tsv") for name in files},
+                progress=False,
+            )
             run = load_run(path)
             assert torch.equal(run.labels.to_ids(labels.to_labels(train)), run.training_triples)
             epochs = [c["epoch"] for c in run.manifest["checkpoints"]]
-            print(f"{model}: trained on {fraction:.0%} corrupted tails ({int(noisy.sum())} triples), filtered test "
-                  f"MRR {run.manifest['evaluation']['mrr']:.3f}, checkpoints at epochs {epochs}", flush=True)
+            print(
+                f"{model}: trained on {fraction:.0%} corrupted tails ({int(noisy.sum())} triples), filtered test "
+                f"MRR {run.manifest['evaluation']['mrr']:.3f}, checkpoints at epochs {epochs}",
+                flush=True,
+            )
             for loss in ("softmax", "bce"):
-                scores = detector_scores(run.model, run.training_triples, run.splits["validation"], run.checkpoints,
-                                         loss=loss, progress=False)
-                metrics = {k: {m: round(v, 3) for m, v in d.items()} for k, d in detection_metrics(scores, noisy).items()}
+                scores = detector_scores(
+                    run.model,
+                    run.training_triples,
+                    run.splits["validation"],
+                    run.checkpoints,
+                    loss=loss,
+                    progress=False,
+                )
+                metrics = {
+                    k: {m: round(v, 3) for m, v in d.items()} for k, d in detection_metrics(scores, noisy).items()
+                }
                 print(f"  TracIn loss {loss}: {json.dumps(metrics)}", flush=True)
 
 

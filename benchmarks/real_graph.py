@@ -25,8 +25,9 @@ HERE = Path(__file__).parent
 def _run(args: list[str]) -> tuple[float, float, str]:
     """Run ``python -m kgtracin ARGS`` under GNU time: (wall seconds, peak RSS in GB, stdout)."""
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "peak-kb %M", sys.executable, "-m", "kgtracin", *args],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "peak-kb %M", sys.executable, "-m", "kgtracin", *args], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"kgtracin {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
@@ -49,37 +50,77 @@ def main() -> None:
     work = Path(options.keep) if options.keep else Path(tempfile.mkdtemp(prefix="kgtracin-real-"))
     graph = work / ("wordnet-strict" if options.strict else "wordnet")
     if not (graph / "train.tsv").is_file():
-        subprocess.run([sys.executable, str(HERE / "wordnet_graph.py"), "--output", str(graph)]
-                       + (["--strict"] if options.strict else []), check=True)
+        subprocess.run(
+            [sys.executable, str(HERE / "wordnet_graph.py"), "--output", str(graph)]
+            + (["--strict"] if options.strict else []),
+            check=True,
+        )
     run = work / f"run-{options.model.lower()}-{options.epochs}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train = ["train", "--training", str(graph / "train.tsv"), "--validation", str(graph / "valid.tsv"),
-             "--testing", str(graph / "test.tsv"), "--model", options.model, "--epochs", str(options.epochs),
-             "--output", str(run)]
-    for flag, value in (("--embedding-dim", options.embedding_dim), ("--learning-rate", options.learning_rate),
-                        ("--batch-size", options.batch_size)):
+    train = [
+        "train",
+        "--training",
+        str(graph / "train.tsv"),
+        "--validation",
+        str(graph / "valid.tsv"),
+        "--testing",
+        str(graph / "test.tsv"),
+        "--model",
+        options.model,
+        "--epochs",
+        str(options.epochs),
+        "--output",
+        str(run),
+    ]
+    for flag, value in (
+        ("--embedding-dim", options.embedding_dim),
+        ("--learning-rate", options.learning_rate),
+        ("--batch-size", options.batch_size),
+    ):
         if value is not None:
             train += [flag, str(value)]
-    seconds, rss, stdout = _run(train)
+    seconds, rss, _stdout = _run(train)
     manifest = json.loads((run / "manifest.json").read_text())
     record = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "graph": graph.name,
-        "model": options.model, "epochs": options.epochs, "training": manifest["training"],
-        "train_seconds": round(seconds, 1), "train_peak_rss_gb": round(rss, 2),
-        "evaluation": manifest["evaluation"], "command": "kgtracin " + " ".join(train),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "graph": graph.name,
+        "model": options.model,
+        "epochs": options.epochs,
+        "training": manifest["training"],
+        "train_seconds": round(seconds, 1),
+        "train_peak_rss_gb": round(rss, 2),
+        "evaluation": manifest["evaluation"],
+        "command": "kgtracin " + " ".join(train),
     }
     epochs = manifest["epoch_seconds"]  # each epoch's wall time, from kgtracin train's manifest
     epoch = sum(epochs) / len(epochs)
     record["epoch_seconds"] = round(epoch, 1)
     if options.explain:
-        seconds, rss, _ = _run(["explain", str(run), "--split", "test", "--limit", str(options.explain),
-                                "--output", str(work / "influence.tsv")])
-        record["explain"] = {"triples": options.explain, "seconds": round(seconds, 1), "peak_rss_gb": round(rss, 2),
-                             "epochs": round(seconds / epoch, 2)}
+        seconds, rss, _ = _run(
+            [
+                "explain",
+                str(run),
+                "--split",
+                "test",
+                "--limit",
+                str(options.explain),
+                "--output",
+                str(work / "influence.tsv"),
+            ]
+        )
+        record["explain"] = {
+            "triples": options.explain,
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(rss, 2),
+            "epochs": round(seconds / epoch, 2),
+        }
     if options.audit:
         seconds, rss, _ = _run(["audit", str(run), "--output", str(work / "audit.tsv")])
-        record["audit"] = {"seconds": round(seconds, 1), "peak_rss_gb": round(rss, 2),
-                           "epochs": round(seconds / epoch, 2)}
+        record["audit"] = {
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(rss, 2),
+            "epochs": round(seconds / epoch, 2),
+        }
     with open(HERE / "real_graph.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     print(json.dumps(record, indent=2))

@@ -36,18 +36,36 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(scratch) / "umls"
-        subprocess.run([sys.executable, "-m", "kgtracin", "train", "--dataset", "umls", "--model", "ConvE",
-                        "--output", str(run)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "kgtracin", "train", "--dataset", "umls", "--model", "ConvE", "--output", str(run)],
+            check=True,
+            capture_output=True,
+        )
         rows = []
         for loss in ("softmax", "bce"):
             times = {}
             for name, extra in SUBSETS.items():
-                times[name] = _timed(["explain", str(run), "--split", "test", "--limit", str(options.limit),
-                                      "--loss", loss, *extra, "--output", str(Path(scratch) / "o.tsv")])
+                times[name] = _timed(
+                    [
+                        "explain",
+                        str(run),
+                        "--split",
+                        "test",
+                        "--limit",
+                        str(options.limit),
+                        "--loss",
+                        loss,
+                        *extra,
+                        "--output",
+                        str(Path(scratch) / "o.tsv"),
+                    ]
+                )
             rows += [(loss, name, t, t / times["all parameters"]) for name, t in times.items()]
-    print(f"Measured by `python benchmarks/subsets.py` on {platform.processor() or platform.machine()}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; UMLS ConvE (the README's run), "
-          f"{options.limit} test triples, top-10, each command in its own process (start-up included).\n")
+    print(
+        f"Measured by `python benchmarks/subsets.py` on {platform.processor() or platform.machine()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; UMLS ConvE (the README's run), "
+        f"{options.limit} test triples, top-10, each command in its own process (start-up included).\n"
+    )
     print("| loss | parameters | time | ratio to all parameters |\n| --- | --- | --- | --- |")
     for loss, name, seconds, ratio in rows:
         print(f"| {loss} | `{name}` | {seconds:.2f} s | {ratio:.2f}x |")

@@ -19,8 +19,10 @@ def main(models: list[str]) -> None:
         for model in models:
             start = time.perf_counter()
             path = train_run(Path(scratch) / model, TrainingConfig(model=model), dataset="umls", progress=False)
-            print(f"{model}: {format_evaluation(read_manifest(path)['evaluation'])}; "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"{model}: {format_evaluation(read_manifest(path)['evaluation'])}; {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -98,8 +98,10 @@ def find_wordnet(directory: str | os.PathLike | None = None) -> Path:
     folder = Path(directory)
     missing = [name for name in DATA_FILES.values() if not (folder / name).is_file()]
     if missing:
-        raise WordNetNotFound(f"WordNet 3.0 database files not found in {folder} (missing {', '.join(missing)}): "
-                              f"install them with `{INSTALL_HINT}` or pass --wordnet-dir")
+        raise WordNetNotFound(
+            f"WordNet 3.0 database files not found in {folder} (missing {', '.join(missing)}): "
+            f"install them with `{INSTALL_HINT}` or pass --wordnet-dir"
+        )
     return folder.resolve()
 
 
@@ -146,8 +148,9 @@ def read_wordnet(folder: Path) -> list[Triple]:
     dangling = next((target for _, _, target in pointers if target not in labels), None)
     if dangling is not None:
         raise WordNetFormatError(f"{folder}: a pointer names synset {dangling[1]} ({dangling[0]}), which is missing")
-    triples = {(labels[source], RELATIONS[symbol], labels[target]) for source, symbol, target in pointers
-               if source != target}
+    triples = {
+        (labels[source], RELATIONS[symbol], labels[target]) for source, symbol, target in pointers if source != target
+    }
     return sorted(triples)
 
 
@@ -161,8 +164,9 @@ def source_info(folder: Path) -> dict:
     version = re.search(r"WordNet (\d+\.\d+)", header)
     info["database"] = f"WordNet {version.group(1)}" if version else None
     info.update(_debian_package(folder / DATA_FILES["n"]))
-    info["sha256"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                      for name in sorted(DATA_FILES.values())}
+    info["sha256"] = {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in sorted(DATA_FILES.values())
+    }
     return info
 
 
@@ -173,8 +177,9 @@ def _debian_package(path: Path) -> dict:
     try:
         owner = subprocess.run(["dpkg-query", "-S", str(path)], capture_output=True, text=True, check=True)
         package = owner.stdout.split(":", 1)[0].strip()
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                                 check=True)
+        version = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return {}
     return {"package": package, "package_version": version.stdout.strip()}
@@ -275,8 +280,9 @@ def held_out_sizes(total: int, valid: float | None, test: float | None, sliced: 
     return size(valid), size(test)
 
 
-def split_triples(triples: Sequence[Triple], num_valid: int, num_test: int, seed: int = 0,
-                  strict: bool = False) -> tuple[list[Triple], list[Triple], list[Triple]]:
+def split_triples(
+    triples: Sequence[Triple], num_valid: int, num_test: int, seed: int = 0, strict: bool = False
+) -> tuple[list[Triple], list[Triple], list[Triple]]:
     """Seeded train/valid/test split in which every entity of a held-out triple keeps a training triple.
 
     Triples are taken in a seeded random order and held out only while both of their entities keep at least one
@@ -351,9 +357,15 @@ def graph_stats(train: Sequence[Triple], valid: Sequence[Triple], test: Sequence
 # ---------------------------------------------------------------------------------------------------- building
 
 
-def build_graph(wordnet_dir: str | os.PathLike | None = None, seed: int = 0, min_degree: int = DEFAULT_MIN_DEGREE,
-                strict: bool = False, slice_size: int | None = None, valid: float | None = None,
-                test: float | None = None) -> WordNetGraph:
+def build_graph(
+    wordnet_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    min_degree: int = DEFAULT_MIN_DEGREE,
+    strict: bool = False,
+    slice_size: int | None = None,
+    valid: float | None = None,
+    test: float | None = None,
+) -> WordNetGraph:
     """Read WordNet, filter, slice and split; see the module docstring.
 
     :param valid: validation triples: a count (>= 1) or a fraction (< 1); see :func:`held_out_sizes`
@@ -365,8 +377,14 @@ def build_graph(wordnet_dir: str | os.PathLike | None = None, seed: int = 0, min
         triples = slice_graph(triples, slice_size)
     num_valid, num_test = held_out_sizes(len(triples), valid, test, slice_size is not None)
     train, valid_triples, test_triples = split_triples(triples, num_valid, num_test, seed=seed, strict=strict)
-    options = {"seed": seed, "min_degree": min_degree, "strict": strict, "slice": slice_size,
-               "valid": num_valid, "test": num_test}
+    options = {
+        "seed": seed,
+        "min_degree": min_degree,
+        "strict": strict,
+        "slice": slice_size,
+        "valid": num_valid,
+        "test": num_test,
+    }
     stats = {"source": source_info(folder), "options": options} | graph_stats(train, valid_triples, test_triples)
     return WordNetGraph(train, valid_triples, test_triples, stats)
 
@@ -418,28 +436,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="new (or empty) folder for the files")
     parser.add_argument("--wordnet-dir", help="folder of data.noun etc. (default: $WNSEARCHDIR, /usr/share/wordnet)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    parser.add_argument("--min-degree", type=int, default=DEFAULT_MIN_DEGREE,
-                        help=f"keep synsets linked to at least this many others (default {DEFAULT_MIN_DEGREE})")
-    parser.add_argument("--strict", action="store_true",
-                        help="no valid/test triple joins two entities linked in training (FB15k-237's rule)")
-    parser.add_argument("--slice", type=positive_int, dest="slice_size", metavar="N",
-                        help="keep N synsets grown around one seed triple per relation (for tests)")
+    parser.add_argument(
+        "--min-degree",
+        type=int,
+        default=DEFAULT_MIN_DEGREE,
+        help=f"keep synsets linked to at least this many others (default {DEFAULT_MIN_DEGREE})",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="no valid/test triple joins two entities linked in training (FB15k-237's rule)",
+    )
+    parser.add_argument(
+        "--slice",
+        type=positive_int,
+        dest="slice_size",
+        metavar="N",
+        help="keep N synsets grown around one seed triple per relation (for tests)",
+    )
     for split in ("valid", "test"):
-        parser.add_argument(f"--{split}", type=count_or_fraction,
-                            help=f"{split} triples: count or fraction (default 3000, or 0.05 with --slice)")
+        parser.add_argument(
+            f"--{split}",
+            type=count_or_fraction,
+            help=f"{split} triples: count or fraction (default 3000, or 0.05 with --slice)",
+        )
     args = parser.parse_args(argv)
     try:
         prepare_output(args.output, create=False)  # fail before the work
-        graph = build_graph(args.wordnet_dir, seed=args.seed, min_degree=args.min_degree, strict=args.strict,
-                            slice_size=args.slice_size, valid=args.valid, test=args.test)
+        graph = build_graph(
+            args.wordnet_dir,
+            seed=args.seed,
+            min_degree=args.min_degree,
+            strict=args.strict,
+            slice_size=args.slice_size,
+            valid=args.valid,
+            test=args.test,
+        )
         folder = write_graph(args.output, graph)
     except (WordNetNotFound, WordNetFormatError, OutputNotEmpty) as error:
         print(f"wordnet_graph: {error}", file=sys.stderr)
         return 1
     stats, asked = graph.stats, (graph.stats["options"]["valid"], graph.stats["options"]["test"])
     short = "" if (len(graph.valid), len(graph.test)) == asked else f" (asked {asked[0]}/{asked[1]}: too few qualify)"
-    print(f"{folder}: {stats['entities']} entities, {stats['relations']} relations, train/valid/test "
-          f"{len(graph.train)}/{len(graph.valid)}/{len(graph.test)}{short}")
+    print(
+        f"{folder}: {stats['entities']} entities, {stats['relations']} relations, train/valid/test "
+        f"{len(graph.train)}/{len(graph.valid)}/{len(graph.test)}{short}"
+    )
     return 0
 
 

@@ -26,8 +26,12 @@ def _umls_conve() -> Workload:
     run_dir = WORK / "umls-conve"
     if not (run_dir / "manifest.json").is_file():
         WORK.mkdir(parents=True, exist_ok=True)
-        train_run(run_dir, TrainingConfig(model="ConvE", epochs=5, checkpoints=1, embedding_dim=200),
-                  dataset="umls", progress=False)
+        train_run(
+            run_dir,
+            TrainingConfig(model="ConvE", epochs=5, checkpoints=1, embedding_dim=200),
+            dataset="umls",
+            progress=False,
+        )
     run = load_run(run_dir)
     test = torch.cat([run.splits["testing"], run.splits["validation"]])  # 661 + 569 = 1230 test triples
     return Workload("umls-conve", run.model, run.training_triples, test)
@@ -45,9 +49,12 @@ def _synthetic(model_name: str, whole_split: bool = False) -> Workload:
 
     graph = fb15k237_like(num_testing=FB15K237_SHAPE["num_testing"]) if whole_split else fb15k237_like()
     inverse = model_name == "ConvE"
-    model = model_resolver.make(model_name, {"embedding_dim": 200},
-                                triples_factory=graph.triples_factory(create_inverse_triples=inverse),
-                                random_seed=0)
+    model = model_resolver.make(
+        model_name,
+        {"embedding_dim": 200},
+        triples_factory=graph.triples_factory(create_inverse_triples=inverse),
+        random_seed=0,
+    )
     name = f"synthetic-{model_name.lower()}" + ("-split" if whole_split else "")
     return Workload(name, model.eval(), graph.training, graph.testing)
 
@@ -59,7 +66,12 @@ def load(name: str) -> Workload:
         return _synthetic("ConvE", whole_split=True)
     prefix = "synthetic-"
     if name.startswith(prefix):
-        models = {"conve": "ConvE", "distmult": "DistMult", "transe": "TransE", "complex": "ComplEx",
-                  "rotate": "RotatE"}
-        return _synthetic(models[name[len(prefix):]])
+        models = {
+            "conve": "ConvE",
+            "distmult": "DistMult",
+            "transe": "TransE",
+            "complex": "ComplEx",
+            "rotate": "RotatE",
+        }
+        return _synthetic(models[name[len(prefix) :]])
     raise KeyError(name)

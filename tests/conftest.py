@@ -22,8 +22,15 @@ def run_factory(tmp_path_factory):
         key = (model, inverse)
         if key not in cache:
             path = tmp_path_factory.mktemp(f"run-{model}-{int(inverse)}") / "run"
-            config = TrainingConfig(model=model, epochs=2, checkpoints=2, embedding_dim=MODEL_KWARGS[model],
-                                    inverse_triples=inverse, batch_size=128, seed=1)
+            config = TrainingConfig(
+                model=model,
+                epochs=2,
+                checkpoints=2,
+                embedding_dim=MODEL_KWARGS[model],
+                inverse_triples=inverse,
+                batch_size=128,
+                seed=1,
+            )
             cache[key] = train_run(path, config, dataset="nations", progress=False)
         return cache[key]
 

@@ -17,5 +17,12 @@ def _cli(*args, cwd=None, env_extra=None, unprivileged=False, **kwargs):
     without capabilities, through util-linux's ``setpriv``, so that a mode of 000 means what it says)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
     prefix = ["setpriv", "--bounding-set=-all", "--"] if unprivileged and os.geteuid() == 0 else []
-    return subprocess.run([*prefix, sys.executable, "-m", "kgtracin", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=cwd, **kwargs)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "kgtracin", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=cwd,
+        **kwargs,
+    )

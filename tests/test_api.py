@@ -26,8 +26,15 @@ def small(run):
     return copy.deepcopy(run.model).double(), run.checkpoints, run.training_triples[:200], run.splits["testing"][:8]
 
 
-@pytest.mark.parametrize("patterns", [["interaction.hr1d.*"], ["interaction.*"], ["*_embeddings.weight"],
-                                      ["relation_representations.0._embeddings.weight", "interaction.hr2d.2.*"]])
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        ["interaction.hr1d.*"],
+        ["interaction.*"],
+        ["*_embeddings.weight"],
+        ["relation_representations.0._embeddings.weight", "interaction.hr2d.2.*"],
+    ],
+)
 def test_parameter_glob_matches_loop(small, patterns):
     model, checkpoints, train, test = small
     fast = TracIn(model, train, checkpoints, parameters=patterns, progress=False)
@@ -40,8 +47,12 @@ def test_parameter_glob_matches_loop(small, patterns):
 def test_glob_selects_exactly_the_matching_names(small):
     model, checkpoints, train, _ = small
     names = TracIn(model, train, checkpoints, parameters=["interaction.hr1d.*"], progress=False).parameter_names
-    assert names == ["interaction.hr1d.0.weight", "interaction.hr1d.0.bias",
-                     "interaction.hr1d.2.weight", "interaction.hr1d.2.bias"]
+    assert names == [
+        "interaction.hr1d.0.weight",
+        "interaction.hr1d.0.bias",
+        "interaction.hr1d.2.weight",
+        "interaction.hr1d.2.bias",
+    ]
 
 
 def test_parameters_all_and_subset_differ(small):
@@ -93,8 +104,9 @@ def test_top_k_sums_checkpoints_before_selecting(small):
     assert torch.equal(result.proponents.indices, expected.indices)
 
 
-@pytest.mark.parametrize("strategy, tiles", [("tiles", (3,)), ("tiles", (5,)), ("tiles", (2, 7, 64)),
-                                             ("buckets", (3,))])
+@pytest.mark.parametrize(
+    "strategy, tiles", [("tiles", (3,)), ("tiles", (5,)), ("tiles", (2, 7, 64)), ("buckets", (3,))]
+)
 def test_batch_size_and_row_kernel_strategy_do_not_change_scores(small, monkeypatch, strategy, tiles):
     model, checkpoints, train, test = small
     expected = TracIn(model, train, checkpoints, method="loop", progress=False).scores(test)
@@ -123,8 +135,9 @@ def test_default_checkpoint_is_current_weights(small):
 def test_triples_factory_is_accepted_and_gives_labels(run):
     from pykeen.triples import TriplesFactory
 
-    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
-                             create_inverse_triples=True)
+    factory = TriplesFactory(
+        run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id, create_inverse_triples=True
+    )
     tracin = TracIn(run.model, factory, run.checkpoints, progress=False)
     frame = tracin.influence(run.splits["testing"][:2], top_k=2).to_frame()
     assert set(frame["train_head"]) <= set(run.labels.entities)
@@ -161,8 +174,9 @@ def test_from_pykeen_folder(run, tmp_path, caplog):
 
     model = run.model
     torch.save(model, tmp_path / "trained_model.pkl")
-    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
-                             create_inverse_triples=True)
+    factory = TriplesFactory(
+        run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id, create_inverse_triples=True
+    )
     factory.to_path_binary(tmp_path / "training_triples")
     with pytest.raises(KGTracinError, match="pickled model"):  # safe by default
         TracIn.from_run(tmp_path, progress=False)
@@ -175,14 +189,17 @@ def test_from_pykeen_folder(run, tmp_path, caplog):
     assert torch.allclose(tracin.scores(test), expected)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.tensor([[0, 0]]), "shape"),
-    (torch.tensor([[0, 0, 999]]), "tail id 999"),
-    (torch.tensor([[0, 55, 1]]), "relation id 55"),  # 55 dataset relations; 110 internal ones
-    (torch.tensor([[-1, 0, 1]]), "head id -1"),
-    (torch.zeros(0, 3, dtype=torch.long), "empty"),
-    (torch.zeros(2, 3), "LongTensor"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.tensor([[0, 0]]), "shape"),
+        (torch.tensor([[0, 0, 999]]), "tail id 999"),
+        (torch.tensor([[0, 55, 1]]), "relation id 55"),  # 55 dataset relations; 110 internal ones
+        (torch.tensor([[-1, 0, 1]]), "head id -1"),
+        (torch.zeros(0, 3, dtype=torch.long), "empty"),
+        (torch.zeros(2, 3), "LongTensor"),
+    ],
+)
 def test_bad_test_triples(small, bad, match):
     model, checkpoints, train, _ = small
     with pytest.raises(KGTracinError, match=match):
@@ -190,7 +207,7 @@ def test_bad_test_triples(small, bad, match):
 
 
 def test_bad_options(small):
-    model, checkpoints, train, test = small
+    model, _checkpoints, train, test = small
     with pytest.raises(KGTracinError, match="unknown method"):
         TracIn(model, train, method="fastest")
     with pytest.raises(KGTracinError, match="batch size"):

@@ -15,8 +15,17 @@ from kgtracin import TracIn
 from kgtracin.cli import main
 from kgtracin.runs import load_run
 
-EXPLAIN_COLUMNS = ["test_head", "test_relation", "test_tail", "kind", "rank", "train_head", "train_relation",
-                   "train_tail", "influence"]
+EXPLAIN_COLUMNS = [
+    "test_head",
+    "test_relation",
+    "test_tail",
+    "kind",
+    "rank",
+    "train_head",
+    "train_relation",
+    "train_tail",
+    "influence",
+]
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -42,10 +51,12 @@ def assert_clean_error(code: int, err: str, *words: str) -> None:
 
 # -- end to end -----------------------------------------------------------------------------------------
 
+
 def test_explain_split_tsv_matches_api(nations_run, tmp_path, capsys):
     out = tmp_path / "influence.tsv"
-    code, stdout, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--limit", "3", "--top-k", "4",
-                                "--output", out)
+    code, stdout, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--limit", "3", "--top-k", "4", "--output", out
+    )
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
     assert all(column in frame.columns for column in EXPLAIN_COLUMNS)
@@ -64,8 +75,25 @@ def test_explain_triples_jsonl(nations_run, tmp_path, capsys):
     run = load_run(nations_run)
     (h, r, t), (h2, r2, t2) = run.labels.to_labels(run.splits["testing"][:2])
     out = tmp_path / "influence.jsonl"
-    code, _, err = run_cli(capsys, "explain", nations_run, "--triple", h, r, t, "--triple", h2, r2, t2,
-                           "--top-k", "2", "--parameters", "interaction.hr1d.*", "--output", out)
+    code, _, err = run_cli(
+        capsys,
+        "explain",
+        nations_run,
+        "--triple",
+        h,
+        r,
+        t,
+        "--triple",
+        h2,
+        r2,
+        t2,
+        "--top-k",
+        "2",
+        "--parameters",
+        "interaction.hr1d.*",
+        "--output",
+        out,
+    )
     assert code == 0, err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2 * 2 * 2
@@ -80,13 +108,29 @@ def test_explain_test_file_and_methods_agree(nations_run, tmp_path, capsys):
     frames = {}
     for method in ("fast", "vmap"):
         out = tmp_path / f"{method}.tsv"
-        code, _, err = run_cli(capsys, "explain", nations_run, "--test-file", test_file, "--method", method,
-                               "--parameters", "interaction.*", "--top-k", "3", "--output", out)
+        code, _, err = run_cli(
+            capsys,
+            "explain",
+            nations_run,
+            "--test-file",
+            test_file,
+            "--method",
+            method,
+            "--parameters",
+            "interaction.*",
+            "--top-k",
+            "3",
+            "--output",
+            out,
+        )
         assert code == 0, err
         frames[method] = pd.read_csv(out, sep="\t")
     assert (frames["fast"]["train_index"] == frames["vmap"]["train_index"]).all()
-    assert torch.allclose(torch.tensor(frames["fast"]["influence"].to_numpy()),
-                          torch.tensor(frames["vmap"]["influence"].to_numpy()), rtol=1e-4)
+    assert torch.allclose(
+        torch.tensor(frames["fast"]["influence"].to_numpy()),
+        torch.tensor(frames["vmap"]["influence"].to_numpy()),
+        rtol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("top_k", [None, 5])
@@ -113,9 +157,24 @@ def test_train_from_files_and_manifest(tmp_path, capsys):
         labeled = ds.training.label_triples(getattr(ds, name).mapped_triples)
         (tmp_path / f"{name}.tsv").write_text("\n".join("\t".join(row) for row in labeled) + "\n")
     run_dir = tmp_path / "run"
-    code, stdout, err = run_cli(capsys, "train", "--training", tmp_path / "training.tsv", "--testing",
-                                tmp_path / "testing.tsv", "--model", "DistMult", "--epochs", "4", "--checkpoints",
-                                "2", "--embedding-dim", "8", "--output", run_dir)
+    code, _stdout, err = run_cli(
+        capsys,
+        "train",
+        "--training",
+        tmp_path / "training.tsv",
+        "--testing",
+        tmp_path / "testing.tsv",
+        "--model",
+        "DistMult",
+        "--epochs",
+        "4",
+        "--checkpoints",
+        "2",
+        "--embedding-dim",
+        "8",
+        "--output",
+        run_dir,
+    )
     assert code == 0, err
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["model"] == "DistMult" and manifest["inverse_triples"] is False
@@ -129,15 +188,34 @@ def test_train_from_files_and_manifest(tmp_path, capsys):
 
 
 def test_python_dash_m_and_demo(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "kgtracin", "demo", "--model", "DistMult", "--epochs", "2",
-                             "--num-test", "2", "--top-k", "2", "--output", tmp_path / "demo"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kgtracin",
+            "demo",
+            "--model",
+            "DistMult",
+            "--epochs",
+            "2",
+            "--num-test",
+            "2",
+            "--top-k",
+            "2",
+            "--output",
+            tmp_path / "demo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("proponent") >= 4 and result.stdout.count("opponent") >= 4
     assert (tmp_path / "demo" / "manifest.json").is_file()
 
 
 # -- bad input ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def out(tmp_path):
@@ -161,14 +239,17 @@ def test_missing_test_file(nations_run, capsys, tmp_path, out):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content, words", [
-    ("", ["holds no triples"]),
-    ("brazil\tembassy\n", ["line 1", "3 tab-separated columns", "got 2"]),
-    ("brazil\tembassy\tuk\textra\n", ["line 1", "got 4"]),
-    ("brazil embassy uk\n", ["line 1", "got 1"]),
-    ("brazil\tembassy\tatlantis\n", ["unknown entity label 'atlantis'"]),
-    ("brazil\tlikes\tuk\n", ["unknown relation label 'likes'"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("", ["holds no triples"]),
+        ("brazil\tembassy\n", ["line 1", "3 tab-separated columns", "got 2"]),
+        ("brazil\tembassy\tuk\textra\n", ["line 1", "got 4"]),
+        ("brazil embassy uk\n", ["line 1", "got 1"]),
+        ("brazil\tembassy\tatlantis\n", ["unknown entity label 'atlantis'"]),
+        ("brazil\tlikes\tuk\n", ["unknown relation label 'likes'"]),
+    ],
+)
 def test_bad_test_file(nations_run, capsys, tmp_path, out, content, words):
     bad = tmp_path / "bad.tsv"
     bad.write_text(content)
@@ -177,12 +258,15 @@ def test_bad_test_file(nations_run, capsys, tmp_path, out, content, words):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("triple, words", [
-    (["brazil", "embassy", "atlantis"], ["unknown entity label 'atlantis'"]),
-    (["brazil", "likes", "uk"], ["unknown relation label 'likes'"]),
-    (["999", "0", "1"], ["entity id 999 is out of range"]),
-    (["0", "77", "1"], ["relation id 77 is out of range"]),
-])
+@pytest.mark.parametrize(
+    "triple, words",
+    [
+        (["brazil", "embassy", "atlantis"], ["unknown entity label 'atlantis'"]),
+        (["brazil", "likes", "uk"], ["unknown relation label 'likes'"]),
+        (["999", "0", "1"], ["entity id 999 is out of range"]),
+        (["0", "77", "1"], ["relation id 77 is out of range"]),
+    ],
+)
 def test_bad_triple(nations_run, capsys, out, triple, words):
     code, _, err = run_cli(capsys, "explain", nations_run, "--triple", *triple, "--output", out)
     assert_clean_error(code, err, *words)
@@ -204,8 +288,9 @@ def test_bad_top_k(nations_run, capsys, out, command):
 
 
 def test_pattern_matching_nothing(nations_run, capsys, out):
-    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--parameters", "no.such.*",
-                           "--output", out)
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--parameters", "no.such.*", "--output", out
+    )
     assert_clean_error(code, err, "no.such.*", "matches no trainable parameter")
     assert not out.exists()
 
@@ -223,10 +308,13 @@ def test_corrupt_model_file(nations_run, capsys, tmp_path, out, target):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name, words", [
-    ("result.csv", [".tsv or .jsonl"]),
-    (".", ["must end in .tsv or .jsonl"]),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("result.csv", [".tsv or .jsonl"]),
+        (".", ["must end in .tsv or .jsonl"]),
+    ],
+)
 def test_unwritable_output(nations_run, capsys, tmp_path, name, words):
     code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--output", tmp_path / name)
     assert_clean_error(code, err, *words)
@@ -250,17 +338,32 @@ def test_bad_method_option(nations_run, capsys, out):
     assert_clean_error(code, err, "magic")
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00binary", ["not a UTF-8 text file"]),
-    (b"just one column\nsecond line\n", ["line 1", "3 tab-separated columns"]),
-    (b"", ["holds no triples"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", ["not a UTF-8 text file"]),
+        (b"just one column\nsecond line\n", ["line 1", "3 tab-separated columns"]),
+        (b"", ["holds no triples"]),
+    ],
+)
 def test_train_file_not_triples(capsys, tmp_path, content, words):
     bad = tmp_path / "train.tsv"
     bad.write_bytes(content)
     run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--training", bad, "--model", "DistMult", "--epochs", "1",
-                           "--checkpoints", "1", "--output", run_dir)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--training",
+        bad,
+        "--model",
+        "DistMult",
+        "--epochs",
+        "1",
+        "--checkpoints",
+        "1",
+        "--output",
+        run_dir,
+    )
     assert_clean_error(code, err, *words)
     assert not run_dir.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["train.tsv"]
@@ -270,8 +373,9 @@ def test_train_bad_options(capsys, tmp_path):
     run_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "NoSuchModel", "--output", run_dir)
     assert_clean_error(code, err, "unknown model 'NoSuchModel'")
-    code, _, err = run_cli(capsys, "train", "--dataset", "nations", "--epochs", "2", "--checkpoints", "3",
-                           "--output", run_dir)
+    code, _, err = run_cli(
+        capsys, "train", "--dataset", "nations", "--epochs", "2", "--checkpoints", "3", "--output", run_dir
+    )
     assert_clean_error(code, err, "--checkpoints")
     code, _, err = run_cli(capsys, "train", "--training", tmp_path / "missing.tsv", "--output", run_dir)
     assert_clean_error(code, err, "missing.tsv", "does not exist")
@@ -286,16 +390,24 @@ def test_train_refuses_existing_output(nations_run, capsys):
 
 # -- quality commands -----------------------------------------------------------------------------------
 
+
 def test_explain_reports_the_models_view(nations_run, tmp_path, capsys):
     from kgtracin.predictions import KnownTriples, tail_view
 
     out = tmp_path / "view.tsv"
-    code, stdout, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--limit", "2", "--top-k", "2",
-                                "--output", out)
+    code, stdout, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--limit", "2", "--top-k", "2", "--output", out
+    )
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
-    assert list(frame.columns[:6]) == ["test_index", "test_head", "test_relation", "test_tail", "test_score",
-                                       "test_rank"]
+    assert list(frame.columns[:6]) == [
+        "test_index",
+        "test_head",
+        "test_relation",
+        "test_tail",
+        "test_score",
+        "test_rank",
+    ]
     run = load_run(nations_run)
     scores, ranks = tail_view(run.model, run.splits["testing"][:2], KnownTriples(run.splits.values()))
     first = frame.groupby("test_index").first()
@@ -306,11 +418,20 @@ def test_explain_reports_the_models_view(nations_run, tmp_path, capsys):
 
 def test_audit(nations_run, tmp_path, capsys):
     out = tmp_path / "audit.tsv"
-    code, stdout, err = run_cli(capsys, "audit", nations_run, "--top-k", "15", "--output", out)
+    code, _stdout, err = run_cli(capsys, "audit", nations_run, "--top-k", "15", "--output", out)
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
-    assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", "validation_cosine",
-                                   "validation", "self_influence", "loss"]
+    assert list(frame.columns) == [
+        "rank",
+        "head",
+        "relation",
+        "tail",
+        "train_index",
+        "validation_cosine",
+        "validation",
+        "self_influence",
+        "loss",
+    ]
     assert len(frame) == 15 and frame["validation_cosine"].is_monotonic_decreasing
     code, _, err = run_cli(capsys, "audit", nations_run, "--order-by", "loss", "--output", out)
     assert code == 0, err
@@ -318,11 +439,14 @@ def test_audit(nations_run, tmp_path, capsys):
     assert len(frame) == len(load_run(nations_run).training_triples) and frame["loss"].is_monotonic_decreasing
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--noisy", "2"], ["--noisy"]),
-    (["--no-deletion"], ["--noisy"]),
-    (["--k", "0"], ["--k"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--noisy", "2"], ["--noisy"]),
+        (["--no-deletion"], ["--noisy"]),
+        (["--k", "0"], ["--k"]),
+    ],
+)
 def test_evaluate_bad_options(nations_run, capsys, tmp_path, args, words):
     code, _, err = run_cli(capsys, "evaluate", nations_run, "--output", tmp_path / "ev", *args)
     assert_clean_error(code, err, *words)
@@ -330,8 +454,20 @@ def test_evaluate_bad_options(nations_run, capsys, tmp_path, args, words):
 
 
 def test_train_checkpoints_default_to_epochs(tmp_path, capsys):
-    code, stdout, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--epochs", "2",
-                                "--embedding-dim", "8", "--output", tmp_path / "run")
+    code, stdout, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        "nations",
+        "--model",
+        "DistMult",
+        "--epochs",
+        "2",
+        "--embedding-dim",
+        "8",
+        "--output",
+        tmp_path / "run",
+    )
     assert code == 0, err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [c["epoch"] for c in manifest["checkpoints"]] == [1, 2]
@@ -345,8 +481,9 @@ def test_explain_predictions(nations_run, tmp_path, capsys, flag):
     h, r, t = run.labels.to_labels(run.splits["testing"][:1])[0]
     anchor = (h, r) if flag == "--predict" else (r, t)
     out = tmp_path / "predicted.tsv"
-    code, stdout, err = run_cli(capsys, "explain", nations_run, flag, *anchor, "--n", "2", "--top-k", "1",
-                                "--output", out)
+    code, _stdout, err = run_cli(
+        capsys, "explain", nations_run, flag, *anchor, "--n", "2", "--top-k", "1", "--output", out
+    )
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t").groupby("test_index").first()
     assert len(frame) == 2
@@ -360,15 +497,19 @@ def test_explain_predictions(nations_run, tmp_path, capsys, flag):
         else:
             scores = run.model.predict_h(ids[:1, 1:])[0]
             slot = 0
-    candidates = [e for e in range(run.model.num_entities)
-                  if tuple(ids[0].tolist()[:slot] + [e] + ids[0].tolist()[slot + 1:]) not in training]
+    candidates = [
+        e
+        for e in range(run.model.num_entities)
+        if tuple(ids[0].tolist()[:slot] + [e] + ids[0].tolist()[slot + 1 :]) not in training
+    ]
     best = sorted(candidates, key=lambda e: -float(scores[e]))[:2]
     assert ids[:, slot].tolist() == best
 
 
 def test_explain_predict_bad_label(nations_run, capsys, tmp_path):
-    code, _, err = run_cli(capsys, "explain", nations_run, "--predict", "atlantis", "embassy", "--output",
-                           tmp_path / "x.tsv")
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--predict", "atlantis", "embassy", "--output", tmp_path / "x.tsv"
+    )
     assert_clean_error(code, err, "atlantis")
     assert not (tmp_path / "x.tsv").exists()
 

@@ -27,6 +27,7 @@ from .test_cli import assert_clean_error, run_cli
 
 # -- data loss: the store ----------------------------------------------------------------------------------
 
+
 def test_store_folder_with_user_files_is_refused_and_kept(distmult_run, tmp_path, capsys):
     store = tmp_path / "d"
     store.mkdir()
@@ -76,9 +77,17 @@ def test_removing_a_store_keeps_files_the_user_put_in_it(distmult_run, tmp_path,
 def test_a_second_process_on_the_same_store_is_refused(distmult_run, tmp_path):
     out = tmp_path / "o.tsv"
     store = tmp_path / ".o.tsv.kgtracin-store"  # the default store of --output o.tsv
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from kgtracin.runners import StoreFolder; "
-                               f"held = StoreFolder({str(store)!r}); print('held', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kgtracin.runners import StoreFolder; "
+            f"held = StoreFolder({str(store)!r}); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = _cli(*_explain(distmult_run, "--output", out))
@@ -131,6 +140,7 @@ def test_a_full_disk_while_saving_a_shard_leaves_nothing_a_rerun_trips_over(dist
 
 # -- data loss: outputs ------------------------------------------------------------------------------------
 
+
 def test_output_may_not_overwrite_the_test_file(distmult_run, tmp_path, capsys):
     loaded = load_run(distmult_run)
     query = tmp_path / "q.tsv"
@@ -158,17 +168,35 @@ def test_an_existing_file_is_overwritten_only_when_kgtracin_wrote_it(distmult_ru
     assert theirs.read_text() == "my\thand-made\ttable\n"
     ours = tmp_path / "ours.tsv"
     for top_k in ("2", "3"):  # kgtracin's own earlier result is replaced
-        code, _, err = run_cli(capsys, "explain", distmult_run, "--split", "test", "--limit", "2", "--top-k", top_k,
-                               "--output", ours)
+        code, _, err = run_cli(
+            capsys, "explain", distmult_run, "--split", "test", "--limit", "2", "--top-k", top_k, "--output", ours
+        )
         assert code == 0, err
     assert pd.read_csv(ours, sep="\t")["rank"].max() == 3
 
 
 def test_killed_train_leaves_a_staging_folder_the_next_train_removes(tmp_path):
     output = tmp_path / "runs" / "nations"
-    process = subprocess.Popen([sys.executable, "-m", "kgtracin", "train", "--dataset", "nations", "--model",
-                                "DistMult", "--embedding-dim", "8", "--epochs", "100000", "--output", str(output)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kgtracin",
+            "train",
+            "--dataset",
+            "nations",
+            "--model",
+            "DistMult",
+            "--embedding-dim",
+            "8",
+            "--epochs",
+            "100000",
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -184,14 +212,26 @@ def test_killed_train_leaves_a_staging_folder_the_next_train_removes(tmp_path):
     assert not output.exists()
     assert len(staged) == 1 and staged[0].is_dir()  # what kill -9 leaves: a hidden, owner-marked folder
     (output.parent / ".nations.mine").mkdir()  # a user's folder that looks alike, without kgtracin's mark
-    result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
-                  "--output", output)
+    result = _cli(
+        "train",
+        "--dataset",
+        "nations",
+        "--model",
+        "DistMult",
+        "--embedding-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--output",
+        output,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in output.parent.iterdir()) == [".nations.mine", "nations"]
     load_run(output)
 
 
 # -- silently wrong results --------------------------------------------------------------------------------
+
 
 def test_nan_weights_are_refused_in_one_line(distmult_run_copy, tmp_path, capsys):
     checkpoint = next((distmult_run_copy / "checkpoints").iterdir())
@@ -208,8 +248,21 @@ def test_nan_weights_are_refused_in_one_line(distmult_run_copy, tmp_path, capsys
 
 def test_top_k_above_n_labels_by_sign(distmult_run, tmp_path, capsys):
     out = tmp_path / "all.tsv"
-    code, _, err = run_cli(capsys, "explain", distmult_run, "--split", "test", "--limit", "1", "--top-k", "100000",
-                           "--loss", "bce", "--output", out)
+    code, _, err = run_cli(
+        capsys,
+        "explain",
+        distmult_run,
+        "--split",
+        "test",
+        "--limit",
+        "1",
+        "--top-k",
+        "100000",
+        "--loss",
+        "bce",
+        "--output",
+        out,
+    )
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
     loaded = load_run(distmult_run)
@@ -228,14 +281,18 @@ def test_callback_in_the_pipeline_folder_itself_is_found(tmp_path):
 
     folder = tmp_path / "run"
     callback = CheckpointCallback(folder, every=1)
-    result = pipeline(dataset="nations", model="DistMult", model_kwargs=dict(embedding_dim=8), random_seed=1,
-                      optimizer_kwargs=dict(lr=0.03),
-                      training_kwargs=dict(num_epochs=3, batch_size=512, use_tqdm=False, callbacks=callback),
-                      evaluation_kwargs=dict(use_tqdm=False, batch_size=256))
+    result = pipeline(
+        dataset="nations",
+        model="DistMult",
+        model_kwargs=dict(embedding_dim=8),
+        random_seed=1,
+        optimizer_kwargs=dict(lr=0.03),
+        training_kwargs=dict(num_epochs=3, batch_size=512, use_tqdm=False, callbacks=callback),
+        evaluation_kwargs=dict(use_tqdm=False, batch_size=256),
+    )
     result.save_to_directory(folder)
     tracin = TracIn.from_run(folder, trust_pickle=True, progress=False)
-    assert [Path(c.state).name for c in tracin.checkpoints] == ["epoch_00001.pt", "epoch_00002.pt",
-                                                                "epoch_00003.pt"]
+    assert [Path(c.state).name for c in tracin.checkpoints] == ["epoch_00001.pt", "epoch_00002.pt", "epoch_00003.pt"]
     assert [c.learning_rate for c in tracin.checkpoints] == [0.03] * 3
 
 
@@ -257,8 +314,9 @@ def test_tracin_leaves_the_callers_model_as_it_was(distmult_run):
 
     loaded = load_run(distmult_run)
     factory = TriplesFactory(loaded.training_triples, loaded.labels.entity_to_id, loaded.labels.relation_to_id)
-    model = DistMult(triples_factory=factory, embedding_dim=8, random_seed=0,
-                     entity_representations_kwargs=dict(unique=True))
+    model = DistMult(
+        triples_factory=factory, embedding_dim=8, random_seed=0, entity_representations_kwargs=dict(unique=True)
+    )
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tracin = TracIn(model, loaded.training_triples, [Checkpoint(model.state_dict(), 0.1)], progress=False)
@@ -280,9 +338,22 @@ def test_entities_never_seen_in_training_are_noted(tmp_path, capsys):
     (tmp_path / "train.tsv").write_text("\n".join("\t".join(r) for r in keep) + "\n")
     (tmp_path / "test.tsv").write_text("\n".join("\t".join(r) for r in test) + "\n")
     run_dir = tmp_path / "run"
-    code, stdout, err = run_cli(capsys, "train", "--training", tmp_path / "train.tsv", "--testing",
-                                tmp_path / "test.tsv", "--model", "DistMult", "--epochs", "2", "--embedding-dim",
-                                "8", "--output", run_dir)
+    code, stdout, err = run_cli(
+        capsys,
+        "train",
+        "--training",
+        tmp_path / "train.tsv",
+        "--testing",
+        tmp_path / "test.tsv",
+        "--model",
+        "DistMult",
+        "--epochs",
+        "2",
+        "--embedding-dim",
+        "8",
+        "--output",
+        run_dir,
+    )
     assert code == 0, err
     unseen = sum(lonely in (row[0], row[2]) for row in test)
     assert f"{unseen} of them mention an entity that never occurs in training" in stdout

@@ -26,13 +26,17 @@ from .test_cli import assert_clean_error, run_cli
 
 # -- bad options: one line, nothing written ------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, words", [
-    (["--learning-rate", "0"], ["--learning-rate", "positive"]),
-    (["--learning-rate", "-1"], ["--learning-rate", "positive"]),
-    (["--learning-rate", "nan"], ["--learning-rate", "positive"]),
-    (["--k", "100000"], ["--k 100000", "training triples"]),
-    (["--noisy", "0.0001", "--no-deletion"], ["--noisy", "corrupts no triple"]),
-])
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--learning-rate", "0"], ["--learning-rate", "positive"]),
+        (["--learning-rate", "-1"], ["--learning-rate", "positive"]),
+        (["--learning-rate", "nan"], ["--learning-rate", "positive"]),
+        (["--k", "100000"], ["--k 100000", "training triples"]),
+        (["--noisy", "0.0001", "--no-deletion"], ["--noisy", "corrupts no triple"]),
+    ],
+)
 def test_evaluate_refuses_options_it_would_misuse(distmult_run, tmp_path, capsys, args, words):
     out = tmp_path / "eval"
     code, _, err = run_cli(capsys, "evaluate", distmult_run, "--output", out, *args)
@@ -41,8 +45,19 @@ def test_evaluate_refuses_options_it_would_misuse(distmult_run, tmp_path, capsys
 
 
 def test_limit_without_split_is_refused(distmult_run, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "explain", distmult_run, "--triple", "brazil", "embassy", "usa", "--limit", "3",
-                           "--output", tmp_path / "o.tsv")
+    code, _, err = run_cli(
+        capsys,
+        "explain",
+        distmult_run,
+        "--triple",
+        "brazil",
+        "embassy",
+        "usa",
+        "--limit",
+        "3",
+        "--output",
+        tmp_path / "o.tsv",
+    )
     assert_clean_error(code, err, "--limit goes with --split")
 
 
@@ -55,15 +70,18 @@ def test_cuda_on_a_cpu_build_is_one_line(distmult_run, tmp_path, capsys):
         TracIn.from_run(distmult_run, device="cuda")
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda m: m.update(splits=["triples/training.tsv"]), ["'splits'", "object"]),
-    (lambda m: m["checkpoints"][0].update(learning_rate="0.01"), ["learning_rate", "number"]),
-    (lambda m: m.update(model="NoSuchModel"), ["unknown model", "NoSuchModel"]),
-    (lambda m: m.update(inverse_triples="yes"), ["inverse_triples", "true or false"]),
-    (lambda m: m.update(model_kwargs=[1]), ["model_kwargs"]),
-    (lambda m: m["checkpoints"][0].update(file="../../etc/passwd"), ["outside the run directory"]),
-    (lambda m: m.pop("final_model"), ["final_model"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda m: m.update(splits=["triples/training.tsv"]), ["'splits'", "object"]),
+        (lambda m: m["checkpoints"][0].update(learning_rate="0.01"), ["learning_rate", "number"]),
+        (lambda m: m.update(model="NoSuchModel"), ["unknown model", "NoSuchModel"]),
+        (lambda m: m.update(inverse_triples="yes"), ["inverse_triples", "true or false"]),
+        (lambda m: m.update(model_kwargs=[1]), ["model_kwargs"]),
+        (lambda m: m["checkpoints"][0].update(file="../../etc/passwd"), ["outside the run directory"]),
+        (lambda m: m.pop("final_model"), ["final_model"]),
+    ],
+)
 def test_a_malformed_manifest_is_named_field_by_field(distmult_run_copy, tmp_path, capsys, change, words):
     manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
     change(manifest)
@@ -117,9 +135,20 @@ def _fake_evaluation(folder: Path, appear: bool):
         if appear:
             folder.mkdir()
             (folder / "theirs.txt").write_text("theirs")
-        return {"mode": "isolated", "retrain": {"model": "DistMult", "embedding_dim": 8, "constrained": False,
-                                                 "epochs": 1, "learning_rate": 0.1, "checkpoints": 1},
-                "seeds": [], "table": [{"arm": "NH-1", "k": 1, "pd": 50.0, "tc": 10.0, "targets": 2}]}
+        return {
+            "mode": "isolated",
+            "retrain": {
+                "model": "DistMult",
+                "embedding_dim": 8,
+                "constrained": False,
+                "epochs": 1,
+                "learning_rate": 0.1,
+                "checkpoints": 1,
+            },
+            "seeds": [],
+            "table": [{"arm": "NH-1", "k": 1, "pd": 50.0, "tc": 10.0, "targets": 2}],
+        }
+
     return run_deletion
 
 
@@ -131,8 +160,11 @@ def test_evaluate_output_appearing_during_the_run_keeps_both(distmult_run, tmp_p
     code, _, err = run_cli(capsys, "evaluate", distmult_run, "--output", out)
     assert_clean_error(code, err, "appeared during the evaluation", "eval-1")
     assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
-    assert sorted(p.name for p in (tmp_path / "eval-1").iterdir()) == ["evaluation.json", "evaluation.md",
-                                                                       "evaluation.png"]
+    assert sorted(p.name for p in (tmp_path / "eval-1").iterdir()) == [
+        "evaluation.json",
+        "evaluation.md",
+        "evaluation.png",
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -195,6 +227,7 @@ def test_a_bug_is_one_line_without_v_and_a_traceback_with_it(distmult_run, tmp_p
 
 # -- messages that lead the user right ---------------------------------------------------------------------
 
+
 def test_a_folder_fifo_or_symlink_loop_is_named_as_such(distmult_run, tmp_path, capsys):
     fifo, loop = tmp_path / "fifo", tmp_path / "loop"
     os.mkfifo(fifo)
@@ -206,8 +239,20 @@ def test_a_folder_fifo_or_symlink_loop_is_named_as_such(distmult_run, tmp_path, 
 
 
 def test_train_creates_missing_parent_folders(tmp_path, capsys):
-    code, stdout, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim",
-                                "8", "--epochs", "1", "--output", tmp_path / "runs" / "deep" / "nations")
+    code, _stdout, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        "nations",
+        "--model",
+        "DistMult",
+        "--embedding-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--output",
+        tmp_path / "runs" / "deep" / "nations",
+    )
     assert code == 0, err
     load_run(tmp_path / "runs" / "deep" / "nations")
 
@@ -236,14 +281,16 @@ def test_train_refuses_a_header_line(tmp_path, capsys):
 
 
 def test_a_triple_short_of_a_value_says_so(distmult_run, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "explain", distmult_run, "--triple", "brazil", "embassy", "--output",
-                           tmp_path / "o.tsv")
+    code, _, err = run_cli(
+        capsys, "explain", distmult_run, "--triple", "brazil", "embassy", "--output", tmp_path / "o.tsv"
+    )
     assert_clean_error(code, err, "--triple", "three values", "--output")
 
 
 def test_option_names_in_errors_are_the_ones_typed(distmult_run, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "explain", distmult_run, "--predict", "brazil", "embassy", "--n", "0", "--output",
-                           tmp_path / "o.tsv")
+    code, _, err = run_cli(
+        capsys, "explain", distmult_run, "--predict", "brazil", "embassy", "--n", "0", "--output", tmp_path / "o.tsv"
+    )
     assert_clean_error(code, err, "--n")
     assert "num-predictions" not in err
 
@@ -268,6 +315,7 @@ def test_trust_pickle_help_says_what_it_unpickles():
 
 # -- small things a user notices ---------------------------------------------------------------------------
 
+
 def test_outputs_follow_the_umask(distmult_run, tmp_path):
     old = os.umask(0o022)
     try:
@@ -276,8 +324,19 @@ def test_outputs_follow_the_umask(distmult_run, tmp_path):
         assert result.returncode == 0, result.stderr
         assert stat.S_IMODE(out.stat().st_mode) == 0o644
         folder = tmp_path / "run"
-        result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
-                      "--output", folder)
+        result = _cli(
+            "train",
+            "--dataset",
+            "nations",
+            "--model",
+            "DistMult",
+            "--embedding-dim",
+            "8",
+            "--epochs",
+            "1",
+            "--output",
+            folder,
+        )
         assert result.returncode == 0, result.stderr
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755
         assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o644
@@ -290,7 +349,7 @@ def test_predict_head_reports_the_head_rank(distmult_run, tmp_path, capsys):
     from kgtracin.predictions import KnownTriples
 
     loaded = load_run(distmult_run)
-    h, r, t = loaded.labels.to_labels(loaded.splits["testing"][:1])[0]
+    _h, r, t = loaded.labels.to_labels(loaded.splits["testing"][:1])[0]
     out = tmp_path / "o.tsv"
     code, stdout, err = run_cli(capsys, "explain", distmult_run, "--predict-head", r, t, "--n", "2", "--output", out)
     assert code == 0, err
@@ -311,8 +370,9 @@ def test_predict_head_reports_the_head_rank(distmult_run, tmp_path, capsys):
 
 def test_printed_table_says_how_much_it_shows_and_the_loss(distmult_run, tmp_path, capsys):
     out = tmp_path / "o.tsv"
-    code, stdout, err = run_cli(capsys, "explain", distmult_run, "--split", "test", "--limit", "1", "--top-k", "7",
-                                "--output", out)
+    code, stdout, err = run_cli(
+        capsys, "explain", distmult_run, "--split", "test", "--limit", "1", "--top-k", "7", "--output", out
+    )
     assert code == 0, err
     assert "TracIn loss: softmax" in stdout and "CrossEntropyLoss" in stdout
     assert "first 3 proponents and opponents" in stdout and "all 7" in stdout
@@ -321,16 +381,36 @@ def test_printed_table_says_how_much_it_shows_and_the_loss(distmult_run, tmp_pat
 
 
 def test_help_starts_without_torch_or_pykeen():
-    probe = subprocess.run([sys.executable, "-c", "import sys; from kgtracin.cli import main\n"
-                            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-                            "print(sorted(m for m in ('torch', 'pykeen', 'pandas') if m in sys.modules))"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kgtracin.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'pykeen', 'pandas') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip().splitlines()[-1] == "[]", probe.stderr
 
 
 def test_train_shows_progress_within_an_epoch(tmp_path):
-    result = _cli("train", "--dataset", "nations", "--model", "DistMult", "--embedding-dim", "8", "--epochs", "1",
-                  "--batch-size", "64", "--output", tmp_path / "run")
+    result = _cli(
+        "train",
+        "--dataset",
+        "nations",
+        "--model",
+        "DistMult",
+        "--embedding-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--output",
+        tmp_path / "run",
+    )
     assert result.returncode == 0, result.stderr
     assert "Training batches" in result.stderr  # PyKEEN's per-batch bar, with its rate and time left
 
@@ -340,8 +420,11 @@ def test_any_pykeen_dataset_by_name_and_a_failed_download_in_one_line(tmp_path, 
 
     assert {"nations", "umls", "wn18rr", "fb15k237", "codexsmall", "hetionet"} <= set(dataset_names())
     assert labelled_splits("Kinships")["training"].shape[1] == 3  # shipped, any case
-    env = {"PYSTOW_HOME": str(tmp_path / "cache"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY":
-           "http://127.0.0.1:9"}  # offline, whatever this machine can reach
+    env = {
+        "PYSTOW_HOME": str(tmp_path / "cache"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }  # offline, whatever this machine can reach
     result = _cli("train", "--dataset", "wn18rr", "--output", tmp_path / "run", env_extra=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -353,6 +436,7 @@ def test_any_pykeen_dataset_by_name_and_a_failed_download_in_one_line(tmp_path, 
 
 
 # -- found by trying more ----------------------------------------------------------------------------------
+
 
 def test_a_file_starting_with_blank_space_is_not_taken_for_empty(distmult_run, tmp_path, capsys):
     theirs = tmp_path / "ws.tsv"
@@ -373,8 +457,9 @@ def test_symbolic_links_are_refused_as_outputs_and_stores(distmult_run, tmp_path
     assert link.is_symlink()
     (tmp_path / "empty").mkdir()
     (tmp_path / "store-link").symlink_to(tmp_path / "empty")
-    code, _, err = run_cli(capsys, *_explain(distmult_run, "--store", tmp_path / "store-link",
-                                             "--output", tmp_path / "o.tsv"))
+    code, _, err = run_cli(
+        capsys, *_explain(distmult_run, "--store", tmp_path / "store-link", "--output", tmp_path / "o.tsv")
+    )
     assert_clean_error(code, err, "symbolic link")
     assert list((tmp_path / "empty").iterdir()) == []
     train = ["train", "--dataset", "nations", "--model", "DistMult", "--epochs", "1"]
@@ -384,20 +469,26 @@ def test_symbolic_links_are_refused_as_outputs_and_stores(distmult_run, tmp_path
     assert list((tmp_path / "empty").iterdir()) == []
 
 
-@pytest.mark.parametrize("store, output, words", [
-    ("same.tsv", "same.tsv", "would hold the output"),
-    ("st", "st/x.tsv", "would hold the output"),
-    ("RUN/checkpoints/st", "o.tsv", "inside an input folder"),
-])
-def test_a_store_is_refused_where_it_would_clash(distmult_run_copy, tmp_path, capsys, monkeypatch, store, output,
-                                                 words):
+@pytest.mark.parametrize(
+    "store, output, words",
+    [
+        ("same.tsv", "same.tsv", "would hold the output"),
+        ("st", "st/x.tsv", "would hold the output"),
+        ("RUN/checkpoints/st", "o.tsv", "inside an input folder"),
+    ],
+)
+def test_a_store_is_refused_where_it_would_clash(
+    distmult_run_copy, tmp_path, capsys, monkeypatch, store, output, words
+):
     from kgtracin.scoring import Scorer
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: pytest.fail("computed before refusing the store"))
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _, err = run_cli(capsys, *_explain(distmult_run_copy, "--store", store.replace("RUN", str(distmult_run_copy)),
-                                             "--output", output))
+    code, _, err = run_cli(
+        capsys,
+        *_explain(distmult_run_copy, "--store", store.replace("RUN", str(distmult_run_copy)), "--output", output),
+    )
     assert_clean_error(code, err, words)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not (distmult_run_copy / "checkpoints" / "st").exists()
@@ -435,15 +526,29 @@ def test_a_checkpoint_replaced_in_place_is_other_work(distmult_run_copy, tmp_pat
     assert torch.equal(resumed.proponents.scores, fresh.proponents.scores)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--seed", "-1"], ["--seed"]),
-    (["--learning-rate", "inf"], ["--learning-rate"]),
-    (["--batch-size", "99999999999999999999"], ["--batch-size"]),
-    (["--model", "ConvE", "--embedding-dim", "7"], ["cannot build model ConvE"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--seed", "-1"], ["--seed"]),
+        (["--learning-rate", "inf"], ["--learning-rate"]),
+        (["--batch-size", "99999999999999999999"], ["--batch-size"]),
+        (["--model", "ConvE", "--embedding-dim", "7"], ["cannot build model ConvE"]),
+    ],
+)
 def test_train_refuses_settings_it_cannot_use(tmp_path, capsys, args, words):
-    code, _, err = run_cli(capsys, "train", "--dataset", "nations", "--model", "DistMult", "--epochs", "1", *args,
-                           "--output", tmp_path / "run")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        "nations",
+        "--model",
+        "DistMult",
+        "--epochs",
+        "1",
+        *args,
+        "--output",
+        tmp_path / "run",
+    )
     assert_clean_error(code, err, *words)
     assert not (tmp_path / "run").exists()
 
@@ -454,28 +559,34 @@ def _edit_manifest(run_dir, change):
     (run_dir / "manifest.json").write_text(json.dumps(manifest).replace('"HUGE"', "1" + "0" * 400))
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda m: m["model_kwargs"].update(embedding_dim=-1), ["cannot build model"]),
-    (lambda m: m["model_kwargs"].update(embedding_dim=0), ["cannot build model"]),
-    (lambda m: m["model_kwargs"].update(loss="NoSuchLoss"), ["cannot build model"]),
-    (lambda m: m["checkpoints"][0].update(learning_rate="HUGE"), ["checkpoint 1 learning_rate"]),
-    (lambda m: m.update(seed=-5), ["'seed'"]),
-    (lambda m: m.update(final_model="checkpoints"), ["is a folder"]),
-    (lambda m: m["checkpoints"][0].update(file="checkpoints"), ["is a folder"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda m: m["model_kwargs"].update(embedding_dim=-1), ["cannot build model"]),
+        (lambda m: m["model_kwargs"].update(embedding_dim=0), ["cannot build model"]),
+        (lambda m: m["model_kwargs"].update(loss="NoSuchLoss"), ["cannot build model"]),
+        (lambda m: m["checkpoints"][0].update(learning_rate="HUGE"), ["checkpoint 1 learning_rate"]),
+        (lambda m: m.update(seed=-5), ["'seed'"]),
+        (lambda m: m.update(final_model="checkpoints"), ["is a folder"]),
+        (lambda m: m["checkpoints"][0].update(file="checkpoints"), ["is a folder"]),
+    ],
+)
 def test_a_tampered_manifest_is_one_line(distmult_run_copy, tmp_path, capsys, change, words):
     _edit_manifest(distmult_run_copy, change)
     code, _, err = run_cli(capsys, *_explain(distmult_run_copy, "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, *words)
 
 
-@pytest.mark.parametrize("damage, words", [
-    ("meta", ["meta device"]),
-    ("complex", ["complex"]),
-    ("nan-final", ["NaN or infinite", "model.pt"]),
-    ("huge", ["overflow"]),
-    ("random-final", ["corrupt"]),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("meta", ["meta device"]),
+        ("complex", ["complex"]),
+        ("nan-final", ["NaN or infinite", "model.pt"]),
+        ("huge", ["overflow"]),
+        ("random-final", ["corrupt"]),
+    ],
+)
 def test_damaged_weights_are_one_line(distmult_run_copy, tmp_path, capsys, damage, words):
     checkpoint = sorted((distmult_run_copy / "checkpoints").iterdir())[0]
     state = torch.load(checkpoint, weights_only=True)
@@ -489,8 +600,7 @@ def test_damaged_weights_are_one_line(distmult_run_copy, tmp_path, capsys, damag
         final[name][0] = float("nan")
         torch.save(final, distmult_run_copy / "model.pt")
     elif damage == "huge":
-        torch.save({k: torch.full_like(v, 1e30) if v.is_floating_point() else v for k, v in state.items()},
-                   checkpoint)
+        torch.save({k: torch.full_like(v, 1e30) if v.is_floating_point() else v for k, v in state.items()}, checkpoint)
     else:
         noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
         (distmult_run_copy / "model.pt").write_bytes(bytes(noise.tolist()).replace(b"\x80", b"\x00"))
@@ -502,14 +612,25 @@ def test_damaged_weights_are_one_line(distmult_run_copy, tmp_path, capsys, damag
 
 def test_more_misleading_messages(distmult_run, tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("mine")
-    code, _, err = run_cli(capsys, *_explain(distmult_run, "--checkpoint-dir", tmp_path / "precious.txt",
-                                             "--output", tmp_path / "o.tsv"))
+    code, _, err = run_cli(
+        capsys, *_explain(distmult_run, "--checkpoint-dir", tmp_path / "precious.txt", "--output", tmp_path / "o.tsv")
+    )
     assert_clean_error(code, err, "is a file, not a folder")
     code, _, err = run_cli(capsys, *_explain(distmult_run, "--output", tmp_path / ".tsv"))
     assert_clean_error(code, err, "needs a name before its suffix")
     code, _, err = run_cli(capsys, *_explain(distmult_run, "--learning-rate", "5", "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, "--learning-rate", "record their own")
-    code, _, err = run_cli(capsys, "explain", distmult_run, "--triple", "brazil", "embassy", "usa", "--n", "3",
-                           "--output",
-                           tmp_path / "o.tsv")
+    code, _, err = run_cli(
+        capsys,
+        "explain",
+        distmult_run,
+        "--triple",
+        "brazil",
+        "embassy",
+        "usa",
+        "--n",
+        "3",
+        "--output",
+        tmp_path / "o.tsv",
+    )
     assert_clean_error(code, err, "--n goes with --predict")

@@ -45,8 +45,7 @@ class GenericModelCase:
     @pytest.mark.parametrize("method", ["vmap", "fast"])
     def test_scores_match_loop(self, setup, method):
         model, checkpoints, train, test, expected, _, loss = setup
-        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False,
-                        loss=loss).scores(test)
+        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False, loss=loss).scores(test)
         assert actual.shape == (NUM_TEST, NUM_TRAIN)
         assert actual.dtype == torch.float64
         assert relative_error(actual, expected) < TOLERANCE
@@ -54,8 +53,9 @@ class GenericModelCase:
     @pytest.mark.parametrize("method", ["vmap", "fast"])
     def test_self_influence_matches_loop(self, setup, method):
         model, checkpoints, train, _, _, expected, loss = setup
-        actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False,
-                        loss=loss).self_influence()
+        actual = TracIn(
+            model, train, checkpoints, method=method, batch_size=32, progress=False, loss=loss
+        ).self_influence()
         assert relative_error(actual, expected) < TOLERANCE
 
     def test_reference_is_not_trivial(self, setup):
@@ -87,8 +87,10 @@ class GenericModelCase:
         expected = sum(per_checkpoint)
         normalized = TracIn(model, train, checkpoints, progress=False, loss=loss, normalize="train")
         assert relative_error(normalized.scores(test), expected) < TOLERANCE
-        expected_self = sum(torch.sqrt(c.learning_rate * TracIn(model, train, [c], progress=False, loss=loss)
-                                       .self_influence()) for c in checkpoints)
+        expected_self = sum(
+            torch.sqrt(c.learning_rate * TracIn(model, train, [c], progress=False, loss=loss).self_influence())
+            for c in checkpoints
+        )
         assert relative_error(normalized.self_influence(), expected_self) < TOLERANCE
 
 
@@ -150,8 +152,9 @@ def test_softmax_is_cross_entropy_in_both_directions(run_factory):
         model, test = run.model.double(), run.splits["testing"][:4]
         tails = model.predict_t(test[:, :2]) if not model.predict_with_sigmoid else None
         heads = model.predict_h(test[:, 1:])
-        expected = F.cross_entropy(tails, test[:, 2], reduction="none") + F.cross_entropy(heads, test[:, 0],
-                                                                                         reduction="none")
+        expected = F.cross_entropy(tails, test[:, 2], reduction="none") + F.cross_entropy(
+            heads, test[:, 0], reduction="none"
+        )
         actual = ModelAdapter(model, loss="softmax").losses(test)
         assert relative_error(actual, expected) < TOLERANCE
 
@@ -175,10 +178,10 @@ def test_softmax_closed_form_checks_linearity_on_every_batch(run_factory, monkey
     """The closed form rests on scores linear in the candidate; a model that is not (TransE), let past the static
     list, is caught by the check on the model's own score of the true triple, in one line."""
     from kgtracin import KGTracinError
-    from kgtracin.gradients import fast
+    from kgtracin.losses import softmax
 
     run = load_run(run_factory("TransE", False))
-    monkeypatch.setattr(fast, "softmax_unsupported", lambda model: None)
+    monkeypatch.setattr(softmax, "softmax_unsupported", lambda model: None)
     tracin = TracIn(run.model, run.training_triples[:20], progress=False, loss="softmax")
     assert "rows+candidates" in tracin.describe().values()
     with pytest.raises(KGTracinError, match="scores are not linear in the candidate entity"):

@@ -23,10 +23,14 @@ LEARNING_RATES = (0.3, 0.05)
 METHODS = ("loop", "vmap", "fast")
 #: small dimensions for models whose defaults do not fit d=8
 MODEL_KWARGS = {
-    "ConvE": dict(embedding_dim=16, output_channels=2), "TuckER": dict(embedding_dim=8, relation_dim=4),
-    "NTN": dict(embedding_dim=4, num_slices=2), "ConvKB": dict(embedding_dim=8, num_filters=2),
-    "TransR": dict(embedding_dim=8, relation_dim=4), "TransD": dict(embedding_dim=8, relation_dim=4),
-    "ERMLPE": dict(embedding_dim=8, hidden_dim=8), "RGCN": dict(embedding_dim=8, num_layers=1),
+    "ConvE": dict(embedding_dim=16, output_channels=2),
+    "TuckER": dict(embedding_dim=8, relation_dim=4),
+    "NTN": dict(embedding_dim=4, num_slices=2),
+    "ConvKB": dict(embedding_dim=8, num_filters=2),
+    "TransR": dict(embedding_dim=8, relation_dim=4),
+    "TransD": dict(embedding_dim=8, relation_dim=4),
+    "ERMLPE": dict(embedding_dim=8, hidden_dim=8),
+    "RGCN": dict(embedding_dim=8, num_layers=1),
 }
 #: models PyKEEN 1.11 cannot build at all (GatedCombination rejects the entity_embedding_dim it is given)
 UNBUILDABLE = {"DistMultLiteralGated"}
@@ -49,8 +53,10 @@ def _factory(name: str, inverse: bool):
     factory = _nations(inverse)
     if "Literal" in name:  # literal models need numeric attributes per entity: three random ones
         factory = TriplesNumericLiteralsFactory(
-            mapped_triples=factory.mapped_triples, entity_to_id=factory.entity_to_id,
-            relation_to_id=factory.relation_to_id, create_inverse_triples=inverse,
+            mapped_triples=factory.mapped_triples,
+            entity_to_id=factory.entity_to_id,
+            relation_to_id=factory.relation_to_id,
+            create_inverse_triples=inverse,
             numeric_literals=np.random.RandomState(0).rand(factory.num_entities, 3).astype("float32"),
             literals_to_id={f"literal{i}": i for i in range(3)},
         )
@@ -99,8 +105,11 @@ def _reference_loss(model, hrt: torch.Tensor, loss: str) -> torch.Tensor:
     if loss == "bce":
         return F.softplus(-model.score_hrt(torch.tensor([[h, internal, t]]))).sum()
     tail = model.score_t(torch.tensor([[h, internal]]))
-    head = (model.score_t(torch.tensor([[t, internal + 1]])) if model.use_inverse_triples
-            else model.score_h(torch.tensor([[r, t]])))
+    head = (
+        model.score_t(torch.tensor([[t, internal + 1]]))
+        if model.use_inverse_triples
+        else model.score_h(torch.tensor([[r, t]]))
+    )
     return F.cross_entropy(tail, torch.tensor([t])) + F.cross_entropy(head, torch.tensor([h]))
 
 
@@ -117,8 +126,11 @@ def _reference_gradients(build, state, triples: torch.Tensor, loss: str) -> torc
                     layer.register_forward_pre_hook(_cast_edge_weights, with_kwargs=True)
         params = [p for p in model.parameters() if p.requires_grad]
         grads = torch.autograd.grad(_reference_loss(model, hrt, loss), params, allow_unused=True)
-        rows.append(torch.cat([torch.zeros(p.numel(), dtype=p.dtype) if g is None else g.reshape(-1)
-                               for g, p in zip(grads, params)]))
+        rows.append(
+            torch.cat(
+                [torch.zeros(p.numel(), dtype=p.dtype) if g is None else g.reshape(-1) for g, p in zip(grads, params)]
+            )
+        )
     return torch.stack(rows)
 
 
@@ -186,8 +198,7 @@ def test_exact_or_refused(case, loss):
 
 def test_every_model_is_swept():
     """Each ERModel builds in at least one configuration, except those PyKEEN itself cannot build."""
-    unbuildable = {name for name in _er_models()
-                   if _try_build(name, False) is None and _try_build(name, True) is None}
+    unbuildable = {name for name in _er_models() if _try_build(name, False) is None and _try_build(name, True) is None}
     assert unbuildable == UNBUILDABLE
     assert len(_er_models()) >= 38
 
@@ -199,9 +210,13 @@ def test_unique_lookups_are_exact():
     factory = _nations(False)
 
     def build():
-        return ERModel(triples_factory=factory, interaction="distmult", random_seed=1,
-                       entity_representations_kwargs=dict(shape=8, unique=True),
-                       relation_representations_kwargs=dict(shape=8))
+        return ERModel(
+            triples_factory=factory,
+            interaction="distmult",
+            random_seed=1,
+            entity_representations_kwargs=dict(shape=8, unique=True),
+            relation_representations_kwargs=dict(shape=8),
+        )
 
     model = build().double()
     train = factory.mapped_triples[:12]

@@ -66,8 +66,11 @@ def _sketched_gradient(model, paths: dict[str, str], projection: Projection, hrt
     return torch.cat(parts)
 
 
-@pytest.fixture(scope="module", params=[("ConvE", True, "bce"), ("ConvE", True, "softmax"), ("ERMLP", False, "bce")],
-                ids=lambda p: "-".join(str(x) for x in p))
+@pytest.fixture(
+    scope="module",
+    params=[("ConvE", True, "bce"), ("ConvE", True, "softmax"), ("ERMLP", False, "bce")],
+    ids=lambda p: "-".join(str(x) for x in p),
+)
 def case(run_factory, request):
     name, inverse, loss = request.param
     run = load_run(run_factory(name, inverse))
@@ -78,8 +81,9 @@ def case(run_factory, request):
 
 def test_projection_is_tracin_of_the_sketched_gradients(case):
     model, checkpoints, train, test, loss = case
-    tracin = TracIn(model, train, checkpoints, projection_dim=8, projection_seed=3, progress=False, loss=loss,
-                    batch_size=16)
+    tracin = TracIn(
+        model, train, checkpoints, projection_dim=8, projection_seed=3, progress=False, loss=loss, batch_size=16
+    )
     paths = tracin.describe()
     assert any("projected to 8" in p for p in paths.values())  # something is sketched
     assert all(not p.startswith("rows") or "projected" not in p for p in paths.values())
@@ -112,13 +116,16 @@ def test_projection_top_k_is_top_k_of_its_scores(case):
     assert torch.allclose(result.proponents.scores, scores.topk(5, dim=1).values)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(projection_dim=0), "projection dimension must be a positive integer"),
-    (dict(projection_dim=2.5), "projection dimension must be a positive integer"),
-    (dict(projection_dim=8, method="loop"), "projection applies to method 'fast' only"),
-    (dict(projection_dim=8, method="vmap"), "projection applies to method 'fast' only"),
-    (dict(projection_dim=8, projection_seed="a"), "projection seed must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(projection_dim=0), "projection dimension must be a positive integer"),
+        (dict(projection_dim=2.5), "projection dimension must be a positive integer"),
+        (dict(projection_dim=8, method="loop"), "projection applies to method 'fast' only"),
+        (dict(projection_dim=8, method="vmap"), "projection applies to method 'fast' only"),
+        (dict(projection_dim=8, projection_seed="a"), "projection seed must be an integer"),
+    ],
+)
 def test_bad_projection_options(case, kwargs, match):
     model, checkpoints, train, *_ = case
     with pytest.raises(KGTracinError, match=match):

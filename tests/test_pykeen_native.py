@@ -23,8 +23,12 @@ def _pipeline(**training_kwargs):
 
     logging.getLogger("pykeen").setLevel(logging.ERROR)
     return pipeline(
-        dataset="nations", model="DistMult", model_kwargs=dict(embedding_dim=8), random_seed=1,
-        optimizer="Adam", optimizer_kwargs=dict(lr=LR),
+        dataset="nations",
+        model="DistMult",
+        model_kwargs=dict(embedding_dim=8),
+        random_seed=1,
+        optimizer="Adam",
+        optimizer_kwargs=dict(lr=LR),
         training_kwargs=dict(num_epochs=EPOCHS, batch_size=512, use_tqdm=False, **training_kwargs),
         evaluation_kwargs=dict(use_tqdm=False, batch_size=256),
     )
@@ -46,10 +50,17 @@ def test_callback_saves_every_and_last_with_scheduled_rate(tmp_path):
 
     dataset = Nations()
     callback = CheckpointCallback(tmp_path / "ckpt", every=EVERY, triples_factory=dataset.training)
-    pipeline(dataset=dataset, model="DistMult", model_kwargs=dict(embedding_dim=8), random_seed=1,
-             optimizer_kwargs=dict(lr=LR), lr_scheduler="StepLR", lr_scheduler_kwargs=dict(step_size=1, gamma=GAMMA),
-             training_kwargs=dict(num_epochs=EPOCHS, batch_size=512, use_tqdm=False, callbacks=callback),
-             evaluation_kwargs=dict(use_tqdm=False, batch_size=256))
+    pipeline(
+        dataset=dataset,
+        model="DistMult",
+        model_kwargs=dict(embedding_dim=8),
+        random_seed=1,
+        optimizer_kwargs=dict(lr=LR),
+        lr_scheduler="StepLR",
+        lr_scheduler_kwargs=dict(step_size=1, gamma=GAMMA),
+        training_kwargs=dict(num_epochs=EPOCHS, batch_size=512, use_tqdm=False, callbacks=callback),
+        evaluation_kwargs=dict(use_tqdm=False, batch_size=256),
+    )
     assert [p.name for p in callback.saved] == ["epoch_00002.pt", "epoch_00004.pt", "epoch_00005.pt"]
     for path, epoch in zip(callback.saved, (2, 4, 5)):
         content = torch.load(path, weights_only=True)  # readable without trusting pickles
@@ -79,20 +90,45 @@ def test_pipeline_folder_is_a_run_with_all_checkpoints(pipeline_run):
     # from_run reads every checkpoint: the same as building TracIn from the files by hand
     test = run.splits["testing"][:3]
     tracin = TracIn.from_run(folder, trust_pickle=True, progress=False)
-    by_hand = TracIn(result.model, result.training, [Checkpoint(str(p), LR) for p in callback.saved],
-                     progress=False, loss=tracin.config.loss)
+    by_hand = TracIn(
+        result.model,
+        result.training,
+        [Checkpoint(str(p), LR) for p in callback.saved],
+        progress=False,
+        loss=tracin.config.loss,
+    )
     assert len(tracin.checkpoints) == 3
     assert relative_error(tracin.scores(test), by_hand.scores(test)) < 1e-6
-    single = TracIn(result.model, result.training, [Checkpoint(str(callback.saved[-1]), LR)], progress=False,
-                    loss=tracin.config.loss)
+    single = TracIn(
+        result.model,
+        result.training,
+        [Checkpoint(str(callback.saved[-1]), LR)],
+        progress=False,
+        loss=tracin.config.loss,
+    )
     assert relative_error(tracin.scores(test), single.scores(test)) > 1e-3  # the earlier checkpoints count
 
 
 def test_pipeline_folder_from_the_cli(pipeline_run, tmp_path, capsys):
     folder, *_ = pipeline_run
     out = tmp_path / "influence.tsv"
-    main(["explain", str(folder), "--trust-pickle", "--dataset", "nations", "--split", "test", "--limit", "2",
-          "--top-k", "3", "--output", str(out)])
+    main(
+        [
+            "explain",
+            str(folder),
+            "--trust-pickle",
+            "--dataset",
+            "nations",
+            "--split",
+            "test",
+            "--limit",
+            "2",
+            "--top-k",
+            "3",
+            "--output",
+            str(out),
+        ]
+    )
     assert out.is_file() and len(out.read_text().splitlines()) == 1 + 2 * 2 * 3
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -106,8 +142,9 @@ def test_pipeline_folder_from_the_cli(pipeline_run, tmp_path, capsys):
 def test_pykeen_callback_files_need_a_learning_rate(pipeline_run, tmp_path, capsys):
     folder, result, _ = pipeline_run
     root = tmp_path / "pykeen-checkpoints"
-    _pipeline(callbacks="checkpoint", callbacks_kwargs=dict(root=root, schedule="every",
-                                                            schedule_kwargs=dict(frequency=2)))
+    _pipeline(
+        callbacks="checkpoint", callbacks_kwargs=dict(root=root, schedule="every", schedule_kwargs=dict(frequency=2))
+    )
     files = sorted(root.glob("*.pt"))
     assert len(files) >= 2 and "state_dict" in torch.load(files[0], weights_only=True)
     with pytest.raises(KGTracinError, match="learning rate"):
@@ -116,12 +153,42 @@ def test_pykeen_callback_files_need_a_learning_rate(pipeline_run, tmp_path, caps
     assert [c.learning_rate for c in checkpoints] == [0.01] * len(files)
     assert Checkpoint(str(files[0]), 0.01).load_state().keys() == result.model.state_dict().keys()
     out = tmp_path / "influence.tsv"
-    main(["explain", str(folder), "--trust-pickle", "--dataset", "nations", "--checkpoint-dir", str(root),
-          "--learning-rate", "0.01", "--split", "test", "--limit", "1", "--output", str(out)])
+    main(
+        [
+            "explain",
+            str(folder),
+            "--trust-pickle",
+            "--dataset",
+            "nations",
+            "--checkpoint-dir",
+            str(root),
+            "--learning-rate",
+            "0.01",
+            "--split",
+            "test",
+            "--limit",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     assert out.is_file()
     with pytest.raises(SystemExit):
-        main(["explain", str(folder), "--trust-pickle", "--dataset", "nations", "--checkpoint-dir", str(root),
-              "--split", "test", "--output", str(tmp_path / "y.tsv")])
+        main(
+            [
+                "explain",
+                str(folder),
+                "--trust-pickle",
+                "--dataset",
+                "nations",
+                "--checkpoint-dir",
+                str(root),
+                "--split",
+                "test",
+                "--output",
+                str(tmp_path / "y.tsv"),
+            ]
+        )
     assert "--learning-rate" in capsys.readouterr().err
 
 
@@ -201,8 +268,10 @@ def test_checkpoints_for_other_labels_are_refused(pipeline_run, tmp_path):
     matching, other = tmp_path / "matching", tmp_path / "other"
     for directory, entities in ((matching, dict(factory.entity_to_id)), (other, {"somewhere": 0})):
         directory.mkdir()
-        torch.save({**content, "entity_to_id": entities, "relation_to_id": dict(factory.relation_to_id)},
-                   directory / "epoch_00005.pt")
+        torch.save(
+            {**content, "entity_to_id": entities, "relation_to_id": dict(factory.relation_to_id)},
+            directory / "epoch_00005.pt",
+        )
     assert len(load_run(folder, trust_pickle=True, checkpoint_dir=matching).checkpoints) == 1
     with pytest.raises(KGTracinError, match="other entity or relation labels"):
         load_run(folder, trust_pickle=True, checkpoint_dir=other)

@@ -73,8 +73,9 @@ def test_detectors_match_their_definitions(run):
     for c in run.checkpoints:
         one = TracIn(run.model, train, [c], loss="softmax", progress=False)
         train_norm = (one.self_influence() / c.learning_rate).sqrt()
-        test_norm = (TracIn(run.model, valid, [c], loss="softmax", progress=False).self_influence()
-                     / c.learning_rate).sqrt()
+        test_norm = (
+            TracIn(run.model, valid, [c], loss="softmax", progress=False).self_influence() / c.learning_rate
+        ).sqrt()
         cosine = cosine + one.scores(valid) / train_norm.unsqueeze(0) / test_norm.unsqueeze(1)
     assert relative_error(scores["validation_cosine"], -cosine.sum(dim=0).double()) < 1e-5
     with torch.no_grad():
@@ -157,8 +158,25 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
     from .test_cli import run_cli
 
     out = tmp_path / "eval"
-    code, stdout, err = run_cli(capsys, "evaluate", run.path, "--output", out, "--targets", 2,
-                                "--steps", 3, "--k", 1, "--k", 2, "--embedding-dim", 8, "--noisy", 0.05)
+    code, _stdout, err = run_cli(
+        capsys,
+        "evaluate",
+        run.path,
+        "--output",
+        out,
+        "--targets",
+        2,
+        "--steps",
+        3,
+        "--k",
+        1,
+        "--k",
+        2,
+        "--embedding-dim",
+        8,
+        "--noisy",
+        0.05,
+    )
     assert code == 0, err
     result = json.loads((out / "evaluation.json").read_text())
     arms = {row["arm"] for row in result["deletion"]["table"]}

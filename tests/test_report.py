@@ -58,8 +58,15 @@ def _browser() -> str | None:
 
 
 def _chromium(browser: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -67,8 +74,23 @@ def _chromium(browser: str, tmp_path, *args: str) -> subprocess.CompletedProcess
 def report_page(run_factory, tmp_path_factory):
     run = run_factory("DistMult", False)
     out = tmp_path_factory.mktemp("report") / "report.html"
-    main(["report", str(run), "--split", "test", "--limit", "2", "--top-k", "4", "--self-influence", "--audit", "5",
-          "--output", str(out)])
+    main(
+        [
+            "report",
+            str(run),
+            "--split",
+            "test",
+            "--limit",
+            "2",
+            "--top-k",
+            "4",
+            "--self-influence",
+            "--audit",
+            "5",
+            "--output",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -78,16 +100,19 @@ def test_page_is_self_contained(report_page):
     assert "<script" not in page and "<link" not in page and "@import" not in page and "<img" not in page
     # the only URLs are SVG namespaces and in-page references
     urls = set(re.findall(r"(?:https?:)?//[^\s\"'<>)]+", page))
-    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink",
-                    "http://www.w3.org/1999/xhtml"}, urls
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink", "http://www.w3.org/1999/xhtml"}, urls
     assert all(ref.startswith("#") for ref in re.findall(r"url\(([^)]*)\)", page))  # in-page references only
     assert page.count('<svg class="subgraph"') == 2
     assert "Self-influence" in page and "most suspicious" in page
 
 
 def test_subgraph_draws_every_triple_once():
-    edges = [Edge("a", "likes", "b", "test"), Edge("a", "knows", "b", "proponent", 0.5),
-             Edge("b", "knows", "a", "opponent", -0.25), Edge("c", "is", "c", "proponent", 0.1)]
+    edges = [
+        Edge("a", "likes", "b", "test"),
+        Edge("a", "knows", "b", "proponent", 0.5),
+        Edge("b", "knows", "a", "opponent", -0.25),
+        Edge("c", "is", "c", "proponent", 0.1),
+    ]
     svg = subgraph_svg(edges, focus=("a", "b"))
     assert svg.count('<path class="edge') == 4 and svg.count('<circle class="node"') == 3
     assert svg.count("stroke-dasharray") == 1  # the explained triple
@@ -97,15 +122,14 @@ def test_subgraph_draws_every_triple_once():
 
 
 def test_labels_escaped():
-    svg = subgraph_svg([Edge("<b>", "r&d", "x\"y", "test")])
+    svg = subgraph_svg([Edge("<b>", "r&d", 'x"y', "test")])
     assert "<b>" not in svg and "&lt;b&gt;" in svg and "r&amp;d" in svg
 
 
 def test_browser_renders_drawing_and_labels(report_page, tmp_path):
     browser = _browser()
     checked = tmp_path / "checked.html"
-    checked.write_text(report_page.read_text(encoding="utf-8").replace("</body>", _CHECK + "</body>"),
-                       encoding="utf-8")
+    checked.write_text(report_page.read_text(encoding="utf-8").replace("</body>", _CHECK + "</body>"), encoding="utf-8")
     dom = _chromium(browser, tmp_path, "--dump-dom", checked.as_uri()).stdout
     found = re.search(r'<pre id="kgtracin-check">(.*?)</pre>', dom, re.S)
     assert found, "the page did not run its check"
@@ -137,11 +161,14 @@ def test_browser_screenshot_shows_the_drawing(report_page, tmp_path):
     assert near("#111111", 30) > 2000  # text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--output", "report.txt"], "must end in .html"),
-    (["--audit", "-1", "--output", "report.html"], "--audit"),
-    (["--triple", "nobody", "knows", "nothing", "--output", "report.html"], "nobody"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output", "report.txt"], "must end in .html"),
+        (["--audit", "-1", "--output", "report.html"], "--audit"),
+        (["--triple", "nobody", "knows", "nothing", "--output", "report.html"], "nobody"),
+    ],
+)
 def test_report_bad_input_is_one_line(run_factory, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     run = run_factory("DistMult", False)

@@ -26,8 +26,9 @@ def run(nations_run):
 @pytest.mark.parametrize("shard_size", [1, 100, 700, 100000])
 def test_shards_give_the_top_k_of_the_matrix(run, shard_size):
     test = run.splits["testing"][:5]
-    tracin = TracIn(run.model, run.training_triples, run.checkpoints, batch_size=64, shard_size=shard_size,
-                    progress=False)
+    tracin = TracIn(
+        run.model, run.training_triples, run.checkpoints, batch_size=64, shard_size=shard_size, progress=False
+    )
     full = tracin.scores(test)
     result = tracin.influence(test, top_k=6)
     assert torch.equal(result.proponents.indices, torch.topk(full, 6, dim=1).indices)
@@ -98,8 +99,18 @@ def test_torchrun_gloo_two_processes_identical(nations_run, tmp_path):
     args = ["explain", str(nations_run), "--split", "test", "--limit", LIMIT, "--top-k", "7", "--shard-size", "300"]
     single = _cli("-m", "kgtracin", *args, "--output", str(tmp_path / "single.tsv"))
     assert single.returncode == 0, single.stderr
-    dist = _cli("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "kgtracin", *args,
-                "--output", str(tmp_path / "dist.tsv"))
+    dist = _cli(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "kgtracin",
+        *args,
+        "--output",
+        str(tmp_path / "dist.tsv"),
+    )
     assert dist.returncode == 0, dist.stderr
     assert (tmp_path / "dist.tsv").read_bytes() == (tmp_path / "single.tsv").read_bytes()
     assert dist.stdout.count("wrote ") == 1  # only rank 0 writes
@@ -121,8 +132,9 @@ def test_bad_precision(run, nations_run, capsys, tmp_path):
 
     with pytest.raises(KGTracinError, match="precision"):
         TracIn(run.model, run.training_triples, precision="fp8")
-    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--precision", "fp8",
-                           "--output", tmp_path / "x.tsv")
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--precision", "fp8", "--output", tmp_path / "x.tsv"
+    )
     assert_clean_error(code, err, "fp8")
 
 
@@ -135,8 +147,9 @@ def test_compile_is_exact_for_loop_and_refused_for_fast(run, nations_run, capsys
     assert float((compiled - exact).abs().max() / exact.abs().max()) < 1e-5
     with pytest.raises(KGTracinError, match="compile applies to method"):
         TracIn(run.model, train, compile=True)
-    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--compile", "--output",
-                           tmp_path / "x.tsv")
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--compile", "--output", tmp_path / "x.tsv"
+    )
     assert_clean_error(code, err, "compile")
 
 

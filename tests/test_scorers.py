@@ -67,7 +67,7 @@ def test_no_broadcast_temporary_when_scoring_all_heads_or_tails(name, batch):
 
 
 def test_the_context_restores_pykeens_forward():
-    model, factory = _model("DistMult", False)
+    model, _factory = _model("DistMult", False)
     forward = model.interaction.forward
     with matrix_products(model) as changed:
         assert changed == ["interaction"] and model.interaction.forward != forward

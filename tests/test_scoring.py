@@ -23,8 +23,10 @@ def test_streamed_top_k_equals_brute_force(block, k, shuffled):
     for start in starts:
         sink.add(start, scores[:, start : start + block])  # (M, B) blocks
     indices = torch.arange(num_train).expand(num_test, -1)
-    for largest, values, chosen in ((True, sink.top_values, sink.top_indices),
-                                    (False, sink.bottom_values, sink.bottom_indices)):
+    for largest, values, chosen in (
+        (True, sink.top_values, sink.top_indices),
+        (False, sink.bottom_values, sink.bottom_indices),
+    ):
         expected_values, expected_indices = select_top(scores, indices, k, largest)
         assert torch.equal(values, expected_values)
         assert torch.equal(chosen, expected_indices)  # ties go to the smaller training index

@@ -23,8 +23,12 @@ def test_small_graph_properties():
 
 
 def test_default_shape_is_fb15k237():
-    assert FB15K237_SHAPE == {"num_entities": 14_541, "num_relations": 237, "num_training": 272_115,
-                              "num_testing": 20_466}
+    assert FB15K237_SHAPE == {
+        "num_entities": 14_541,
+        "num_relations": 237,
+        "num_training": 272_115,
+        "num_testing": 20_466,
+    }
     graph = fb15k237_like(num_testing=10)
     assert graph.training.shape == (272_115, 3)
     assert int(graph.training[:, [0, 2]].max()) < 14_541 and int(graph.training[:, 1].max()) < 237

@@ -72,10 +72,15 @@ def _check_split(train, valid, test, strict: bool) -> None:
 
 def test_relation_directions_are_wn18rr(full_graph):
     """One WN18RR training triple per asymmetric relation, found by lemma in the same direction."""
-    examples = [("land_reform", "_hypernym", "reform"), ("kamet", "_instance_hypernym", "mountain_peak"),
-                ("primulaceae", "_member_meronym", "glaux"), ("folding_chair", "_has_part", "rung"),
-                ("valence", "_synset_domain_topic_of", "biology"), ("ethnic_slur", "_member_of_domain_usage", "wop"),
-                ("germany", "_member_of_domain_region", "schadenfreude")]
+    examples = [
+        ("land_reform", "_hypernym", "reform"),
+        ("kamet", "_instance_hypernym", "mountain_peak"),
+        ("primulaceae", "_member_meronym", "glaux"),
+        ("folding_chair", "_has_part", "rung"),
+        ("valence", "_synset_domain_topic_of", "biology"),
+        ("ethnic_slur", "_member_of_domain_usage", "wop"),
+        ("germany", "_member_of_domain_region", "schadenfreude"),
+    ]
     lemmas = {(h.rsplit(".", 2)[0], r, t.rsplit(".", 2)[0]) for h, r, t in full_graph}
     for head, relation, tail in examples:
         assert (head, relation, tail) in lemmas
@@ -118,10 +123,25 @@ def test_cli_build_is_deterministic_and_checked(wordnet_dir, tmp_path):
     """Two builds with the same options are byte-identical; the files keep the split's guarantees."""
     outputs = []
     for name in ("a", "b"):
-        assert wg.main(["--output", str(tmp_path / name), "--slice", str(SLICE), "--strict", "--seed", "3",
-                        "--wordnet-dir", str(wordnet_dir)]) == 0
-        outputs.append({f: (tmp_path / name / f).read_bytes() for f in ("train.tsv", "valid.tsv", "test.tsv",
-                                                                         "stats.json")})
+        assert (
+            wg.main(
+                [
+                    "--output",
+                    str(tmp_path / name),
+                    "--slice",
+                    str(SLICE),
+                    "--strict",
+                    "--seed",
+                    "3",
+                    "--wordnet-dir",
+                    str(wordnet_dir),
+                ]
+            )
+            == 0
+        )
+        outputs.append(
+            {f: (tmp_path / name / f).read_bytes() for f in ("train.tsv", "valid.tsv", "test.tsv", "stats.json")}
+        )
     assert outputs[0] == outputs[1]
     parts = {}
     for split in ("train", "valid", "test"):
@@ -131,7 +151,8 @@ def test_cli_build_is_deterministic_and_checked(wordnet_dir, tmp_path):
     _check_split(parts["train"], parts["valid"], parts["test"], strict=True)
     stats = json.loads(outputs[0]["stats.json"])
     assert stats["triples"] == {split: len(part) for split, part in parts.items()} | {
-        "total": sum(map(len, parts.values()))}
+        "total": sum(map(len, parts.values()))
+    }
     assert stats["entities"] == SLICE and stats["relations"] == 11
     assert stats["leakage"]["test"]["pair_linked_in_train"] == 0.0
 
@@ -147,8 +168,12 @@ def test_refuses_a_non_empty_output(wordnet_dir, tmp_path, capsys):
 def test_missing_wordnet_is_one_clear_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run([sys.executable, str(SCRIPT), "--output", str(tmp_path / "out"), "--wordnet-dir",
-                             str(empty)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(tmp_path / "out"), "--wordnet-dir", str(empty)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "apt-get install wordnet-base" in result.stderr
     assert "Traceback" not in result.stderr

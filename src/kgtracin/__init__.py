@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._version import __version__ as __version__
 from .errors import KGTracinError
 
 if TYPE_CHECKING:
@@ -18,10 +19,15 @@ if TYPE_CHECKING:
     from .triples import Labels
 
 __all__ = ["TracIn", "Checkpoint", "CheckpointCallback", "InfluenceResult", "TopK", "Labels", "KGTracinError"]
-__version__ = "0.1.0"
 
-_LAZY = {"TracIn": "tracin", "Checkpoint": "checkpoints", "CheckpointCallback": "callbacks",
-         "InfluenceResult": "results", "TopK": "results", "Labels": "triples"}
+_LAZY = {
+    "TracIn": "tracin",
+    "Checkpoint": "checkpoints",
+    "CheckpointCallback": "callbacks",
+    "InfluenceResult": "results",
+    "TopK": "results",
+    "Labels": "triples",
+}
 
 
 def __getattr__(name: str):

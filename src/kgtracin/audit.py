@@ -37,12 +37,19 @@ DEFAULT_DETECTOR = "validation_cosine"
 def plain_losses(model, triples: torch.Tensor, loss: str, batch_size: int = 1024) -> torch.Tensor:
     """The final model's loss of each triple alone. :return: shape: (N,)"""
     adapter = ModelAdapter(copy.deepcopy(model), loss=loss)  # a private copy: the caller's model is left as it is
-    return torch.cat([adapter.losses(triples[i : i + batch_size]).detach().cpu()
-                      for i in range(0, triples.shape[0], batch_size)])
+    return torch.cat(
+        [adapter.losses(triples[i : i + batch_size]).detach().cpu() for i in range(0, triples.shape[0], batch_size)]
+    )
 
 
-def detector_scores(model, training_triples: torch.Tensor, validation: torch.Tensor | None, checkpoints,
-                    detectors: tuple[str, ...] = DETECTORS, **tracin_kwargs) -> dict[str, torch.Tensor]:
+def detector_scores(
+    model,
+    training_triples: torch.Tensor,
+    validation: torch.Tensor | None,
+    checkpoints,
+    detectors: tuple[str, ...] = DETECTORS,
+    **tracin_kwargs,
+) -> dict[str, torch.Tensor]:
     """Every detector's score for every training triple.
 
     :param model: the final model (for the ``loss`` baseline) and the architecture of the checkpoints
@@ -58,11 +65,15 @@ def detector_scores(model, training_triples: torch.Tensor, validation: torch.Ten
     if unknown:
         raise KGTracinError(f"unknown detector {unknown[0]!r}; choose from {', '.join(DETECTORS)}")
     if validation is None and any(d.startswith("validation") for d in detectors):
-        raise KGTracinError("the validation detectors need validation triples; the run has none "
-                            "(train with --validation FILE, or use a --dataset)")
+        raise KGTracinError(
+            "the validation detectors need validation triples; the run has none "
+            "(train with --validation FILE, or use a --dataset)"
+        )
     if "normalize" in tracin_kwargs:
-        raise KGTracinError("the audit's detectors set their own normalisation (validation_cosine: cosine, the "
-                            "others: none); do not pass normalize")
+        raise KGTracinError(
+            "the audit's detectors set their own normalisation (validation_cosine: cosine, the "
+            "others: none); do not pass normalize"
+        )
     out = {}
     for name in detectors:
         if name == "loss":
@@ -74,8 +85,13 @@ def detector_scores(model, training_triples: torch.Tensor, validation: torch.Ten
     return {name: out[name].double() for name in detectors}
 
 
-def audit_frame(scores: dict[str, torch.Tensor], training_triples: torch.Tensor, labels=None,
-                order_by: str = DEFAULT_DETECTOR, top_k: int | None = None) -> pd.DataFrame:
+def audit_frame(
+    scores: dict[str, torch.Tensor],
+    training_triples: torch.Tensor,
+    labels=None,
+    order_by: str = DEFAULT_DETECTOR,
+    top_k: int | None = None,
+) -> pd.DataFrame:
     """Training triples, most suspicious first by ``order_by``, one column per detector.
 
     :return: columns ``rank head relation tail train_index`` and one per detector
@@ -87,8 +103,15 @@ def audit_frame(scores: dict[str, torch.Tensor], training_triples: torch.Tensor,
         order = order[:top_k]
     triples = training_triples[order]
     named = labels.to_labels(triples) if labels is not None else triples.numpy()
-    frame = pd.DataFrame({"rank": range(1, len(order) + 1), "head": named[:, 0], "relation": named[:, 1],
-                          "tail": named[:, 2], "train_index": order.numpy()})
+    frame = pd.DataFrame(
+        {
+            "rank": range(1, len(order) + 1),
+            "head": named[:, 0],
+            "relation": named[:, 1],
+            "tail": named[:, 2],
+            "train_index": order.numpy(),
+        }
+    )
     for name, values in scores.items():
         frame[name] = values[order].numpy()
     return frame

@@ -52,8 +52,10 @@ def learning_rate_of(optimizer: torch.optim.Optimizer) -> float:
     """
     rates = {float(group["lr"]) for group in optimizer.param_groups}
     if len(rates) != 1:
-        raise KGTracinError(f"the optimizer's parameter groups have different learning rates {sorted(rates)}; "
-                            "TracIn weighs each checkpoint by one learning rate")
+        raise KGTracinError(
+            f"the optimizer's parameter groups have different learning rates {sorted(rates)}; "
+            "TracIn weighs each checkpoint by one learning rate"
+        )
     return rates.pop()
 
 
@@ -83,11 +85,11 @@ class CheckpointCallback(TrainingCallback):
         self._last_learning_rate: float | None = None
         self._saved_epoch: int | None = None
 
-    def on_batch(self, epoch: int, batch, batch_loss: float, **kwargs: Any) -> None:  # noqa: D102
+    def on_batch(self, epoch: int, batch, batch_loss: float, **kwargs: Any) -> None:
         # the rate in force while this epoch's steps are taken, whatever order the scheduler's callback runs in
         self._epoch_learning_rate = learning_rate_of(self.optimizer)
 
-    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs: Any) -> None:  # noqa: D102
+    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs: Any) -> None:
         if self._epoch_learning_rate is None:  # an epoch without batches
             self._epoch_learning_rate = learning_rate_of(self.optimizer)
         self._epoch, self._last_learning_rate = epoch, self._epoch_learning_rate
@@ -96,7 +98,7 @@ class CheckpointCallback(TrainingCallback):
         if epoch % self.every == 0 or stopping:
             self._save(epoch)
 
-    def post_train(self, losses: list[float], **kwargs: Any) -> None:  # noqa: D102
+    def post_train(self, losses: list[float], **kwargs: Any) -> None:
         if self._epoch is not None and self._saved_epoch != self._epoch:
             self._save(self._epoch)
 
@@ -104,9 +106,12 @@ class CheckpointCallback(TrainingCallback):
         lr = self._last_learning_rate  # the rate of the epoch just finished, not the next one's
         model = self.model
         payload = {
-            "format": CHECKPOINT_FORMAT, "epoch": int(epoch), "learning_rate": float(lr),
+            "format": CHECKPOINT_FORMAT,
+            "epoch": int(epoch),
+            "learning_rate": float(lr),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "num_entities": int(model.num_entities), "num_relations": int(model.num_relations),
+            "num_entities": int(model.num_entities),
+            "num_relations": int(model.num_relations),
         }
         factory = self.triples_factory
         if factory is not None and hasattr(factory, "entity_to_id"):

@@ -18,19 +18,27 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import KGTracinError
 
-__all__ = ["Checkpoint", "load_state_dict_file", "materialize", "safe_load", "read_checkpoint_folder",
-           "recorded_learning_rate", "check_state"]
+__all__ = [
+    "Checkpoint",
+    "load_state_dict_file",
+    "materialize",
+    "safe_load",
+    "read_checkpoint_folder",
+    "recorded_learning_rate",
+    "check_state",
+]
 
-StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike]
+StateLike = Mapping[str, torch.Tensor] | str | os.PathLike
 
 #: file endings taken as checkpoints in a folder
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -67,8 +75,10 @@ class Checkpoint:
             lr = recorded_learning_rate(content)
             if lr is None:
                 where = "the state" if isinstance(self.state, Mapping) else f"checkpoint {self.state}"
-                raise KGTracinError(f"{where} does not record its learning rate; give it "
-                                    "(Checkpoint(state, learning_rate), CLI --learning-rate)")
+                raise KGTracinError(
+                    f"{where} does not record its learning rate; give it "
+                    "(Checkpoint(state, learning_rate), CLI --learning-rate)"
+                )
             object.__setattr__(self, "learning_rate", lr)
         if not _valid_rate(lr) or lr != lr:
             raise KGTracinError(f"checkpoint learning rate must be a positive number, got {lr!r}")
@@ -87,8 +97,11 @@ def recorded_learning_rate(content: Any) -> float | None:
         return None
     lr = content.get("learning_rate")
     if lr is None:
-        groups = (content.get("optimizer_state_dict") or {}).get("param_groups") if isinstance(
-            content.get("optimizer_state_dict"), Mapping) else None
+        groups = (
+            (content.get("optimizer_state_dict") or {}).get("param_groups")
+            if isinstance(content.get("optimizer_state_dict"), Mapping)
+            else None
+        )
         rates = {float(g["lr"]) for g in groups or () if isinstance(g, Mapping) and "lr" in g}
         if len(rates) > 1:
             raise KGTracinError(f"the checkpoint's optimizer has several learning rates {sorted(rates)}; give one")
@@ -130,7 +143,7 @@ def safe_load(path: Path, trust_pickle: bool = False) -> Any:
         raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
     except PermissionError:
         raise KGTracinError(f"cannot read {path}: permission denied") from None
-    except Exception as error:  # noqa: BLE001 - a damaged file can make the unpickler fail in any way
+    except Exception as error:
         raise KGTracinError(f"model file {path} is corrupt or unreadable ({type(error).__name__})") from None
 
 
@@ -159,8 +172,10 @@ def check_state(state: Mapping[str, torch.Tensor], model: nn.Module | None, wher
         if name in own and tensor.is_complex() != own[name].is_complex():
             raise KGTracinError(f"{where}: {name} is {tensor.dtype}, but the model's is {own[name].dtype}")
         if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
-            raise KGTracinError(f"{where} holds NaN or infinite weights ({name}); training diverged there, and no "
-                                "influence can be computed from it")
+            raise KGTracinError(
+                f"{where} holds NaN or infinite weights ({name}); training diverged there, and no "
+                "influence can be computed from it"
+            )
 
 
 def load_state_dict_file(path: str | os.PathLike, trust_pickle: bool = False) -> Mapping[str, torch.Tensor]:
@@ -189,9 +204,12 @@ def _epoch_of(path: Path, content: Any) -> tuple:
     return (epoch is None, epoch or 0, path.name)
 
 
-def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | None = None,
-                           trust_pickle: bool = False,
-                           labels: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> list[Checkpoint]:
+def read_checkpoint_folder(
+    directory: str | os.PathLike,
+    learning_rate: float | None = None,
+    trust_pickle: bool = False,
+    labels: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
+) -> list[Checkpoint]:
     """Every checkpoint file (``*.pt``, ``*.pth``) in a folder, in epoch order.
 
     The order is the recorded epoch, else the last number in the file name (PyKEEN's
@@ -208,8 +226,9 @@ def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | 
         raise KGTracinError(f"checkpoint directory {directory} is a file, not a folder")
     if not directory.is_dir():
         raise KGTracinError(f"checkpoint directory {directory} does not exist")
-    files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith("."))
+    files = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
         raise KGTracinError(f"checkpoint directory {directory} holds no *.pt or *.pth file")
     entries = []
@@ -217,20 +236,27 @@ def read_checkpoint_folder(directory: str | os.PathLike, learning_rate: float | 
         content = safe_load(path, trust_pickle)
         _unwrap(content, f"checkpoint file {path}")  # a file that is no checkpoint fails here, by name
         recorded = content.get("entity_to_id") if isinstance(content, Mapping) else None
-        if labels is not None and isinstance(recorded, Mapping) and (
-                dict(recorded) != dict(labels[0]) or dict(content.get("relation_to_id") or {}) != dict(labels[1])):
-            raise KGTracinError(f"checkpoint {path} was saved for other entity or relation labels than the run's "
-                                "training triples")
+        if (
+            labels is not None
+            and isinstance(recorded, Mapping)
+            and (dict(recorded) != dict(labels[0]) or dict(content.get("relation_to_id") or {}) != dict(labels[1]))
+        ):
+            raise KGTracinError(
+                f"checkpoint {path} was saved for other entity or relation labels than the run's training triples"
+            )
         lr = learning_rate if learning_rate is not None else recorded_learning_rate(content)
         if lr is None:
-            raise KGTracinError(f"checkpoint {path} does not record its learning rate (PyKEEN's "
-                                "CheckpointTrainingCallback files do not); give --learning-rate")
+            raise KGTracinError(
+                f"checkpoint {path} does not record its learning rate (PyKEEN's "
+                "CheckpointTrainingCallback files do not); give --learning-rate"
+            )
         entries.append((_epoch_of(path, content), Checkpoint(str(path), float(lr), trust_pickle)))
     return [checkpoint for _, checkpoint in sorted(entries, key=lambda e: e[0])]
 
 
-def materialize(model: nn.Module, checkpoint: Checkpoint, device: torch.device | None,
-                dtype: torch.dtype | None = None) -> nn.Module:
+def materialize(
+    model: nn.Module, checkpoint: Checkpoint, device: torch.device | None, dtype: torch.dtype | None = None
+) -> nn.Module:
     """A copy of ``model`` holding the checkpoint's weights, in ``eval()`` mode, on ``device``.
 
     :raises KGTracinError: when the state does not fit the model

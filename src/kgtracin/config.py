@@ -6,12 +6,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import KGTracinError
+from .normalization import NORMALIZATIONS as _NORMALIZATIONS
 
 if TYPE_CHECKING:  # torch is imported only where a computation needs it: the CLI starts without it
     import torch
 
-__all__ = ["TracInConfig", "METHODS", "DEFAULT_BATCH_SIZES", "PRECISIONS", "NORMALIZATIONS", "TEST_BLOCK_BYTES",
-           "DETECTORS", "check_device"]
+__all__ = [
+    "TracInConfig",
+    "METHODS",
+    "DEFAULT_BATCH_SIZES",
+    "PRECISIONS",
+    "NORMALIZATIONS",
+    "TEST_BLOCK_BYTES",
+    "DETECTORS",
+    "check_device",
+]
 
 #: The gradient methods, all exact. ``loop`` is the reference.
 METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
@@ -31,7 +40,7 @@ DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_NORMALIZE: str | None = None
 
 #: How training gradients are scaled before the inner product: None (raw TracIn) or "train" (unit norm).
-NORMALIZATIONS: tuple[str | None, ...] = (None, "train", "cosine")
+NORMALIZATIONS: tuple[str | None, ...] = tuple(_NORMALIZATIONS)
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
 #: triple of a batch, so their batches are small. ``fast`` uses 1024 for models made of embedding rows only and
@@ -56,8 +65,10 @@ def check_device(device: str) -> None:
         raise KGTracinError(f"unknown device {device!r}: {' '.join(str(error).split())}") from None
     if parsed.type == "cuda":
         if not torch.backends.cuda.is_built():
-            raise KGTracinError(f"device {device!r}: this build of torch has no CUDA support (a CPU build); "
-                                "use --device cpu or install a CUDA build of torch")
+            raise KGTracinError(
+                f"device {device!r}: this build of torch has no CUDA support (a CPU build); "
+                "use --device cpu or install a CUDA build of torch"
+            )
         if not torch.cuda.is_available():
             raise KGTracinError(f"device {device!r}: no CUDA GPU is visible to torch")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
@@ -120,8 +131,11 @@ class TracInConfig:
                 "path (it gave wrong results when tried), and the fast path needs no compilation"
             )
         if self.projection_dim is not None:
-            if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) \
-                    or self.projection_dim < 1:
+            if (
+                not isinstance(self.projection_dim, int)
+                or isinstance(self.projection_dim, bool)
+                or self.projection_dim < 1
+            ):
                 raise KGTracinError(f"projection dimension must be a positive integer, got {self.projection_dim!r}")
             if self.method != "fast":
                 raise KGTracinError(f"a projection applies to method 'fast' only, not {self.method!r}")
@@ -133,8 +147,7 @@ class TracInConfig:
             raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.normalize not in NORMALIZATIONS:
             raise KGTracinError(f"unknown normalisation {self.normalize!r}; choose none, train or cosine")
-        if self.test_block_size is not None and (
-                not isinstance(self.test_block_size, int) or self.test_block_size < 1):
+        if self.test_block_size is not None and (not isinstance(self.test_block_size, int) or self.test_block_size < 1):
             raise KGTracinError(f"test block size must be a positive integer, got {self.test_block_size!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise KGTracinError(f"shard size must be a positive integer, got {self.shard_size!r}")
@@ -153,7 +166,7 @@ class TracInConfig:
             check_device(self.device)
 
     @property
-    def dtype(self) -> "torch.dtype | None":
+    def dtype(self) -> torch.dtype | None:
         """The compute dtype, or None to keep the model's."""
         import torch
 

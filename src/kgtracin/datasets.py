@@ -58,7 +58,7 @@ def load_dataset(name: str):
             for split in ("training", "validation", "testing"):  # PyKEEN downloads and reads lazily
                 getattr(dataset, split)
         return dataset
-    except Exception as error:  # noqa: BLE001 - a download or a parse failed: say which, and where files go
+    except Exception as error:
         reason = " ".join(str(error).split())[:160]
         raise KGTracinError(
             f"cannot load dataset {name!r}: PyKEEN could not download or read it ({type(error).__name__}: "
@@ -70,5 +70,7 @@ def load_dataset(name: str):
 def labelled_splits(name: str) -> dict[str, np.ndarray]:
     """The labelled ``training``, ``validation`` and ``testing`` triples of a dataset. :return: (n, 3) strings"""
     ds = load_dataset(name.lower())
-    return {split: ds.training.label_triples(getattr(ds, split).mapped_triples)
-            for split in ("training", "validation", "testing")}
+    return {
+        split: ds.training.label_triples(getattr(ds, split).mapped_triples)
+        for split in ("training", "validation", "testing")
+    }

@@ -54,14 +54,17 @@ def _check_name_lengths(path: Path) -> None:
     """Refuse a path with a part longer than the file system allows (before any stat, which would fail)."""
     limit = 255
     try:
-        limit = os.pathconf(_existing_ancestor(Path(os.path.dirname(os.path.abspath(path))) or Path("/")),
-                            "PC_NAME_MAX")
+        limit = os.pathconf(
+            _existing_ancestor(Path(os.path.dirname(os.path.abspath(path))) or Path("/")), "PC_NAME_MAX"
+        )
     except (OSError, ValueError):
         pass
     for part in Path(os.path.abspath(path)).parts:
         if len(os.fsencode(part)) > limit:
-            raise KGTracinError(f"cannot write {path}: the name {part[:40]}... is longer than this file system "
-                                f"allows ({len(os.fsencode(part))} bytes, at most {limit})")
+            raise KGTracinError(
+                f"cannot write {path}: the name {part[:40]}... is longer than this file system "
+                f"allows ({len(os.fsencode(part))} bytes, at most {limit})"
+            )
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -76,8 +79,11 @@ def _existing_ancestor(path: Path) -> Path:
     return current
 
 
-def check_not_input(path: str | os.PathLike, files: Iterable[tuple[str, str | os.PathLike | None]] = (),
-                    folders: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> None:
+def check_not_input(
+    path: str | os.PathLike,
+    files: Iterable[tuple[str, str | os.PathLike | None]] = (),
+    folders: Iterable[tuple[str, str | os.PathLike | None]] = (),
+) -> None:
     """Refuse an output that is one of the input files, or lies inside an input folder (such as the run directory).
 
     :param files: ``(what, path)`` pairs, e.g. ``("the test file", "q.tsv")``; ``None`` paths are skipped
@@ -96,9 +102,12 @@ def check_not_input(path: str | os.PathLike, files: Iterable[tuple[str, str | os
             raise KGTracinError(f"output {path} would write inside {what} ({source}); choose another output")
 
 
-def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORMATS),
-                 inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
-                 input_folders: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> Path:
+def check_output(
+    path: str | os.PathLike,
+    suffixes: tuple[str, ...] = tuple(FORMATS),
+    inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
+    input_folders: Iterable[tuple[str, str | os.PathLike | None]] = (),
+) -> Path:
     """Validate an output path before any work is done.
 
     :param suffixes: the accepted file endings
@@ -114,8 +123,9 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORM
         raise KGTracinError(f"output {path} must end in {' or '.join(suffixes)}")
     _check_name_lengths(path)
     if path.is_symlink():
-        raise KGTracinError(f"output {path} is a symbolic link; give the file itself (kgtracin does not write "
-                            "through links)")
+        raise KGTracinError(
+            f"output {path} is a symbolic link; give the file itself (kgtracin does not write through links)"
+        )
     if path.is_dir():
         raise KGTracinError(f"output {path} is a directory")
     ancestor = _existing_ancestor(path.absolute().parent)
@@ -134,8 +144,10 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = tuple(FORM
         if not os.access(path, os.W_OK):
             raise KGTracinError(f"cannot write {path}: permission denied")
         if not _written_by_kgtracin(path):
-            raise KGTracinError(f"output {path} exists and was not written by kgtracin; remove it or choose "
-                                "another name (kgtracin overwrites only its own results)")
+            raise KGTracinError(
+                f"output {path} exists and was not written by kgtracin; remove it or choose "
+                "another name (kgtracin overwrites only its own results)"
+            )
     return path
 
 
@@ -184,8 +196,9 @@ def _write_atomically(path: Path, write, suffixes: tuple[str, ...]) -> Path:
             raise KGTracinError(f"cannot write {given}: {error.strerror or error}") from None
         raise
     if target != path:
-        raise KGTracinError(f"output {given} appeared during the run and was not written by kgtracin; the result "
-                            f"is in {target}")
+        raise KGTracinError(
+            f"output {given} appeared during the run and was not written by kgtracin; the result is in {target}"
+        )
     return given
 
 
@@ -195,8 +208,9 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise KGTracinError(f"output {path} must end in {' or '.join(FORMATS)}")
     if FORMATS[path.suffix.lower()] == "tsv":  # labels come from TSV files: no tab or newline to quote
-        return _write_atomically(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE),
-                                 tuple(FORMATS))
+        return _write_atomically(
+            path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE), tuple(FORMATS)
+        )
     return _write_atomically(path, lambda tmp: _write_jsonl(frame, tmp), tuple(FORMATS))
 
 
@@ -204,8 +218,10 @@ def _write_jsonl(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """One JSON object per row, numbers written exactly (``json`` keeps every digit a float needs)."""
     with open(path, "w", encoding="utf-8") as handle:
         for record in frame.to_dict(orient="records"):
-            handle.write(json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in record.items()},
-                                    ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in record.items()}, ensure_ascii=False)
+                + "\n"
+            )
 
 
 def write_text(text: str, path: str | os.PathLike, suffixes: tuple[str, ...] = (".html",)) -> Path:

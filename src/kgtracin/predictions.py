@@ -14,8 +14,16 @@ import torch
 
 from .scorers import matrix_products
 
-__all__ = ["KnownTriples", "tail_scores", "head_scores", "tail_view", "head_view", "evaluate_model",
-           "top_predictions", "unseen_notes"]
+__all__ = [
+    "KnownTriples",
+    "tail_scores",
+    "head_scores",
+    "tail_view",
+    "head_view",
+    "evaluate_model",
+    "top_predictions",
+    "unseen_notes",
+]
 
 
 class KnownTriples:
@@ -167,8 +175,9 @@ def evaluate_model(model, triples: torch.Tensor, filter_triples: list[torch.Tens
 
     evaluator = RankBasedEvaluator(filtered=True)
     with matrix_products(model):
-        results = evaluator.evaluate(model, triples, additional_filter_triples=filter_triples,
-                                     batch_size=batch_size, use_tqdm=False)
+        results = evaluator.evaluate(
+            model, triples, additional_filter_triples=filter_triples, batch_size=batch_size, use_tqdm=False
+        )
     out = {"mrr": float(results.get_metric("both.realistic.inverse_harmonic_mean_rank"))}
     for k in (1, 3, 10):
         out[f"hits_at_{k}"] = float(results.get_metric(f"both.realistic.hits_at_{k}"))

@@ -14,8 +14,17 @@ __all__ = ["TopK", "InfluenceResult", "COLUMNS"]
 
 #: The columns of :meth:`InfluenceResult.to_frame`, in order.
 COLUMNS = (
-    "test_index", "test_head", "test_relation", "test_tail", "kind", "rank",
-    "train_index", "train_head", "train_relation", "train_tail", "influence",
+    "test_index",
+    "test_head",
+    "test_relation",
+    "test_tail",
+    "kind",
+    "rank",
+    "train_index",
+    "train_head",
+    "train_relation",
+    "train_tail",
+    "influence",
 )
 
 
@@ -48,9 +57,13 @@ class InfluenceResult:
     training_triples: torch.Tensor
     labels: Labels | None = None
 
-    def to_frame(self, labels: Labels | None = None,
-                 model_view: tuple[torch.Tensor, torch.Tensor] | None = None, notes: list[str] | None = None,
-                 rank_of: str = "tail") -> pd.DataFrame:
+    def to_frame(
+        self,
+        labels: Labels | None = None,
+        model_view: tuple[torch.Tensor, torch.Tensor] | None = None,
+        notes: list[str] | None = None,
+        rank_of: str = "tail",
+    ) -> pd.DataFrame:
         """One row per (test triple, kind, rank), labelled when labels are known, else with ids.
 
         A proponent has a positive influence and an opponent a negative one: entries of the top k that do not
@@ -77,19 +90,26 @@ class InfluenceResult:
             else:
                 test, train = test.numpy(), train.numpy()
             influence = top.scores.reshape(-1).double().numpy()
-            frame = pd.DataFrame({
-                "test_index": test_rows,
-                "test_head": test[:, 0], "test_relation": test[:, 1], "test_tail": test[:, 2],
-                "kind": kind,
-                "rank": np.tile(np.arange(1, k + 1), m),
-                "train_index": train_rows,
-                "train_head": train[:, 0], "train_relation": train[:, 1], "train_tail": train[:, 2],
-                "influence": influence,
-            })
+            frame = pd.DataFrame(
+                {
+                    "test_index": test_rows,
+                    "test_head": test[:, 0],
+                    "test_relation": test[:, 1],
+                    "test_tail": test[:, 2],
+                    "kind": kind,
+                    "rank": np.tile(np.arange(1, k + 1), m),
+                    "train_index": train_rows,
+                    "train_head": train[:, 0],
+                    "train_relation": train[:, 1],
+                    "train_tail": train[:, 2],
+                    "influence": influence,
+                }
+            )
             frames.append(frame[influence > 0] if kind == "proponent" else frame[influence < 0])
         frame = pd.concat(frames, ignore_index=True)
-        order = np.lexsort((frame["rank"].to_numpy(), (frame["kind"] == "opponent").to_numpy(),
-                            frame["test_index"].to_numpy()))
+        order = np.lexsort(
+            (frame["rank"].to_numpy(), (frame["kind"] == "opponent").to_numpy(), frame["test_index"].to_numpy())
+        )
         frame = frame.iloc[order].reset_index(drop=True)[list(COLUMNS)]
         at = frame.columns.get_loc("test_tail") + 1
         if notes is not None:

@@ -107,8 +107,7 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _field(manifest: dict, where: Path, name: str, kind: type, what: str,
-           default: object = KeyError):
+def _field(manifest: dict, where: Path, name: str, kind: type, what: str, default: object = KeyError):
     """A manifest field of the expected type. :raises KGTracinError: naming the field and what it should be"""
     if name not in manifest or manifest[name] is None:
         if default is not KeyError:
@@ -156,14 +155,16 @@ def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
     for name, file in split_files.items():
         file = _inside(path, file, f"split {name!r}", where)
         splits[name] = labels.to_ids(read_labeled_triples(file), source=str(file))
-    factory = TriplesFactory(splits["training"], labels.entity_to_id, labels.relation_to_id,
-                             create_inverse_triples=inverse)
+    factory = TriplesFactory(
+        splits["training"], labels.entity_to_id, labels.relation_to_id, create_inverse_triples=inverse
+    )
     try:
         model = model_resolver.make(model_name, model_kwargs, triples_factory=factory, random_seed=seed)
-    except Exception as error:  # noqa: BLE001 - any failure comes from the manifest's model_kwargs
+    except Exception as error:
         detail = " ".join(str(error).split())[:160]
-        raise KGTracinError(f"{where}: cannot build model {model_name} from model_kwargs "
-                            f"({type(error).__name__}: {detail})") from None
+        raise KGTracinError(
+            f"{where}: cannot build model {model_name} from model_kwargs ({type(error).__name__}: {detail})"
+        ) from None
     state = load_state_dict_file(final, trust_pickle=trust_pickle)
     check_state(state, model, f"model file {final}")
     try:
@@ -181,16 +182,20 @@ def _load_kgtracin_run(path: Path, trust_pickle: bool = False) -> Run:
         except OverflowError:
             ok = False
         if not ok:
-            raise KGTracinError(f"{where}: checkpoint {number} learning_rate must be a positive number, got "
-                                f"{rate!r:.60}")
+            raise KGTracinError(
+                f"{where}: checkpoint {number} learning_rate must be a positive number, got {rate!r:.60}"
+            )
         if file.is_dir():
             raise KGTracinError(f"checkpoint file {file} is a folder, not a file")
         if not file.is_file():
             raise KGTracinError(f"checkpoint file {file} is missing")
         checkpoints.append(Checkpoint(str(file), float(rate), trust_pickle))
     if not checkpoints:
-        logger.warning("%s lists no checkpoints: using the final weights with learning rate 1.0, which is not "
-                       "TracIn over training; train with --checkpoints N", where)
+        logger.warning(
+            "%s lists no checkpoints: using the final weights with learning rate 1.0, which is not "
+            "TracIn over training; train with --checkpoints N",
+            where,
+        )
         checkpoints = [Checkpoint(str(final), 1.0, trust_pickle)]
     return Run(model.eval(), splits["training"], checkpoints, labels, splits, manifest, path)
 
@@ -207,7 +212,7 @@ def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
         )
     try:
         model = torch.load(model_file, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
+    except Exception as error:
         raise KGTracinError(f"model file {model_file} is corrupt or unreadable ({type(error).__name__})") from None
     if not isinstance(model, ERModel):
         raise KGTracinError(f"model file {model_file} does not hold a PyKEEN ERModel")
@@ -216,11 +221,18 @@ def _load_pykeen_folder(path: Path, trust_pickle: bool) -> Run:
         raise KGTracinError(f"{path} has no training_triples folder (save_to_directory(save_training=True))")
     try:
         factory = TriplesFactory.from_path_binary(triples_dir)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise KGTracinError(f"cannot read {triples_dir} ({type(error).__name__})") from None
     labels = Labels.from_maps(factory.entity_to_id, factory.relation_to_id)
-    return Run(model.cpu().eval(), factory.mapped_triples, [], labels, {"training": factory.mapped_triples},
-               {"training": {"loss": type(model.loss).__name__}}, path)
+    return Run(
+        model.cpu().eval(),
+        factory.mapped_triples,
+        [],
+        labels,
+        {"training": factory.mapped_triples},
+        {"training": {"loss": type(model.loss).__name__}},
+        path,
+    )
 
 
 def _dataset_splits(dataset: str, labels: Labels) -> dict[str, torch.Tensor]:
@@ -228,8 +240,9 @@ def _dataset_splits(dataset: str, labels: Labels) -> dict[str, torch.Tensor]:
     from .datasets import labelled_splits
 
     splits = labelled_splits(dataset)  # refuses an unknown name
-    return {name: labels.to_ids(splits[name], source=f"the {dataset} {name} split")
-            for name in ("validation", "testing")}
+    return {
+        name: labels.to_ids(splits[name], source=f"the {dataset} {name} split") for name in ("validation", "testing")
+    }
 
 
 def _checkpoint_folder_of(path: Path) -> Path | None:
@@ -248,8 +261,9 @@ def check_run_dir(path: str | os.PathLike) -> Path:
     """Refuse, in one line, what is not a run directory (before anything is loaded)."""
     path = Path(path)
     if path.is_file():
-        raise KGTracinError(f"{path} is a file; give the run directory that holds it "
-                            f"({path.parent if str(path.parent) else '.'})")
+        raise KGTracinError(
+            f"{path} is a file; give the run directory that holds it ({path.parent if str(path.parent) else '.'})"
+        )
     if not path.is_dir():
         raise KGTracinError(f"run directory {path} does not exist")
     if not (path / MANIFEST).is_file() and not (path / "trained_model.pkl").is_file():
@@ -257,8 +271,14 @@ def check_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_dir: str | os.PathLike | None = None,
-             learning_rate: float | None = None, dataset: str | None = None) -> Run:
+def load_run(
+    path: str | os.PathLike,
+    trust_pickle: bool = False,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    learning_rate: float | None = None,
+    dataset: str | None = None,
+) -> Run:
     """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
     Every file is read with ``torch.load(weights_only=True)``, which cannot run code, unless ``trust_pickle=True``:
@@ -283,12 +303,17 @@ def load_run(path: str | os.PathLike, trust_pickle: bool = False, *, checkpoint_
     else:
         raise KGTracinError(f"{path} is neither a kgtracin run (no {MANIFEST}) nor a PyKEEN result folder")
     if checkpoint_dir is not None:
-        run.checkpoints = read_checkpoint_folder(checkpoint_dir, learning_rate, trust_pickle,
-                                                 (run.labels.entity_to_id, run.labels.relation_to_id))
+        run.checkpoints = read_checkpoint_folder(
+            checkpoint_dir, learning_rate, trust_pickle, (run.labels.entity_to_id, run.labels.relation_to_id)
+        )
     elif not run.checkpoints:
         lr = 1.0 if learning_rate is None else learning_rate
-        logger.warning("%s has no checkpoints: using the final weights with learning rate %g; save checkpoints "
-                       "with kgtracin.CheckpointCallback or give --checkpoint-dir", path, lr)
+        logger.warning(
+            "%s has no checkpoints: using the final weights with learning rate %g; save checkpoints "
+            "with kgtracin.CheckpointCallback or give --checkpoint-dir",
+            path,
+            lr,
+        )
         run.checkpoints = [Checkpoint(run.model.state_dict(), lr)]
     if dataset is not None:
         for name, triples in _dataset_splits(dataset, run.labels).items():

@@ -40,8 +40,9 @@ def _trilinear(h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     :param t: shape: ``(*batch_dims, d)``
     :return: shape: ``batch_dims``
     """
-    first, second, last = min(((h, r, t), (r, t, h), (h, t, r)),
-                              key=lambda xs: math.prod(torch.broadcast_shapes(xs[0].shape, xs[1].shape)))
+    first, second, last = min(
+        ((h, r, t), (r, t, h), (h, t, r)), key=lambda xs: math.prod(torch.broadcast_shapes(xs[0].shape, xs[1].shape))
+    )
     queries = first * second
     if queries.dim() == 3 and last.dim() == 3:  # all candidates: (B, 1, d) against (1, E, d), one matrix product
         if queries.shape[1] == 1 and last.shape[0] == 1:
@@ -91,8 +92,12 @@ def _conve(self, h: torch.Tensor, r: torch.Tensor, t: tuple[torch.Tensor, torch.
     """
     t_emb, t_bias = t
     forward = type(self).forward
-    if (h.dim() == r.dim() == t_emb.dim() == 3 and h.shape[1] == r.shape[1] == 1 and t_emb.shape[0] == 1
-            and h.shape[0] == r.shape[0]):
+    if (
+        h.dim() == r.dim() == t_emb.dim() == 3
+        and h.shape[1] == r.shape[1] == 1
+        and t_emb.shape[0] == 1
+        and h.shape[0] == r.shape[0]
+    ):
         dim = h.shape[-1]
         identity = torch.eye(dim, dtype=t_emb.dtype, device=t_emb.device).unsqueeze(0)  # (1, d, d)
         zeros = t_bias.new_zeros((1, dim) + tuple(t_bias.shape[2:]))
@@ -103,8 +108,7 @@ def _conve(self, h: torch.Tensor, r: torch.Tensor, t: tuple[torch.Tensor, torch.
 
 
 #: interaction class name -> its matrix-product forward
-MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex,
-                        "ConvEInteraction": _conve}
+MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex, "ConvEInteraction": _conve}
 
 
 def use_matrix_products(model: nn.Module) -> list[str]:
@@ -124,8 +128,11 @@ def use_matrix_products(model: nn.Module) -> list[str]:
 @contextlib.contextmanager
 def matrix_products(model: nn.Module) -> Iterator[list[str]]:
     """:func:`use_matrix_products` for the length of a ``with`` block; the model's own forward is put back after."""
-    before = {name: module.__dict__.get("forward") for name, module in model.named_modules()
-              if type(module).__name__ in MATRIX_PRODUCT_FORMS}
+    before = {
+        name: module.__dict__.get("forward")
+        for name, module in model.named_modules()
+        if type(module).__name__ in MATRIX_PRODUCT_FORMS
+    }
     try:
         yield use_matrix_products(model)
     finally:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .adapters import ModelAdapter
 from .gradients import Features, GradientComputer
+from .normalization import Normalization, make_normalization
 
 __all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "SumSink", "select_top"]
 
@@ -46,8 +47,9 @@ def select_top(values: torch.Tensor, indices: torch.Tensor, k: int, largest: boo
     return torch.gather(values, 1, order), torch.gather(indices, 1, order)
 
 
-def _block_top(values: torch.Tensor, k: int, largest: bool,
-               held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_top(
+    values: torch.Tensor, k: int, largest: bool, held: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best entries of each row, with ties at the k-th place going to the smaller column, exactly as
     :func:`select_top` chooses them, at the cost of ``torch.topk``.
 
@@ -133,8 +135,12 @@ class TopKSink:
 
     def _merge(self, values: torch.Tensor, indices: torch.Tensor, largest: bool) -> None:
         current = self._top if largest else self._bottom
-        merged = select_top(torch.cat([current[0], values.to(current[0].dtype)], 1),
-                            torch.cat([current[1], indices], 1), self.k, largest)
+        merged = select_top(
+            torch.cat([current[0], values.to(current[0].dtype)], 1),
+            torch.cat([current[1], indices], 1),
+            self.k,
+            largest,
+        )
         if largest:
             self._top = merged
         else:
@@ -160,17 +166,21 @@ class TopKSink:
         self._flush()
         return self._bottom[1]
 
-    def merge(self, other: "TopKSink") -> None:
+    def merge(self, other: TopKSink) -> None:
         """Fold another sink over the same test triples into this one."""
         self._merge(other.top_values, other.top_indices, True)
         self._merge(other.bottom_values, other.bottom_indices, False)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"top_values": self.top_values, "top_indices": self.top_indices,
-                "bottom_values": self.bottom_values, "bottom_indices": self.bottom_indices}
+        return {
+            "top_values": self.top_values,
+            "top_indices": self.top_indices,
+            "bottom_values": self.bottom_values,
+            "bottom_indices": self.bottom_indices,
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], k: int) -> "TopKSink":
+    def from_state(cls, state: dict[str, torch.Tensor], k: int) -> TopKSink:
         sink = cls(state["top_values"].shape[0], k, state["top_values"].dtype)
         sink._top = (state["top_values"], state["top_indices"])
         sink._bottom = (state["bottom_values"], state["bottom_indices"])
@@ -211,14 +221,23 @@ class Scorer:
     computer: GradientComputer
     batch_size: int
     progress: bool = True
-    #: None, or "train": divide each training gradient by its norm at each checkpoint
-    normalize: str | None = None
+    #: None, "train" or "cosine" (:mod:`kgtracin.normalization`), or the normalisation itself
+    normalize: str | Normalization | None = None
+
+    def __post_init__(self) -> None:
+        self.normalization = make_normalization(self.normalize)
 
     def _batches(self, triples: torch.Tensor, desc: str) -> Iterator[tuple[int, torch.Tensor]]:
         n = triples.shape[0]
         starts = range(0, n, self.batch_size)
-        bar = tqdm(starts, desc=desc, unit="batch", disable=not self.progress or len(starts) < 2,
-                   total=math.ceil(n / self.batch_size), leave=False)
+        bar = tqdm(
+            starts,
+            desc=desc,
+            unit="batch",
+            disable=not self.progress or len(starts) < 2,
+            total=math.ceil(n / self.batch_size),
+            leave=False,
+        )
         for start in bar:
             yield start, triples[start : start + self.batch_size]
 
@@ -233,13 +252,12 @@ class Scorer:
         """
         with torch.no_grad():
             tests = [self._featurize_all(adapter, test) for adapter in self.adapters]
-            if self.normalize == "cosine":
-                for features in tests:
-                    features.norms = features.self_kernel().clamp_min(1e-30).sqrt()
+            self.normalization.prepare_tests(tests)
             return tests
 
-    def run_range(self, train: torch.Tensor, tests: list[Features], sink, offset: int = 0,
-                  desc: str = "TracIn") -> None:
+    def run_range(
+        self, train: torch.Tensor, tests: list[Features], sink, offset: int = 0, desc: str = "TracIn"
+    ) -> None:
         """Feed ``sum_c lr_c <g_c(train_i), g_c(test_j)>`` to ``sink`` block by block, as (M, B) blocks.
 
         :param train: shape: (n, 3), dtype: long; training triples ``offset .. offset + n``
@@ -251,10 +269,7 @@ class Scorer:
                 for adapter, lr, test_features in zip(self.adapters, self.learning_rates, tests):
                     features = self.computer.featurize(adapter, batch)
                     part = features.kernel(test_features, transposed=True).mul_(lr)  # (M, B)
-                    if self.normalize in ("train", "cosine"):
-                        part = part / features.self_kernel().clamp_min(1e-30).sqrt().unsqueeze(0)
-                    if self.normalize == "cosine":
-                        part = part / test_features.norms.unsqueeze(1)
+                    part = self.normalization.pair(part, features, test_features)
                     block = part if block is None else block + part
                 sink.add(offset + start, block)
 
@@ -273,9 +288,6 @@ class Scorer:
                 block = None
                 for adapter, lr in zip(self.adapters, self.learning_rates):
                     part = self.computer.featurize(adapter, batch).self_kernel() * lr
-                    if self.normalize == "train":  # <g / |g|, g> = |g|
-                        part = part / (part / lr).clamp_min(1e-30).sqrt()
-                    elif self.normalize == "cosine":  # always lr: uninformative, but defined
-                        part = part / (part / lr).clamp_min(1e-30)
+                    part = self.normalization.self_term(part, lr)
                     block = part if block is None else block + part
                 sink.add(start, block)

@@ -26,8 +26,19 @@ from pathlib import Path
 
 from .errors import KGTracinError
 
-__all__ = ["OWNER", "make_staging", "publish_folder", "sweep_stale", "apply_umask", "temporary_file",
-           "owner_record", "is_alive", "short_name", "ensure_folder", "remove_created"]
+__all__ = [
+    "OWNER",
+    "make_staging",
+    "publish_folder",
+    "sweep_stale",
+    "apply_umask",
+    "temporary_file",
+    "owner_record",
+    "is_alive",
+    "short_name",
+    "ensure_folder",
+    "remove_created",
+]
 
 #: the owner file inside every staging folder and store kgtracin makes
 OWNER = ".kgtracin-owner"
@@ -142,8 +153,9 @@ def publish_folder(staging: Path, target: Path) -> None:
 def temporary_file(path: Path) -> Path:
     """A new temporary file beside ``path``, named so that a stale one can be told from the user's files."""
     sweep_stale(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{short_name(path.name)}.kgtracin-{os.getpid()}-", suffix=".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{short_name(path.name)}.kgtracin-{os.getpid()}-", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     return Path(tmp)
 

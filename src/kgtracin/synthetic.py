@@ -44,10 +44,15 @@ def _zipf(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
     return rng.permutation(weights / weights.sum())
 
 
-def fb15k237_like(num_training: int = FB15K237_SHAPE["num_training"], num_testing: int = 1000,
-                  num_entities: int = FB15K237_SHAPE["num_entities"],
-                  num_relations: int = FB15K237_SHAPE["num_relations"], seed: int = 0,
-                  entity_exponent: float = 0.7, relation_exponent: float = 0.7) -> SyntheticGraph:
+def fb15k237_like(
+    num_training: int = FB15K237_SHAPE["num_training"],
+    num_testing: int = 1000,
+    num_entities: int = FB15K237_SHAPE["num_entities"],
+    num_relations: int = FB15K237_SHAPE["num_relations"],
+    seed: int = 0,
+    entity_exponent: float = 0.7,
+    relation_exponent: float = 0.7,
+) -> SyntheticGraph:
     """Generate the graph; the same arguments always give the same triples.
 
     :return: unique training triples without self-loops, and test triples drawn from the same
@@ -70,7 +75,8 @@ def fb15k237_like(num_training: int = FB15K237_SHAPE["num_training"], num_testin
                 if len(seen) == wanted:
                     break
     keys = np.fromiter(seen, dtype=np.int64, count=wanted)
-    triples = np.stack([keys // (num_relations * num_entities), (keys // num_entities) % num_relations,
-                        keys % num_entities], axis=1)
+    triples = np.stack(
+        [keys // (num_relations * num_entities), (keys // num_entities) % num_relations, keys % num_entities], axis=1
+    )
     triples = torch.from_numpy(triples)
     return SyntheticGraph(triples[:num_training], triples[num_training:], num_entities, num_relations)

@@ -97,17 +97,27 @@ class TracIn:
     ):
         self.config = TracInConfig(
             parameters=parameters if isinstance(parameters, str) else tuple(parameters),
-            method=method, batch_size=batch_size,
-            device=None if device is None else str(device), precision=precision, compile=compile,
-            shard_size=shard_size, test_block_size=test_block_size, progress=progress, loss=loss,
-            normalize=normalize, projection_dim=projection_dim, projection_seed=projection_seed,
+            method=method,
+            batch_size=batch_size,
+            device=None if device is None else str(device),
+            precision=precision,
+            compile=compile,
+            shard_size=shard_size,
+            test_block_size=test_block_size,
+            progress=progress,
+            loss=loss,
+            normalize=normalize,
+            projection_dim=projection_dim,
+            projection_seed=projection_seed,
         )
         if not isinstance(model, nn.Module):
             raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
         if checkpoints is None:
-            warnings.warn("TracIn without checkpoints uses the model's current weights with learning rate 1.0, "
-                          "which is not TracIn over training; give checkpoints=[Checkpoint(state, lr), ...]",
-                          stacklevel=2)
+            warnings.warn(
+                "TracIn without checkpoints uses the model's current weights with learning rate 1.0, "
+                "which is not TracIn over training; give checkpoints=[Checkpoint(state, lr), ...]",
+                stacklevel=2,
+            )
             checkpoints = [Checkpoint({k: v.detach().clone() for k, v in model.state_dict().items()}, 1.0)]
         # a private copy: kgtracin puts it in eval mode and turns off unique lookups; the caller's model is untouched
         model = copy.deepcopy(model)
@@ -124,14 +134,17 @@ class TracIn:
             raise KGTracinError("checkpoints must be a non-empty list of Checkpoint(state, learning_rate)")
         self.checkpoints = checkpoints
         self._reference = reference
-        projection = (None if self.config.projection_dim is None
-                      else Projection(self.config.projection_dim, self.config.projection_seed))
+        projection = (
+            None
+            if self.config.projection_dim is None
+            else Projection(self.config.projection_dim, self.config.projection_seed)
+        )
         self._computer = make_computer(self.config.method, projection)
         self._adapters: list[ModelAdapter] | None = None
 
     # -- construction from saved runs ---------------------------------------------------------------
     @classmethod
-    def from_run(cls, path: str | os.PathLike, trust_pickle: bool = False, **kwargs) -> "TracIn":
+    def from_run(cls, path: str | os.PathLike, trust_pickle: bool = False, **kwargs) -> TracIn:
         """Load a ``kgtracin train`` run directory or a PyKEEN ``save_to_directory`` folder.
 
         As ``kgtracin explain`` does, the loss follows the run's training loss unless given otherwise.
@@ -152,15 +165,20 @@ class TracIn:
         if self._adapters is None:  # each checkpoint is loaded once and kept
             device = torch.device(self.config.device) if self.config.device else self._reference.device
             self._adapters = [
-                ModelAdapter(materialize(self.model, c, device, self.config.dtype),
-                             self.config.parameters, self.config.loss).freeze_unselected()
+                ModelAdapter(
+                    materialize(self.model, c, device, self.config.dtype), self.config.parameters, self.config.loss
+                ).freeze_unselected()
                 for c in self.checkpoints
             ]
             if self.config.compile:
                 for adapter in self._adapters:
                     adapter.scorer = torch.compile(adapter.scorer)
-            logger.info("TracIn with %d checkpoint(s), method=%s, paths: %s", len(self._adapters),
-                        self.config.method, self.describe())
+            logger.info(
+                "TracIn with %d checkpoint(s), method=%s, paths: %s",
+                len(self._adapters),
+                self.config.method,
+                self.describe(),
+            )
         batch_size = self.config.effective_batch_size
         if self.config.batch_size is None:  # a default batch stays within the computer's memory bound
             limit = self._computer.batch_limit(self._adapters[0])
@@ -187,12 +205,16 @@ class TracIn:
         size = min(self._PROBE, scorer.batch_size)  # never more than a training batch holds (vmap, loop)
         with torch.no_grad():
             probe = scorer.computer.featurize(scorer.adapters[0], test[:size])
-        per_triple = (2 * len(scorer.adapters) * probe.nbytes / size
-                      + 4 * scorer.batch_size * self._reference.dtype.itemsize)
+        per_triple = (
+            2 * len(scorer.adapters) * probe.nbytes / size + 4 * scorer.batch_size * self._reference.dtype.itemsize
+        )
         block = max(1, min(test.shape[0], int(TEST_BLOCK_BYTES // per_triple)))
         if block < test.shape[0]:
-            logger.info("test triples in blocks of %d (%.1f KB of factors each): one training pass per block",
-                        block, per_triple / 1024)
+            logger.info(
+                "test triples in blocks of %d (%.1f KB of factors each): one training pass per block",
+                block,
+                per_triple / 1024,
+            )
         return block
 
     def _check_test(self, test_triples) -> torch.Tensor:
@@ -224,8 +246,9 @@ class TracIn:
             scorer.run(self.training_triples, test[first : first + block], DenseSink(out[first : first + block]))
         return out
 
-    def influence(self, test_triples: torch.Tensor, top_k: int = 10,
-                  store: str | os.PathLike | None = None) -> InfluenceResult:
+    def influence(
+        self, test_triples: torch.Tensor, top_k: int = 10, store: str | os.PathLike | None = None
+    ) -> InfluenceResult:
         """Top-k proponents and opponents of each test triple, streamed (memory independent of N).
 
         Under ``torchrun`` (an initialised process group) the training shards are split over the ranks and
@@ -255,21 +278,31 @@ class TracIn:
                 if folder is not None:
                     index = None if test.shape[0] <= block else first // block
                     shard_store = folder.block(index, self._fingerprint(test_block, k))
-                parts.append(sharded_topk(scorer, self.training_triples, test_block, k, self._reference.dtype,
-                                          self.config.shard_size, shard_store))
+                parts.append(
+                    sharded_topk(
+                        scorer,
+                        self.training_triples,
+                        test_block,
+                        k,
+                        self._reference.dtype,
+                        self.config.shard_size,
+                        shard_store,
+                    )
+                )
         finally:
             if folder is not None:
                 folder.close()
         return InfluenceResult(
             proponents=TopK(torch.cat([p.top_indices for p in parts]), torch.cat([p.top_values for p in parts])),
-            opponents=TopK(torch.cat([p.bottom_indices for p in parts]),
-                           torch.cat([p.bottom_values for p in parts])),
-            test_triples=test, training_triples=self.training_triples, labels=self.labels,
+            opponents=TopK(torch.cat([p.bottom_indices for p in parts]), torch.cat([p.bottom_values for p in parts])),
+            test_triples=test,
+            training_triples=self.training_triples,
+            labels=self.labels,
         )
 
     def _fingerprint(self, test: torch.Tensor, k: int) -> dict:
         """What identifies a top-k computation, for the resumable store."""
-        from . import __version__
+        from ._version import __version__
 
         def digest(*tensors: torch.Tensor) -> str:
             sha = hashlib.sha1()
@@ -287,12 +320,19 @@ class TracIn:
             return [digest(*c.state.values()), c.learning_rate]
 
         return {
-            "kgtracin": __version__, "model": type(self.model).__name__, "k": k,
-            "method": self.config.method, "parameters": list(self._reference.parameters),
-            "batch_size": self.config.effective_batch_size, "shard_size": self.config.shard_size,
-            "precision": self.config.precision, "loss": self.config.loss, "normalize": self.config.normalize,
+            "kgtracin": __version__,
+            "model": type(self.model).__name__,
+            "k": k,
+            "method": self.config.method,
+            "parameters": list(self._reference.parameters),
+            "batch_size": self.config.effective_batch_size,
+            "shard_size": self.config.shard_size,
+            "precision": self.config.precision,
+            "loss": self.config.loss,
+            "normalize": self.config.normalize,
             "projection": [self.config.projection_dim, self.config.projection_seed],
-            "train": digest(self.training_triples), "test": digest(test),
+            "train": digest(self.training_triples),
+            "test": digest(test),
             "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
         }
 

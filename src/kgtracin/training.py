@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pykeen.training.callbacks import TrainingCallback
 
-from . import __version__
+from ._version import __version__
 from .callbacks import learning_rate_of
 from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 from .errors import KGTracinError
@@ -29,8 +29,24 @@ __all__ = ["TrainingConfig", "train_run", "format_evaluation"]
 logger = logging.getLogger(__name__)
 
 #: words that make a first line of a training file a header, not a triple
-_HEADER_WORDS = {"head", "relation", "tail", "subject", "predicate", "object", "source", "target", "h", "r", "t",
-                 "s", "p", "o", "rel", "relation_type"}
+_HEADER_WORDS = {
+    "head",
+    "relation",
+    "tail",
+    "subject",
+    "predicate",
+    "object",
+    "source",
+    "target",
+    "h",
+    "r",
+    "t",
+    "s",
+    "p",
+    "o",
+    "rel",
+    "relation_type",
+}
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,9 @@ class TrainingConfig:
 
     model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
     epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "training epochs"})
-    checkpoints: int | None = field(default=None, metadata={"help": "checkpoints spread over training "
-                                                                    "(default: min(5, epochs))"})
+    checkpoints: int | None = field(
+        default=None, metadata={"help": "checkpoints spread over training (default: min(5, epochs))"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed"})
     learning_rate: float = field(default=DEFAULT_LEARNING_RATE, metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=256, metadata={"help": "training batch size"})
@@ -111,8 +128,10 @@ def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Lab
     splits = {name: read_labeled_triples(path) for name, path in files.items() if path is not None}
     for name, triples in splits.items():
         if {label.casefold() for label in triples[0]} <= _HEADER_WORDS:
-            raise KGTracinError(f"{files[name]} line 1 looks like a header line ({', '.join(triples[0])}); the file "
-                                "should hold triples only")
+            raise KGTracinError(
+                f"{files[name]} line 1 looks like a header line ({', '.join(triples[0])}); the file "
+                "should hold triples only"
+            )
     everything = np.concatenate(list(splits.values()))
     entities = tuple(sorted(set(everything[:, 0]) | set(everything[:, 2])))
     relations = tuple(sorted(set(everything[:, 1])))
@@ -126,7 +145,7 @@ class _CheckpointSaver(TrainingCallback):
         super().__init__()
         self.directory, self.epochs, self.saved = directory, set(epochs), []
 
-    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:  # noqa: D102
+    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
         if epoch not in self.epochs:
             return
         name = f"checkpoints/epoch_{epoch:04d}.pt"
@@ -145,11 +164,11 @@ class _EpochTimer(TrainingCallback):
         self.seconds: list[float] = []
         self._start: float | None = None
 
-    def pre_batch(self, **kwargs) -> None:  # noqa: D102
+    def pre_batch(self, **kwargs) -> None:
         if self._start is None:
             self._start = time.perf_counter()
 
-    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:  # noqa: D102
+    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
         now = time.perf_counter()
         self.seconds.append(round(now - (self._start if self._start is not None else now), 3))
         self._start = None
@@ -173,22 +192,30 @@ def format_evaluation(evaluation: dict | None) -> str:
     if not evaluation:
         return "no test or validation split: not evaluated"
     split = {"testing": "test", "validation": "validation"}[evaluation["split"]]
-    return (f"filtered {split} MRR {evaluation['mrr']:.3f}, Hits@1 {evaluation['hits_at_1']:.3f}, "
-            f"Hits@3 {evaluation['hits_at_3']:.3f}, Hits@10 {evaluation['hits_at_10']:.3f} "
-            f"({evaluation['num_triples']} triples, both directions)") + _unseen_note(evaluation)
+    return (
+        f"filtered {split} MRR {evaluation['mrr']:.3f}, Hits@1 {evaluation['hits_at_1']:.3f}, "
+        f"Hits@3 {evaluation['hits_at_3']:.3f}, Hits@10 {evaluation['hits_at_10']:.3f} "
+        f"({evaluation['num_triples']} triples, both directions)"
+    ) + _unseen_note(evaluation)
 
 
 def _unseen_note(evaluation: dict) -> str:
     unseen = evaluation.get("unseen_entity_triples") or 0
     if not unseen:
         return ""
-    return (f"; note: {unseen} of them mention an entity that never occurs in training, whose embedding is "
-            "untrained")
+    return f"; note: {unseen} of them mention an entity that never occurs in training, whose embedding is untrained"
 
 
-def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str | None = None,
-              training: str | None = None, validation: str | None = None, testing: str | None = None,
-              progress: bool = True) -> Path:
+def train_run(
+    output: str | os.PathLike,
+    config: TrainingConfig,
+    *,
+    dataset: str | None = None,
+    training: str | None = None,
+    validation: str | None = None,
+    testing: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Train a model and write a run directory (atomically: built aside, then renamed into place).
 
     :return: the run directory
@@ -203,8 +230,9 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
     check_new_folder(output)
     labels, splits = _load_splits(dataset, {"training": training, "validation": validation, "testing": testing})
     ids = {name: labels.to_ids(triples, source=name) for name, triples in splits.items()}
-    factory = TriplesFactory(ids["training"], labels.entity_to_id, labels.relation_to_id,
-                             create_inverse_triples=config.inverse_triples)
+    factory = TriplesFactory(
+        ids["training"], labels.entity_to_id, labels.relation_to_id, create_inverse_triples=config.inverse_triples
+    )
     model_kwargs = {} if config.embedding_dim is None else {"embedding_dim": config.embedding_dim}
     model_kwargs["loss"] = config.loss
     set_random_seed(config.seed)
@@ -232,24 +260,39 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
         with matrix_products(model) as changed:
             if changed:
                 logger.info("scoring %s by matrix products", ", ".join(changed))
-            losses = loop.train(triples_factory=factory, num_epochs=config.epochs, batch_size=config.batch_size,
-                                callbacks=[saver, timer], use_tqdm=progress, use_tqdm_batch=progress)
+            losses = loop.train(
+                triples_factory=factory,
+                num_epochs=config.epochs,
+                batch_size=config.batch_size,
+                callbacks=[saver, timer],
+                use_tqdm=progress,
+                use_tqdm_batch=progress,
+            )
             torch.save(model.state_dict(), staging / "model.pt")
             evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
         write_labels(staging / "relations.tsv", labels.relations)
-        for name, triples in splits.items():
+        for name, _triples in splits.items():
             write_labeled_triples(staging / "triples" / f"{name}.tsv", labels.to_labels(ids[name]))
         manifest = {
-            "format": RUN_FORMAT, "kgtracin_version": __version__, "dataset": dataset,
+            "format": RUN_FORMAT,
+            "kgtracin_version": __version__,
+            "dataset": dataset,
             "source_files": {"training": training, "validation": validation, "testing": testing},
-            "model": config.model, "model_kwargs": model_kwargs, "inverse_triples": config.inverse_triples,
+            "model": config.model,
+            "model_kwargs": model_kwargs,
+            "inverse_triples": config.inverse_triples,
             "training": {k: v for k, v in asdict(config).items() if k not in ("model", "inverse_triples")},
-            "optimizer": "Adam", "seed": config.seed, "losses": [float(x) for x in losses],
+            "optimizer": "Adam",
+            "seed": config.seed,
+            "losses": [float(x) for x in losses],
             "epoch_seconds": timer.seconds,
-            "num_entities": len(labels.entities), "num_relations": len(labels.relations),
+            "num_entities": len(labels.entities),
+            "num_relations": len(labels.relations),
             "splits": {name: f"triples/{name}.tsv" for name in splits},
-            "checkpoints": saver.saved, "final_model": "model.pt", "evaluation": evaluation,
+            "checkpoints": saver.saved,
+            "final_model": "model.pt",
+            "evaluation": evaluation,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         publish_folder(staging, output)
@@ -257,8 +300,9 @@ def train_run(output: str | os.PathLike, config: TrainingConfig, *, dataset: str
         shutil.rmtree(staging, ignore_errors=True)
         remove_created(created)
         if isinstance(error, FileExistsError):
-            raise KGTracinError(f"output {output} appeared during training and is not empty; nothing was "
-                                "written over it") from None
+            raise KGTracinError(
+                f"output {output} appeared during training and is not empty; nothing was written over it"
+            ) from None
         if isinstance(error, OSError):
             raise KGTracinError(f"cannot write the run directory {output}: {error.strerror or error}") from None
         raise

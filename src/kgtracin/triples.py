@@ -17,8 +17,14 @@ import torch
 
 from .errors import KGTracinError
 
-__all__ = ["Labels", "read_labeled_triples", "read_triple_ids", "iter_triples", "write_labeled_triples",
-           "unknown_label"]
+__all__ = [
+    "Labels",
+    "read_labeled_triples",
+    "read_triple_ids",
+    "iter_triples",
+    "write_labeled_triples",
+    "unknown_label",
+]
 
 
 def _check_readable(path: Path) -> None:
@@ -52,8 +58,10 @@ def iter_triples(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
                     continue
                 parts = line.rstrip("\r\n").split("\t")
                 if len(parts) != 3:
-                    raise KGTracinError(f"{path} line {number}: expected 3 tab-separated columns (head, relation, "
-                                        f"tail), got {len(parts)}")
+                    raise KGTracinError(
+                        f"{path} line {number}: expected 3 tab-separated columns (head, relation, "
+                        f"tail), got {len(parts)}"
+                    )
                 parts = [p.strip() for p in parts]
                 if not all(parts):
                     raise KGTracinError(f"{path} line {number}: empty head, relation or tail")
@@ -76,7 +84,7 @@ def read_labeled_triples(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(rows, dtype=object).reshape(-1, 3)
 
 
-def read_triple_ids(path: str | os.PathLike, labels: "Labels") -> torch.Tensor:
+def read_triple_ids(path: str | os.PathLike, labels: Labels) -> torch.Tensor:
     """Read a TSV of labelled triples straight into dataset ids, line by line (memory: 24 bytes a triple).
 
     :return: shape: (n, 3), dtype: long
@@ -87,8 +95,10 @@ def read_triple_ids(path: str | os.PathLike, labels: "Labels") -> torch.Tensor:
     try:
         for number, (h, r, t) in iter_triples(path):
             if not ids and h not in e2i and r not in r2i and t not in e2i:
-                raise KGTracinError(f"{path} line {number} looks like a header line ({h!r}, {r!r}, {t!r} are all "
-                                    "unknown labels); the file should hold triples only")
+                raise KGTracinError(
+                    f"{path} line {number} looks like a header line ({h!r}, {r!r}, {t!r} are all "
+                    "unknown labels); the file should hold triples only"
+                )
             for label, table, kind in ((h, e2i, "entity"), (r, r2i, "relation"), (t, e2i, "entity")):
                 if label not in table:
                     raise KGTracinError(f"{path} line {number}: {unknown_label(label, table, kind)}")
@@ -104,8 +114,7 @@ def unknown_label(label: str, table: Mapping[str, int], kind: str) -> str:
     """``unknown entity label 'Brazil' (did you mean 'brazil'?)``: the message for a label not in ``table``."""
     message = f"unknown {kind} label {label!r}"
     folded = [known for known in table if known.casefold() == label.casefold()]
-    close = folded or (difflib.get_close_matches(label, list(table), n=3, cutoff=0.75) if len(table) <= 200_000
-                       else [])
+    close = folded or (difflib.get_close_matches(label, list(table), n=3, cutoff=0.75) if len(table) <= 200_000 else [])
     if close:
         message += f" (did you mean {', '.join(repr(c) for c in close[:3])}?)"
     return message
@@ -124,7 +133,7 @@ class Labels:
     relations: tuple[str, ...]
 
     @classmethod
-    def from_maps(cls, entity_to_id: Mapping[str, int], relation_to_id: Mapping[str, int]) -> "Labels":
+    def from_maps(cls, entity_to_id: Mapping[str, int], relation_to_id: Mapping[str, int]) -> Labels:
         entities = sorted(entity_to_id, key=entity_to_id.__getitem__)
         relations = sorted(relation_to_id, key=relation_to_id.__getitem__)
         return cls(tuple(entities), tuple(relations))
@@ -159,8 +168,9 @@ class Labels:
         :raises KGTracinError: for an unknown label or an id out of range
         """
         out = []
-        for value, table, kind in zip(triple, (self.entity_to_id, self.relation_to_id, self.entity_to_id),
-                                      ("entity", "relation", "entity")):
+        for value, table, kind in zip(
+            triple, (self.entity_to_id, self.relation_to_id, self.entity_to_id), ("entity", "relation", "entity")
+        ):
             if value in table:
                 out.append(table[value])
                 continue

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..compat import cache_holders, clear_caches, prepare, to_internal
 from ..errors import KGTracinError
 from ..losses import TripleLoss, make_loss
-from .compat import cache_holders, clear_caches, prepare
 
 __all__ = ["ModelAdapter", "select_parameters"]
 
@@ -79,7 +79,7 @@ class ModelAdapter:
         self.scorer = _TripleLosses(model, self.loss)
         self._caches = self.scorer.caches  # kept here: ``scorer`` may be replaced by its compiled version
 
-    def freeze_unselected(self) -> "ModelAdapter":
+    def freeze_unselected(self) -> ModelAdapter:
         """Stop autograd from tracking the parameters that are not differentiated.
 
         Only for a model the adapter owns (kgtracin's private copy of a checkpoint): it saves the forward
@@ -120,15 +120,16 @@ class ModelAdapter:
         if hrt.shape[0] == 0:
             raise KGTracinError(f"{what} is empty")
         hrt = hrt.long().cpu()
-        for column, name, limit in ((0, "head", self.num_entities), (2, "tail", self.num_entities),
-                                    (1, "relation", self.num_relations)):
+        for column, name, limit in (
+            (0, "head", self.num_entities),
+            (2, "tail", self.num_entities),
+            (1, "relation", self.num_relations),
+        ):
             values = hrt[:, column]
             bad = (values < 0) | (values >= limit)
             if bad.any():
                 row = int(bad.nonzero()[0, 0])
-                raise KGTracinError(
-                    f"{what}: {name} id {int(values[row])} in row {row} is out of range [0, {limit})"
-                )
+                raise KGTracinError(f"{what}: {name} id {int(values[row])} in row {row} is out of range [0, {limit})")
         return hrt
 
     def to_internal(self, hrt: torch.Tensor) -> torch.Tensor:
@@ -137,22 +138,7 @@ class ModelAdapter:
         :param hrt: shape: (B, 3), dtype: long, dataset ids
         :return: shape: (B, 3), dtype: long, internal ids on the model's device
         """
-        hrt = hrt.to(self.device)
-        if self.model.use_inverse_triples:
-            hrt = self.model.relation_inverter.map(batch=hrt, index=1, invert=False)
-        return hrt
-
-    def scores(self, hrt: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid scores, as ``predict_hrt`` gives them before its sigmoid.
-
-        :param hrt: shape: (B, 3), dtype: long, dataset ids
-        :return: shape: (B,)
-        """
-        clear_caches(self._caches)
-        try:
-            return self.model.score_hrt(self.to_internal(hrt)).view(-1)
-        finally:
-            clear_caches(self._caches)
+        return to_internal(self.model, hrt.to(self.device))
 
     def losses(self, hrt: torch.Tensor) -> torch.Tensor:
         """Per-triple TracIn losses (the adapter's ``loss``: ``bce`` or ``softmax``).

@@ -19,7 +19,9 @@ def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     if not verbose:  # PyKEEN's advice on its own settings; -v shows it
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pykeen(\.|$)")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     import pykeen  # noqa: F401 - PyKEEN sets its own logger level on import, so import it first
 
     logging.getLogger("pykeen").setLevel(logging.INFO if verbose else logging.ERROR)
@@ -50,8 +52,10 @@ def _triples(ctx, param, value):
     for triple in value or ():
         flags = [v for v in triple if v.startswith("--")]
         if flags:
-            raise click.BadParameter(f"takes three values H R T, got {' '.join(triple)!r}: {flags[0]} is an option, "
-                                     "so a value is missing", param_hint="--triple")
+            raise click.BadParameter(
+                f"takes three values H R T, got {' '.join(triple)!r}: {flags[0]} is an option, so a value is missing",
+                param_hint="--triple",
+            )
     return value
 
 
@@ -60,58 +64,115 @@ def dataset_option(*decls, **kwargs):
     return click.option(*decls, type=str, default=None, metavar="NAME", **kwargs)
 
 
-method_option = click.option("--method", type=click.Choice(["fast", "vmap", "loop"]), default="fast",
-                             show_default=True, help="gradient method; all are exact, loop is the reference")
-parameters_option = click.option("--parameters", "parameters", multiple=True, metavar="PATTERN",
-                                 help="parameter name or glob (repeatable); default: all parameters")
-batch_option = click.option("--batch-size", type=int, default=None, callback=_positive,
-                            help="training triples per batch")
+method_option = click.option(
+    "--method",
+    type=click.Choice(["fast", "vmap", "loop"]),
+    default="fast",
+    show_default=True,
+    help="gradient method; all are exact, loop is the reference",
+)
+parameters_option = click.option(
+    "--parameters",
+    "parameters",
+    multiple=True,
+    metavar="PATTERN",
+    help="parameter name or glob (repeatable); default: all parameters",
+)
+batch_option = click.option(
+    "--batch-size", type=int, default=None, callback=_positive, help="training triples per batch"
+)
 device_option = click.option("--device", default=None, callback=_device, help="torch device, e.g. cpu or cuda:0")
-precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32",
-                                show_default=True, help="fp32 is exact; bf16 / fp16 are faster on some hardware "
-                                "and approximate (see BENCHMARKS.md)")
-compile_option = click.option("--compile", "compile_", is_flag=True,
-                              help="torch.compile the scorer (with --method vmap or loop)")
-shard_option = click.option("--shard-size", type=int, default=16384, show_default=True, callback=_positive,
-                            help="training triples per shard (unit of resuming and of torchrun sharding)")
-loss_option = click.option("--loss", type=click.Choice(["bce", "softmax"]), default=None,
-                           help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
-                           "cross-entropy loss, else bce]")
-normalize_option = click.option("--normalize", type=click.Choice(["none", "train", "cosine"]),
-                                default=DEFAULT_NORMALIZE or "none",
-                                show_default=True, help="train: divide each training gradient by its norm "
-                                "(RelatIF-style), so high-gradient outliers stop dominating every explanation; "
-                                "cosine: both gradients")
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default="fp32",
+    show_default=True,
+    help="fp32 is exact; bf16 / fp16 are faster on some hardware and approximate (see BENCHMARKS.md)",
+)
+compile_option = click.option(
+    "--compile", "compile_", is_flag=True, help="torch.compile the scorer (with --method vmap or loop)"
+)
+shard_option = click.option(
+    "--shard-size",
+    type=int,
+    default=16384,
+    show_default=True,
+    callback=_positive,
+    help="training triples per shard (unit of resuming and of torchrun sharding)",
+)
+loss_option = click.option(
+    "--loss",
+    type=click.Choice(["bce", "softmax"]),
+    default=None,
+    help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
+    "cross-entropy loss, else bce]",
+)
+normalize_option = click.option(
+    "--normalize",
+    type=click.Choice(["none", "train", "cosine"]),
+    default=DEFAULT_NORMALIZE or "none",
+    show_default=True,
+    help="train: divide each training gradient by its norm "
+    "(RelatIF-style), so high-gradient outliers stop dominating every explanation; "
+    "cosine: both gradients",
+)
 
 
 def projection_option(command):
     """``--projection-dim K`` and ``--projection-seed S``: the opt-in approximate mode."""
-    command = click.option("--projection-seed", type=int, default=0, show_default=True,
-                           help="with --projection-dim: the seed of the random projection")(command)
-    return click.option("--projection-dim", type=int, default=None, callback=_positive, metavar="K",
-                        help="APPROXIMATE: sketch every dense gradient factor longer than K to K numbers "
-                        "(embedding rows stay exact); for very many test triples on models with wide layers "
-                        "(ConvE). Default: exact")(command)
+    command = click.option(
+        "--projection-seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="with --projection-dim: the seed of the random projection",
+    )(command)
+    return click.option(
+        "--projection-dim",
+        type=int,
+        default=None,
+        callback=_positive,
+        metavar="K",
+        help="APPROXIMATE: sketch every dense gradient factor longer than K to K numbers "
+        "(embedding rows stay exact); for very many test triples on models with wide layers "
+        "(ConvE). Default: exact",
+    )(command)
 
 
-trust_option = click.option("--trust-pickle", is_flag=True,
-                            help="UNSAFE for files you did not make: unpickle model and checkpoint files fully (a "
-                            "PyKEEN folder's trained_model.pkl, PyKEEN training-loop checkpoints, and every file of "
-                            "--checkpoint-dir), which can run code. Without it every file is read with "
-                            "torch.load(weights_only=True), which cannot")
+trust_option = click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="UNSAFE for files you did not make: unpickle model and checkpoint files fully (a "
+    "PyKEEN folder's trained_model.pkl, PyKEEN training-loop checkpoints, and every file of "
+    "--checkpoint-dir), which can run code. Without it every file is read with "
+    "torch.load(weights_only=True), which cannot",
+)
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="log which gradient path each parameter uses")
 
 
 _RUN_OPTIONS = (
     trust_option,
-    click.option("--checkpoint-dir", type=click.Path(), default=None,
-                 help="a folder of checkpoints to use: kgtracin.CheckpointCallback files, PyKEEN "
-                 "CheckpointTrainingCallback or training-loop (checkpoint_name) files [default: the run's; for a "
-                 "PyKEEN folder its checkpoints/ subfolder]"),
-    click.option("--learning-rate", "checkpoint_learning_rate", type=float, default=None,
-                 help="learning rate of every checkpoint, for files that do not record one (PyKEEN's callback files)"),
-    dataset_option("--dataset", "run_dataset", help="the PyKEEN dataset a PyKEEN folder was trained on (any "
-                   "dataset_resolver name): its test and validation splits"),
+    click.option(
+        "--checkpoint-dir",
+        type=click.Path(),
+        default=None,
+        help="a folder of checkpoints to use: kgtracin.CheckpointCallback files, PyKEEN "
+        "CheckpointTrainingCallback or training-loop (checkpoint_name) files [default: the run's; for a "
+        "PyKEEN folder its checkpoints/ subfolder]",
+    ),
+    click.option(
+        "--learning-rate",
+        "checkpoint_learning_rate",
+        type=float,
+        default=None,
+        help="learning rate of every checkpoint, for files that do not record one (PyKEEN's callback files)",
+    ),
+    dataset_option(
+        "--dataset",
+        "run_dataset",
+        help="the PyKEEN dataset a PyKEEN folder was trained on (any "
+        "dataset_resolver name): its test and validation splits",
+    ),
 )
 
 
@@ -121,10 +182,15 @@ def run_options(command):
     @functools.wraps(command)
     def wrapper(*args, trust_pickle, checkpoint_dir, checkpoint_learning_rate, run_dataset, **kwargs):
         if checkpoint_learning_rate is not None and not 0 < checkpoint_learning_rate < float("inf"):
-            raise click.BadParameter(f"must be a positive number, got {checkpoint_learning_rate}",
-                                     param_hint="--learning-rate")
-        source = dict(trust_pickle=trust_pickle, checkpoint_dir=checkpoint_dir,
-                      learning_rate=checkpoint_learning_rate, dataset=run_dataset)
+            raise click.BadParameter(
+                f"must be a positive number, got {checkpoint_learning_rate}", param_hint="--learning-rate"
+            )
+        source = dict(
+            trust_pickle=trust_pickle,
+            checkpoint_dir=checkpoint_dir,
+            learning_rate=checkpoint_learning_rate,
+            dataset=run_dataset,
+        )
         return command(*args, run_source=source, **kwargs)
 
     for option in reversed(_RUN_OPTIONS):
@@ -145,25 +211,53 @@ def open_run(run_dir, run_source: dict):
     """The run, loaded with the command's run options."""
     from ..runs import MANIFEST, load_run
 
-    if (run_source.get("learning_rate") is not None and run_source.get("checkpoint_dir") is None
-            and (Path(run_dir) / MANIFEST).is_file()):
-        raise KGTracinError("--learning-rate is for checkpoint files that record none (a PyKEEN folder's, or "
-                            "--checkpoint-dir); a kgtracin run's checkpoints record their own")
+    if (
+        run_source.get("learning_rate") is not None
+        and run_source.get("checkpoint_dir") is None
+        and (Path(run_dir) / MANIFEST).is_file()
+    ):
+        raise KGTracinError(
+            "--learning-rate is for checkpoint files that record none (a PyKEEN folder's, or "
+            "--checkpoint-dir); a kgtracin run's checkpoints record their own"
+        )
     return load_run(run_dir, **run_source)
 
 
 _TRIPLE_OPTIONS = (
-    click.option("--triple", "triples", nargs=3, multiple=True, metavar="H R T", callback=_triples,
-                 help="a test triple (repeatable)"),
+    click.option(
+        "--triple",
+        "triples",
+        nargs=3,
+        multiple=True,
+        metavar="H R T",
+        callback=_triples,
+        help="a test triple (repeatable)",
+    ),
     click.option("--test-file", type=click.Path(), default=None, help="labelled TSV of test triples"),
     click.option("--split", type=click.Choice(["test", "validation"]), default=None, help="explain a saved split"),
     click.option("--limit", type=int, default=None, callback=_positive, help="with --split: the first N triples"),
-    click.option("--predict", nargs=2, default=None, metavar="H R",
-                 help="explain the model's top --n tails of (H, R, ?) that are not training triples"),
-    click.option("--predict-head", nargs=2, default=None, metavar="R T",
-                 help="explain the model's top --n heads of (?, R, T) that are not training triples"),
-    click.option("--n", "num_predictions", type=int, default=None, callback=_positive,
-                 help="with --predict / --predict-head: how many predictions [default: 3]"),
+    click.option(
+        "--predict",
+        nargs=2,
+        default=None,
+        metavar="H R",
+        help="explain the model's top --n tails of (H, R, ?) that are not training triples",
+    ),
+    click.option(
+        "--predict-head",
+        nargs=2,
+        default=None,
+        metavar="R T",
+        help="explain the model's top --n heads of (?, R, T) that are not training triples",
+    ),
+    click.option(
+        "--n",
+        "num_predictions",
+        type=int,
+        default=None,
+        callback=_positive,
+        help="with --predict / --predict-head: how many predictions [default: 3]",
+    ),
 )
 
 

@@ -10,7 +10,7 @@ import click
 
 from ..config import DETECTORS
 from ..errors import KGTracinError
-from . import cli
+from .group import cli
 from .options import (
     _positive,
     _setup_logging,
@@ -31,8 +31,12 @@ from .options import (
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
-@click.option("--order-by", type=click.Choice(list(DETECTORS)),
-              default=None, help="the detector that orders the rows [default: validation_cosine]")
+@click.option(
+    "--order-by",
+    type=click.Choice(list(DETECTORS)),
+    default=None,
+    help="the detector that orders the rows [default: validation_cosine]",
+)
 @parameters_option
 @method_option
 @batch_option
@@ -41,8 +45,7 @@ from .options import (
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
 @verbose_option
-def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, run_source,
-          verbose) -> None:
+def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, run_source, verbose) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
     Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
@@ -56,12 +59,21 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
-    detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS
-                                                              if not d.startswith("validation"))
+    detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS if not d.startswith("validation"))
     order_by = order_by or (DEFAULT_DETECTOR if validation is not None else "self_influence")
-    scores = detector_scores(run.model, run.training_triples, validation, run.checkpoints, detectors,
-                             parameters=list(parameters) or "all", method=method, batch_size=batch_size,
-                             device=device, loss=loss or run.tracin_loss, labels=run.labels)
+    scores = detector_scores(
+        run.model,
+        run.training_triples,
+        validation,
+        run.checkpoints,
+        detectors,
+        parameters=list(parameters) or "all",
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        loss=loss or run.tracin_loss,
+        labels=run.labels,
+    )
     frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
     write_table(frame, output)
     for row in frame.head(5).itertuples():
@@ -72,28 +84,74 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--output", type=click.Path(), required=True, help="folder for evaluation.md, .json and .png")
-@click.option("--retrain", type=click.Choice(["isolated", "reshuffled"]), default="isolated", show_default=True,
-              help="isolated: only the deleted triples differ; reshuffled: PyKEEN's loop, new seeds")
-@click.option("--targets", type=int, default=20, show_default=True, callback=_positive,
-              help="test triples ranked first to explain and delete for")
-@click.option("--k", "ks", type=int, multiple=True, default=(1, 10), show_default=True,
-              help="triples deleted per target (repeatable)")
-@click.option("--seeds", type=int, default=None, callback=_positive,
-              help="seeds [default: 1 isolated, 3 reshuffled]")
-@click.option("--steps", type=int, default=None, callback=_positive,
-              help="full-batch steps (isolated) or epochs (reshuffled) [default: 200 / 50]")
+@click.option(
+    "--retrain",
+    type=click.Choice(["isolated", "reshuffled"]),
+    default="isolated",
+    show_default=True,
+    help="isolated: only the deleted triples differ; reshuffled: PyKEEN's loop, new seeds",
+)
+@click.option(
+    "--targets",
+    type=int,
+    default=20,
+    show_default=True,
+    callback=_positive,
+    help="test triples ranked first to explain and delete for",
+)
+@click.option(
+    "--k",
+    "ks",
+    type=int,
+    multiple=True,
+    default=(1, 10),
+    show_default=True,
+    help="triples deleted per target (repeatable)",
+)
+@click.option("--seeds", type=int, default=None, callback=_positive, help="seeds [default: 1 isolated, 3 reshuffled]")
+@click.option(
+    "--steps",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="full-batch steps (isolated) or epochs (reshuffled) [default: 200 / 50]",
+)
 @click.option("--embedding-dim", type=int, default=32, show_default=True, callback=_positive)
 @click.option("--learning-rate", type=float, default=None, help="Adam learning rate [default: the run's]")
-@click.option("--constrained/--unconstrained", default=False, show_default=True,
-              help="keep PyKEEN's default constrainer (DistMult: unit-norm entities)")
-@click.option("--arms", type=click.Choice(["all", "default"]), default="all", show_default=True,
-              help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only")
+@click.option(
+    "--constrained/--unconstrained",
+    default=False,
+    show_default=True,
+    help="keep PyKEEN's default constrainer (DistMult: unit-norm entities)",
+)
+@click.option(
+    "--arms",
+    type=click.Choice(["all", "default"]),
+    default="all",
+    show_default=True,
+    help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only",
+)
 @click.option("--noisy", type=float, default=None, help="also corrupt this fraction of tails and score detectors")
 @click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
 @trust_option
 @verbose_option
-def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim, learning_rate, constrained, arms,
-             noisy, no_deletion, trust_pickle, verbose) -> None:
+def evaluate(
+    run_dir,
+    output,
+    retrain,
+    targets,
+    ks,
+    seeds,
+    steps,
+    embedding_dim,
+    learning_rate,
+    constrained,
+    arms,
+    noisy,
+    no_deletion,
+    trust_pickle,
+    verbose,
+) -> None:
     """Measure explanation quality for a run's model, beside baselines.
 
     Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
@@ -137,20 +195,39 @@ def evaluate(run_dir, output, retrain, targets, ks, seeds, steps, embedding_dim,
     if max(ks) > num_train:
         raise KGTracinError(f"--k {max(ks)} exceeds the run's {num_train} training triples")
     if noisy is not None and round(noisy * num_train) < 1:
-        raise KGTracinError(f"--noisy {noisy} corrupts no triple of the run's {num_train} training triples; give at "
-                            f"least {1.5 / num_train:.2g}")
-    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id,
-                             create_inverse_triples=bool(run.model.use_inverse_triples))
+        raise KGTracinError(
+            f"--noisy {noisy} corrupts no triple of the run's {num_train} training triples; give at "
+            f"least {1.5 / num_train:.2g}"
+        )
+    factory = TriplesFactory(
+        run.training_triples,
+        run.labels.entity_to_id,
+        run.labels.relation_to_id,
+        create_inverse_triples=bool(run.model.use_inverse_triples),
+    )
     mode_steps = steps or (200 if retrain == "isolated" else 50)
-    lr = learning_rate if learning_rate is not None else float(
-        (run.manifest.get("training") or {}).get("learning_rate", 0.01))
-    recipe = RetrainConfig(model=type(run.model).__name__, embedding_dim=embedding_dim,
-                           inverse_triples=bool(run.model.use_inverse_triples), constrained=constrained,
-                           epochs=mode_steps, learning_rate=lr)
+    lr = (
+        learning_rate
+        if learning_rate is not None
+        else float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
+    )
+    recipe = RetrainConfig(
+        model=type(run.model).__name__,
+        embedding_dim=embedding_dim,
+        inverse_triples=bool(run.model.use_inverse_triples),
+        constrained=constrained,
+        epochs=mode_steps,
+        learning_rate=lr,
+    )
     default_arm = TracInArm(run.tracin_loss, DEFAULT_NORMALIZE)
-    config = EvaluationConfig(retrain=recipe, mode=retrain, targets=targets, ks=tuple(sorted(set(ks))),
-                              arms=DEFAULT_ARMS if arms == "all" else (default_arm,),
-                              seeds=tuple(range(seeds or (1 if retrain == "isolated" else 3))))
+    config = EvaluationConfig(
+        retrain=recipe,
+        mode=retrain,
+        targets=targets,
+        ks=tuple(sorted(set(ks))),
+        arms=DEFAULT_ARMS if arms == "all" else (default_arm,),
+        seeds=tuple(range(seeds or (1 if retrain == "isolated" else 3))),
+    )
     result = {"run": str(run_dir), "command": "kgtracin " + shlex.join(sys.argv[1:])}
     if not no_deletion:
         result["deletion"] = run_deletion(factory, dict(run.splits), config)

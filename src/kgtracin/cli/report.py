@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import cli
+from .group import cli
 from .options import (
     _setup_logging,
     _top_k,
@@ -25,12 +25,27 @@ from .selection import choose_triples
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @triple_options
-@click.option("--top-k", type=int, default=5, show_default=True, callback=_top_k,
-              help="proponents and opponents drawn and listed per triple")
-@click.option("--self-influence", "with_self_influence", is_flag=True,
-              help="add a histogram of every training triple's self-influence")
-@click.option("--audit", type=int, default=0, show_default=True,
-              help="add the audit's N most suspicious training triples (0: none)")
+@click.option(
+    "--top-k",
+    type=int,
+    default=5,
+    show_default=True,
+    callback=_top_k,
+    help="proponents and opponents drawn and listed per triple",
+)
+@click.option(
+    "--self-influence",
+    "with_self_influence",
+    is_flag=True,
+    help="add a histogram of every training triple's self-influence",
+)
+@click.option(
+    "--audit",
+    type=int,
+    default=0,
+    show_default=True,
+    help="add the audit's N most suspicious training triples (0: none)",
+)
 @parameters_option
 @method_option
 @batch_option
@@ -39,9 +54,27 @@ from .selection import choose_triples
 @click.option("--output", type=click.Path(), required=True, help="FILE.html")
 @run_options
 @verbose_option
-def report(run_dir, triples, predict, predict_head, num_predictions, test_file, split, limit, top_k,
-           with_self_influence, audit, parameters, method, batch_size, device, loss, output, run_source,
-           verbose) -> None:
+def report(
+    run_dir,
+    triples,
+    predict,
+    predict_head,
+    num_predictions,
+    test_file,
+    split,
+    limit,
+    top_k,
+    with_self_influence,
+    audit,
+    parameters,
+    method,
+    batch_size,
+    device,
+    loss,
+    output,
+    run_source,
+    verbose,
+) -> None:
     """One self-contained HTML page (works offline) explaining predictions.
 
     For each triple: the model's score, filtered rank and top tails; a drawn subgraph of the triple with its top
@@ -56,13 +89,22 @@ def report(run_dir, triples, predict, predict_head, num_predictions, test_file, 
 
     if audit < 0:
         raise KGTracinError(f"--audit must be >= 0, got {audit}")
-    check_output(output, (".html", ".htm"), inputs=[("the test file", test_file)],
-                 input_folders=run_folders(run_dir, run_source))
+    check_output(
+        output, (".html", ".htm"), inputs=[("the test file", test_file)], input_folders=run_folders(run_dir, run_source)
+    )
     run = open_run(run_dir, run_source)
     test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
-    tracin = TracIn(run.model, run.training_triples, checkpoints=run.checkpoints,
-                    parameters=list(parameters) or "all", method=method, batch_size=batch_size, device=device,
-                    labels=run.labels, loss=loss or run.tracin_loss)
+    tracin = TracIn(
+        run.model,
+        run.training_triples,
+        checkpoints=run.checkpoints,
+        parameters=list(parameters) or "all",
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        labels=run.labels,
+        loss=loss or run.tracin_loss,
+    )
     page = build_report(run, tracin, test, top_k=top_k, self_influence=with_self_influence, audit=audit)
     write_text(page, output, (".html", ".htm"))
     click.echo(f"wrote a report on {len(test)} triple(s) to {output} ({len(page) // 1024} KiB, self-contained)")

@@ -21,8 +21,10 @@ def choose_triples(run, triples, test_file, split, limit, predict=None, predict_
 
     chosen = sum(x is not None and x != () for x in (triples, test_file, split, predict, predict_head))
     if chosen != 1:
-        raise KGTracinError("give exactly one of --triple H R T, --test-file FILE, --split test|validation, "
-                            "--predict H R or --predict-head R T")
+        raise KGTracinError(
+            "give exactly one of --triple H R T, --test-file FILE, --split test|validation, "
+            "--predict H R or --predict-head R T"
+        )
     if limit is not None and split is None:
         raise KGTracinError("--limit goes with --split (the first N triples of a saved split)")
     if n is not None and not (predict or predict_head):
@@ -31,9 +33,10 @@ def choose_triples(run, triples, test_file, split, limit, predict=None, predict_
     if predict or predict_head:
         from ..predictions import KnownTriples, top_predictions
 
-        h, r, t = run.labels.resolve((predict[0], predict[1], predict[0]) if predict else
-                                     (predict_head[1], predict_head[0], predict_head[1]),
-                                     source="--predict" if predict else "--predict-head")
+        h, r, t = run.labels.resolve(
+            (predict[0], predict[1], predict[0]) if predict else (predict_head[1], predict_head[0], predict_head[1]),
+            source="--predict" if predict else "--predict-head",
+        )
         known = KnownTriples([run.training_triples])
         found = top_predictions(run.model, (h, r) if predict else (r, t), n, known, head=bool(predict_head))
         if found.shape[0] == 0:
@@ -45,8 +48,10 @@ def choose_triples(run, triples, test_file, split, limit, predict=None, predict_
         return read_triple_ids(test_file, run.labels)
     name = {"test": "testing", "validation": "validation"}[split]
     if name not in run.splits:
-        raise KGTracinError(f"the run has no {split} split; give --dataset NAME (the PyKEEN dataset a PyKEEN folder "
-                            "was trained on), --test-file FILE or --triple H R T")
+        raise KGTracinError(
+            f"the run has no {split} split; give --dataset NAME (the PyKEEN dataset a PyKEEN folder "
+            "was trained on), --test-file FILE or --triple H R T"
+        )
     test = run.splits[name]
     if limit is not None:
         test = test[:limit]
@@ -65,8 +70,10 @@ def check_store_path(store, output, folders) -> None:
     try:
         check_not_input(store, folders=folders)
     except KGTracinError:
-        raise KGTracinError(f"--store {store} lies inside an input folder (the run directory or the checkpoint "
-                            "folder); give a folder outside it") from None
+        raise KGTracinError(
+            f"--store {store} lies inside an input folder (the run directory or the checkpoint "
+            "folder); give a folder outside it"
+        ) from None
 
 
 def model_view(run, test, head: bool = False):
@@ -87,16 +94,20 @@ def print_table(frame, per_kind: int = SHOWN_PER_KIND, max_tests: int = 5, top_k
         if "test_rank" in frame.columns:
             click.echo(f"  model: score {first.test_score:+.4f}, filtered rank {first.test_rank:g} among all tails")
         if "test_head_rank" in frame.columns:
-            click.echo(f"  model: head score {first.test_score:+.4f}, filtered rank {first.test_head_rank:g} "
-                       "among all heads")
+            click.echo(
+                f"  model: head score {first.test_score:+.4f}, filtered rank {first.test_head_rank:g} among all heads"
+            )
         if "test_note" in frame.columns and first.test_note:
             click.echo(f"  note: {first.test_note}")
         for kind in ("proponent", "opponent"):
             for row in rows[rows["kind"] == kind].itertuples():
-                click.echo(f"  {kind:<9} {row.rank:>2}  {row.influence:+.4e}  "
-                           f"{row.train_head}  {row.train_relation}  {row.train_tail}")
+                click.echo(
+                    f"  {kind:<9} {row.rank:>2}  {row.influence:+.4e}  "
+                    f"{row.train_head}  {row.train_relation}  {row.train_tail}"
+                )
     if len(tests) > max_tests:
         click.echo(f"\n... and {len(tests) - max_tests} more test triples in the output file")
     if top_k is not None and top_k > per_kind:
-        click.echo(f"\n(printed: the first {per_kind} proponents and opponents of each; the output file holds all "
-                   f"{top_k})")
+        click.echo(
+            f"\n(printed: the first {per_kind} proponents and opponents of each; the output file holds all {top_k})"
+        )

@@ -8,5 +8,4 @@ from .deletion import TracInArm
 from .protocol import DEFAULT_ARMS, EvaluationConfig, run_deletion, run_noisy
 from .retrain import RetrainConfig, Retrainer
 
-__all__ = ["EvaluationConfig", "RetrainConfig", "Retrainer", "TracInArm", "DEFAULT_ARMS", "run_deletion",
-           "run_noisy"]
+__all__ = ["EvaluationConfig", "RetrainConfig", "Retrainer", "TracInArm", "DEFAULT_ARMS", "run_deletion", "run_noisy"]

@@ -21,8 +21,7 @@ import torch
 
 from ..predictions import KnownTriples, tail_scores
 
-__all__ = ["TracInArm", "TargetView", "target_view", "choose_targets", "neighbour_rows", "far_rows",
-           "deletion_outcome"]
+__all__ = ["TracInArm", "TargetView", "target_view", "choose_targets", "neighbour_rows", "far_rows", "deletion_outcome"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,14 @@ def far_rows(train: torch.Tensor, target: torch.Tensor, k: int, generator: torch
     return rows[torch.randperm(rows.shape[0], generator=generator)[:k]]
 
 
-def deletion_outcome(retrain: Callable[[torch.Tensor], torch.nn.Module], target: torch.Tensor, rows: torch.Tensor,
-                     before: TargetView, index: int, known: KnownTriples) -> tuple[bool, bool]:
+def deletion_outcome(
+    retrain: Callable[[torch.Tensor], torch.nn.Module],
+    target: torch.Tensor,
+    rows: torch.Tensor,
+    before: TargetView,
+    index: int,
+    known: KnownTriples,
+) -> tuple[bool, bool]:
     """Delete ``rows``, retrain, and compare the target with ``before``.
 
     :param retrain: rows to delete -> the retrained model
@@ -94,5 +99,4 @@ def deletion_outcome(retrain: Callable[[torch.Tensor], torch.nn.Module], target:
     :return: (PD: probability dropped, TC: filtered top-1 changed)
     """
     after = target_view(retrain(rows), target.unsqueeze(0), known)
-    return (bool(after.probability[0] < before.probability[index]),
-            bool(after.top1[0] != before.top1[index]))
+    return (bool(after.probability[0] < before.probability[index]), bool(after.top1[0] != before.top1[index]))

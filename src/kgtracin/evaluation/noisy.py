@@ -8,8 +8,9 @@ import torch
 __all__ = ["corrupt_tails", "detection_metrics", "roc_auc"]
 
 
-def corrupt_tails(triples: torch.Tensor, fraction: float, num_entities: int, seed: int,
-                  known: set[tuple[int, int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt_tails(
+    triples: torch.Tensor, fraction: float, num_entities: int, seed: int, known: set[tuple[int, int, int]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace the tail of a random ``fraction`` of the triples by a random other entity.
 
     A corrupted triple is never a known true triple (of ``known``, or of ``triples`` itself).
@@ -20,7 +21,7 @@ def corrupt_tails(triples: torch.Tensor, fraction: float, num_entities: int, see
     generator = torch.Generator().manual_seed(seed)
     known = set(map(tuple, triples.tolist())) | (known or set())
     out = triples.clone()
-    chosen = torch.randperm(triples.shape[0], generator=generator)[: int(round(fraction * triples.shape[0]))]
+    chosen = torch.randperm(triples.shape[0], generator=generator)[: round(fraction * triples.shape[0])]
     noisy = torch.zeros(triples.shape[0], dtype=torch.bool)
     for row in chosen.tolist():
         h, r, t = out[row].tolist()
@@ -49,7 +50,7 @@ def detection_metrics(scores: dict[str, torch.Tensor], noisy: torch.Tensor, budg
 
     :return: detector -> ``{"auc": ..., "recall_at_10pct": ...}``
     """
-    top = max(1, int(round(budget * noisy.shape[0])))
+    top = max(1, round(budget * noisy.shape[0]))
     out = {}
     for name, values in scores.items():
         order = torch.argsort(values.double(), descending=True, stable=True)[:top]

@@ -12,17 +12,24 @@ __all__ = ["write_outputs"]
 def _deletion_markdown(deletion: dict) -> list[str]:
     lines = [f"## Deletion ({deletion['mode']} retraining)", ""]
     config = deletion["retrain"]
-    lines.append(f"Model {config['model']} d={config['embedding_dim']}, "
-                 f"{'unit-norm constrained' if config['constrained'] else 'unconstrained'}, "
-                 f"{config['epochs']} {'full-batch steps' if deletion['mode'] == 'isolated' else 'epochs'}, "
-                 f"Adam lr {config['learning_rate']}, {config['checkpoints']} checkpoints.")
+    lines.append(
+        f"Model {config['model']} d={config['embedding_dim']}, "
+        f"{'unit-norm constrained' if config['constrained'] else 'unconstrained'}, "
+        f"{config['epochs']} {'full-batch steps' if deletion['mode'] == 'isolated' else 'epochs'}, "
+        f"Adam lr {config['learning_rate']}, {config['checkpoints']} checkpoints."
+    )
     for seed in deletion["seeds"]:
         base = seed["base"]
-        lines.append(f"- seed {seed['seed']}: base model filtered test MRR {base['mrr']:.3f} "
-                     f"(Hits@1 {base['hits_at_1']:.3f}); {seed['num_targets']} targets ranked first")
+        lines.append(
+            f"- seed {seed['seed']}: base model filtered test MRR {base['mrr']:.3f} "
+            f"(Hits@1 {base['hits_at_1']:.3f}); {seed['num_targets']} targets ranked first"
+        )
     spread = any("tc_std" in row for row in deletion["table"])
-    lines += ["", "| arm | k | PD % | TC % |" + (" PD sd | TC sd |" if spread else ""),
-              "| --- | --- | --- | --- |" + (" --- | --- |" if spread else "")]
+    lines += [
+        "",
+        "| arm | k | PD % | TC % |" + (" PD sd | TC sd |" if spread else ""),
+        "| --- | --- | --- | --- |" + (" --- | --- |" if spread else ""),
+    ]
     for row in sorted(deletion["table"], key=lambda r: (r["k"], -r["tc"], -r["pd"])):
         extra = f" {row['pd_std']:.1f} | {row['tc_std']:.1f} |" if "tc_std" in row else (" | |" if spread else "")
         lines.append(f"| {row['arm']} | {row['k']} | {row['pd']:.1f} | {row['tc']:.1f} |{extra}")
@@ -30,10 +37,15 @@ def _deletion_markdown(deletion: dict) -> list[str]:
 
 
 def _noisy_markdown(noisy: dict) -> list[str]:
-    lines = ["## Noisy facts", "",
-             f"{noisy['fraction']:.0%} of training tails corrupted ({noisy['num_noisy']} triples); retrained model "
-             f"filtered test MRR {noisy['base']['mrr']:.3f}; TracIn loss {noisy['loss']}.", "",
-             "| detector | ROC AUC | recall in top 10% |", "| --- | --- | --- |"]
+    lines = [
+        "## Noisy facts",
+        "",
+        f"{noisy['fraction']:.0%} of training tails corrupted ({noisy['num_noisy']} triples); retrained model "
+        f"filtered test MRR {noisy['base']['mrr']:.3f}; TracIn loss {noisy['loss']}.",
+        "",
+        "| detector | ROC AUC | recall in top 10% |",
+        "| --- | --- | --- |",
+    ]
     for name, values in sorted(noisy["detectors"].items(), key=lambda kv: -kv[1]["auc"]):
         lines.append(f"| {name} | {values['auc']:.3f} | {values['recall_at_10pct']:.3f} |")
     return lines + [""]
@@ -96,8 +108,10 @@ def write_outputs(result: dict, folder: str | Path) -> Path:
             while Path(f"{target}-{number}").exists():
                 number += 1
             publish_folder(staging, Path(f"{target}-{number}"))
-            raise KGTracinError(f"output {target} appeared during the evaluation and is not empty; nothing was "
-                                f"written over it: the results are in {target}-{number}") from None
+            raise KGTracinError(
+                f"output {target} appeared during the evaluation and is not empty; nothing was "
+                f"written over it: the results are in {target}-{number}"
+            ) from None
     except OSError as error:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -117,8 +131,10 @@ def _write(result: dict, folder: Path) -> None:
         lines += _deletion_markdown(result["deletion"])
     if result.get("noisy"):
         lines += _noisy_markdown(result["noisy"])
-    lines.append("PD: the target's probability dropped after deleting k triples and retraining. TC: its filtered "
-                 "top-1 tail changed. NH-k: k random training triples sharing an entity with the target; RG-k: k "
-                 "random triples sharing none.")
+    lines.append(
+        "PD: the target's probability dropped after deleting k triples and retraining. TC: its filtered "
+        "top-1 tail changed. NH-k: k random training triples sharing an entity with the target; RG-k: k "
+        "random triples sharing none."
+    )
     (folder / "evaluation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plot(result, folder / "evaluation.png")

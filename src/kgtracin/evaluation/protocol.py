@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 #: The TracIn variants compared by default: the two losses, raw and with normalised training gradients.
 DEFAULT_ARMS: tuple[TracInArm, ...] = (
-    TracInArm("softmax", "train"), TracInArm("softmax", None), TracInArm("bce", "train"), TracInArm("bce", None),
+    TracInArm("softmax", "train"),
+    TracInArm("softmax", None),
+    TracInArm("bce", "train"),
+    TracInArm("bce", None),
 )
 
 
@@ -84,13 +87,20 @@ def run_deletion(factory, splits: dict[str, torch.Tensor], config: EvaluationCon
         for name, k, i in bar:
             rows = chosen[name][i, :k]
             rows = rows[rows >= 0]
-            pd_, tc = deletion_outcome(lambda r: retrain(r)[0], targets[i], rows, before, i, known)
-            outcomes.append({"arm": f"{name}-{k}" if name in ("NH", "RG") else name, "k": k, "target": i,
-                             "pd": pd_, "tc": tc})
-        per_seed.append({"seed": seed, "base": quality, "num_targets": int(targets.shape[0]),
-                         "targets": targets.tolist(), "outcomes": outcomes})
-    return {"mode": config.mode, "retrain": asdict(config.retrain), "seeds": per_seed,
-            "table": summarise(per_seed)}
+            pd_, tc = deletion_outcome(lambda r, retrain=retrain: retrain(r)[0], targets[i], rows, before, i, known)
+            outcomes.append(
+                {"arm": f"{name}-{k}" if name in ("NH", "RG") else name, "k": k, "target": i, "pd": pd_, "tc": tc}
+            )
+        per_seed.append(
+            {
+                "seed": seed,
+                "base": quality,
+                "num_targets": int(targets.shape[0]),
+                "targets": targets.tolist(),
+                "outcomes": outcomes,
+            }
+        )
+    return {"mode": config.mode, "retrain": asdict(config.retrain), "seeds": per_seed, "table": summarise(per_seed)}
 
 
 def _pad(rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -105,16 +115,20 @@ def summarise(per_seed: list[dict]) -> list[dict]:
     by_seed = frame.groupby(["arm", "k", "seed"], sort=False)[["pd", "tc"]].mean().mul(100).reset_index()
     rows = []
     for (arm, k), part in by_seed.groupby(["arm", "k"], sort=False):
-        row = {"arm": arm, "k": int(k), "pd": float(part["pd"].mean()), "tc": float(part["tc"].mean()),
-               "targets": int(frame[(frame["arm"] == arm) & (frame["k"] == k)].shape[0])}
+        row = {
+            "arm": arm,
+            "k": int(k),
+            "pd": float(part["pd"].mean()),
+            "tc": float(part["tc"].mean()),
+            "targets": int(frame[(frame["arm"] == arm) & (frame["k"] == k)].shape[0]),
+        }
         if len(part) > 1:
             row["pd_std"], row["tc_std"] = float(part["pd"].std()), float(part["tc"].std())
         rows.append(row)
     return rows
 
 
-def run_noisy(factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float,
-              loss: str) -> dict:
+def run_noisy(factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float, loss: str) -> dict:
     """Corrupt ``fraction`` of the training tails, retrain, and score every detector against the truth."""
     from pykeen.triples import TriplesFactory
 
@@ -124,20 +138,20 @@ def run_noisy(factory, splits: dict[str, torch.Tensor], config: EvaluationConfig
     known = set()
     for part in splits.values():
         known |= set(map(tuple, part.tolist()))
-    corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, config.retrain.seed,
-                                     known)
-    noisy_factory = TriplesFactory(corrupted, factory.entity_to_id, factory.relation_to_id,
-                                   create_inverse_triples=factory.create_inverse_triples)
+    corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, config.retrain.seed, known)
+    noisy_factory = TriplesFactory(
+        corrupted, factory.entity_to_id, factory.relation_to_id, create_inverse_triples=factory.create_inverse_triples
+    )
     retrainer = Retrainer(config.retrain, noisy_factory)
     model, checkpoints = _retrain(retrainer, config.mode, config.seeds[0])()
     quality = evaluate_model(model, splits["testing"], list(splits.values()))
-    scores = detector_scores(model, noisy_factory.mapped_triples, splits.get("validation"), checkpoints,
-                             DETECTORS, loss=loss, progress=False)
+    scores = detector_scores(
+        model, noisy_factory.mapped_triples, splits.get("validation"), checkpoints, DETECTORS, loss=loss, progress=False
+    )
     metrics = detection_metrics(scores, noisy)
     # the plain loss under the other TracIn loss too, so the baseline is the stronger of the two
     other = "bce" if loss == "softmax" else "softmax"
     metrics[f"loss ({other})"] = detection_metrics(
         detector_scores(model, noisy_factory.mapped_triples, None, checkpoints, ("loss",), loss=other), noisy
     )["loss"]
-    return {"fraction": fraction, "num_noisy": int(noisy.sum()), "loss": loss, "base": quality,
-            "detectors": metrics}
+    return {"fraction": fraction, "num_noisy": int(noisy.sum()), "loss": loss, "base": quality, "detectors": metrics}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..checkpoints import Checkpoint
+from ..compat import to_internal
 from ..losses import SoftmaxLoss
 
 __all__ = ["RetrainConfig", "Retrainer"]
@@ -79,9 +80,7 @@ class Retrainer:
         keep = torch.ones(self.triples.shape[0], dtype=torch.bool)
         if deleted is not None:
             keep[deleted] = False
-        internal = self.triples[keep]
-        if model.use_inverse_triples:
-            internal = model.relation_inverter.map(batch=internal, index=1, invert=False)
+        internal = to_internal(model, self.triples[keep])
         loss_fn, size = SoftmaxLoss(), float(self.triples.shape[0])
         optimizer = torch.optim.Adam(model.get_grad_params(), lr=self.config.learning_rate)
         saves, checkpoints = set(self.config.checkpoint_steps()), []
@@ -107,8 +106,12 @@ class Retrainer:
         keep = torch.ones(self.triples.shape[0], dtype=torch.bool)
         if deleted is not None:
             keep[deleted] = False
-        factory = TriplesFactory(self.triples[keep], self.factory.entity_to_id, self.factory.relation_to_id,
-                                 create_inverse_triples=self.factory.create_inverse_triples)
+        factory = TriplesFactory(
+            self.triples[keep],
+            self.factory.entity_to_id,
+            self.factory.relation_to_id,
+            create_inverse_triples=self.factory.create_inverse_triples,
+        )
         set_random_seed(seed)
         model = self._fresh()
         model.reset_parameters_()  # a new seed draws a new initialisation, as a user's retraining does
@@ -122,6 +125,12 @@ class Retrainer:
                     checkpoints.append(Checkpoint(state, float(self.optimizer.param_groups[0]["lr"])))
 
         loop = LCWATrainingLoop(model=model, triples_factory=factory, optimizer=optimizer)
-        loop.train(triples_factory=factory, num_epochs=self.config.epochs, batch_size=self.config.batch_size,
-                   callbacks=[_Keep()], use_tqdm=False, use_tqdm_batch=False)
+        loop.train(
+            triples_factory=factory,
+            num_epochs=self.config.epochs,
+            batch_size=self.config.batch_size,
+            callbacks=[_Keep()],
+            use_tqdm=False,
+            use_tqdm_batch=False,
+        )
         return model.eval(), checkpoints

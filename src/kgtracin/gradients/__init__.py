@@ -9,8 +9,16 @@ from .projection import Projection
 from .vmap import VmapComputer
 
 __all__ = [
-    "GradientComputer", "LoopComputer", "VmapComputer", "FastComputer", "Features",
-    "DenseGroup", "RowGroup", "OuterGroup", "Projection", "make_computer",
+    "GradientComputer",
+    "LoopComputer",
+    "VmapComputer",
+    "FastComputer",
+    "Features",
+    "DenseGroup",
+    "RowGroup",
+    "OuterGroup",
+    "Projection",
+    "make_computer",
 ]
 
 _COMPUTERS = {cls.name: cls for cls in (FastComputer, VmapComputer, LoopComputer)}

@@ -16,6 +16,7 @@ import torch
 
 __all__ = ["Group", "DenseGroup", "RowGroup", "OuterGroup", "Features"]
 
+
 def _pow2(counts: torch.Tensor) -> torch.Tensor:
     """Each count rounded up to a power of two (the padded width of its bucket in the row kernel)."""
     return torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
@@ -67,12 +68,12 @@ def _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, key
         a, t = int(a_width[chosen[0]]), int(t_width[chosen[0]])
         a_index = (a_first[chosen, None] + torch.arange(a)).clamp(max=rows.shape[0] - 1)  # (n, a)
         t_index = (t_first[chosen, None] + torch.arange(t)).clamp(max=test_rows.shape[0] - 1)  # (n, t)
-        valid = ((torch.arange(a) < a_count[chosen, None])[:, :, None]
-                 & (torch.arange(t) < t_count[chosen, None])[:, None, :])
+        valid = (torch.arange(a) < a_count[chosen, None])[:, :, None] & (torch.arange(t) < t_count[chosen, None])[
+            :, None, :
+        ]
         products = torch.bmm(grads[a_index], test_grads[t_index].transpose(1, 2))  # (n, a, t)
         target = triple[a_index][:, :, None] * train_stride + test_triple[t_index][:, None, :] * test_stride
         flat.index_add_(0, target[valid], products[valid])
-
 
 
 class Group(ABC):
@@ -84,13 +85,13 @@ class Group(ABC):
         """The number of triples ``B``."""
 
     @abstractmethod
-    def kernel(self, other: "Group") -> torch.Tensor:
+    def kernel(self, other: Group) -> torch.Tensor:
         """Inner products with another batch's gradients of the same group.
 
         :return: shape: (B, M), where M is ``other.size``
         """
 
-    def add_kernel(self, other: "Group", out: torch.Tensor, transposed: bool = False) -> None:
+    def add_kernel(self, other: Group, out: torch.Tensor, transposed: bool = False) -> None:
         """``out += self.kernel(other)`` (or its transpose), in place; groups override it to skip the temporary
         block.
 
@@ -104,7 +105,7 @@ class Group(ABC):
 
     @classmethod
     @abstractmethod
-    def cat(cls, groups: list["Group"]) -> "Group":
+    def cat(cls, groups: list[Group]) -> Group:
         """Concatenate groups along the triple dimension."""
 
 
@@ -121,10 +122,10 @@ class DenseGroup(Group):
     def size(self) -> int:
         return self.grads.shape[0]
 
-    def kernel(self, other: "DenseGroup") -> torch.Tensor:
+    def kernel(self, other: DenseGroup) -> torch.Tensor:
         return self.grads @ other.grads.T
 
-    def add_kernel(self, other: "DenseGroup", out: torch.Tensor, transposed: bool = False) -> None:
+    def add_kernel(self, other: DenseGroup, out: torch.Tensor, transposed: bool = False) -> None:
         if transposed:
             out.addmm_(other.grads, self.grads.T)
         else:
@@ -134,7 +135,7 @@ class DenseGroup(Group):
         return (self.grads * self.grads).sum(dim=1)
 
     @classmethod
-    def cat(cls, groups: list["DenseGroup"]) -> "DenseGroup":
+    def cat(cls, groups: list[DenseGroup]) -> DenseGroup:
         return cls(torch.cat([g.grads for g in groups], dim=0))
 
 
@@ -168,12 +169,12 @@ class RowGroup(Group):
         rows, order = torch.sort(self.index.reshape(-1), stable=True)
         return rows, torch.div(order, self.index.shape[1], rounding_mode="floor"), order
 
-    def kernel(self, other: "RowGroup") -> torch.Tensor:
+    def kernel(self, other: RowGroup) -> torch.Tensor:
         out = self.grads.new_zeros(self.size, other.size)
         self.add_kernel(other, out)
         return out
 
-    def add_kernel(self, other: "RowGroup", out: torch.Tensor, transposed: bool = False) -> None:
+    def add_kernel(self, other: RowGroup, out: torch.Tensor, transposed: bool = False) -> None:
         """Grouped by row, with both sides sorted by row: the training slots of a row meet the test slots of
         the same row in matrix products, and no per-pair gradient is ever gathered. Two exact strategies, the
         cheaper by an estimate of their wasted products and operation count is taken:
@@ -212,8 +213,7 @@ class RowGroup(Group):
         a_width, t_width = _pow2(a_count), _pow2(blocks[3])
         bucket = a_width * (int(t_width.max()) + 1) + t_width
         buckets = torch.unique(bucket)
-        bucket_cost = (float((a_width * t_width).sum()) * dim * _COST_PER_PRODUCT
-                       + buckets.numel() * _COST_PER_BUCKET)
+        bucket_cost = float((a_width * t_width).sum()) * dim * _COST_PER_PRODUCT + buckets.numel() * _COST_PER_BUCKET
         flat = out.view(-1)
         if tile_cost <= bucket_cost:
             _tile_products(flat, sides, strides, *tile)
@@ -226,7 +226,7 @@ class RowGroup(Group):
         return (gram * same).sum(dim=(1, 2))
 
     @classmethod
-    def cat(cls, groups: list["RowGroup"]) -> "RowGroup":
+    def cat(cls, groups: list[RowGroup]) -> RowGroup:
         return cls(torch.cat([g.index for g in groups]), torch.cat([g.grads for g in groups]))
 
 
@@ -255,7 +255,7 @@ class OuterGroup(Group):
             return dd
         return dd * (xx + 1.0) if self.bias else dd * xx
 
-    def kernel(self, other: "OuterGroup") -> torch.Tensor:
+    def kernel(self, other: OuterGroup) -> torch.Tensor:
         if self.deltas.shape[1] == 1 and other.deltas.shape[1] == 1:
             dd = self.deltas[:, 0] @ other.deltas[:, 0].T
             xx = None if self.inputs is None else self.inputs[:, 0] @ other.inputs[:, 0].T
@@ -264,7 +264,7 @@ class OuterGroup(Group):
         xx = None if self.inputs is None else torch.einsum("bpi,mqi->bmpq", self.inputs, other.inputs)
         return self._combine(dd, xx).sum(dim=(2, 3))
 
-    def add_kernel(self, other: "OuterGroup", out: torch.Tensor, transposed: bool = False) -> None:
+    def add_kernel(self, other: OuterGroup, out: torch.Tensor, transposed: bool = False) -> None:
         if self.deltas.shape[1] == 1 and other.deltas.shape[1] == 1:
             first, second = (other, self) if transposed else (self, other)
             dd = first.deltas[:, 0] @ second.deltas[:, 0].T
@@ -284,7 +284,7 @@ class OuterGroup(Group):
         return self._combine(dd, xx).sum(dim=(1, 2))
 
     @classmethod
-    def cat(cls, groups: list["OuterGroup"]) -> "OuterGroup":
+    def cat(cls, groups: list[OuterGroup]) -> OuterGroup:
         inputs = None if groups[0].inputs is None else torch.cat([g.inputs for g in groups])
         return cls(inputs, torch.cat([g.deltas for g in groups]), groups[0].bias)
 
@@ -301,9 +301,9 @@ class Features:
     def size(self) -> int:
         return next(iter(self.groups.values())).size
 
-    def kernel(self, other: "Features", transposed: bool = False) -> torch.Tensor:
+    def kernel(self, other: Features, transposed: bool = False) -> torch.Tensor:
         """:return: shape: (B, M), the exact inner products of the per-triple gradients; (M, B) when
-            ``transposed`` (computed in that layout, not transposed afterwards)"""
+        ``transposed`` (computed in that layout, not transposed afterwards)"""
         first = next(iter(self.groups.values()))
         reference = first.grads if hasattr(first, "grads") else first.deltas
         shape = (other.size, self.size) if transposed else (self.size, other.size)
@@ -315,6 +315,7 @@ class Features:
     @property
     def nbytes(self) -> int:
         """The memory the factors hold, in bytes."""
+
         def size(value) -> int:
             if isinstance(value, torch.Tensor):
                 return value.numel() * value.element_size()
@@ -327,7 +328,7 @@ class Features:
         return sum(group.self_kernel() for group in self.groups.values())
 
     @classmethod
-    def cat(cls, parts: list["Features"]) -> "Features":
+    def cat(cls, parts: list[Features]) -> Features:
         if len(parts) == 1:
             return parts[0]
         keys = parts[0].groups.keys()

@@ -23,16 +23,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..adapters import ModelAdapter
+from ..compat import embedding_module, is_plain_embedding, table_name
 from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
-from .candidates import (
-    attach_candidates,
-    linear_queries,
-    softmax_deltas,
-    softmax_directions,
-    softmax_unsupported,
-)
+from .candidates import attach_candidates
 from .projection import Projection
 from .vmap import vmap_dense_grads
 
@@ -57,21 +52,16 @@ class _Plan:
     remainder: list[str] = field(default_factory=list)
     #: parameter name -> path
     paths: dict[str, str] = field(default_factory=dict)
-    #: for the softmax loss: parameter name of a candidate entity table -> its representation index
+    #: for a 1-N loss: parameter name of a candidate entity table -> its representation index
     candidates: dict[str, int] = field(default_factory=dict)
 
 
-def _is_plain_embedding(representation: nn.Module) -> bool:
-    from pykeen.nn.representation import Embedding
-
-    # unique=True looks up the sorted distinct ids, not one row per triple in batch order
-    return (isinstance(representation, Embedding) and type(representation)._plain_forward is Embedding._plain_forward
-            and not representation.unique)
-
-
 def _conv_supported(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and not isinstance(
-        module.padding, str
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
     )
 
 
@@ -87,19 +77,17 @@ def _make_plan(adapter: ModelAdapter) -> _Plan:
     plan = _Plan()
     selected = adapter.parameters
     model = adapter.model
-    if adapter.loss.name == "softmax":
-        reason = softmax_unsupported(model)
-        if reason is not None:  # exact, slower: torch.func over every selected parameter
-            plan.remainder = list(selected)
-            plan.paths = {name: f"vmap (softmax: {reason})" for name in selected}
-            return plan
-        entity = {*model.interaction.tail_indices, *model.interaction.head_indices}
-        plan.candidates = {f"entity_representations.{i}._embeddings.weight": i for i in sorted(entity)}
+    reason = adapter.loss.fast_unsupported(model)
+    if reason is not None:  # exact, slower: torch.func over every selected parameter
+        plan.remainder = list(selected)
+        plan.paths = {name: f"vmap ({adapter.loss.name}: {reason})" for name in selected}
+        return plan
+    plan.candidates = adapter.loss.candidate_tables(model)
     for group_name in ("entity_representations", "relation_representations"):
         for i, representation in enumerate(getattr(model, group_name, [])):
-            name = f"{group_name}.{i}._embeddings.weight"
-            if name in selected and _is_plain_embedding(representation):
-                plan.rows[name] = representation._embeddings
+            name = table_name(group_name, i)
+            if name in selected and is_plain_embedding(representation):
+                plan.rows[name] = embedding_module(representation)
                 plan.paths[name] = "rows"
     interaction = getattr(model, "interaction", None)
     if interaction is not None:
@@ -137,9 +125,7 @@ class _Recorder:
     def __init__(self, plan: _Plan, batch: int):
         self.batch = batch
         self.rows: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in plan.rows}
-        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {
-            k: [] for k in (*plan.linears, *plan.smalls)
-        }
+        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in (*plan.linears, *plan.smalls)}
         self.handles = []
         for key, embedding in plan.rows.items():
             self.handles.append(embedding.register_forward_hook(self._row_hook(key)))
@@ -210,7 +196,7 @@ class FastComputer(GradientComputer):
 
     def __init__(self, projection: Projection | None = None) -> None:
         """:param projection: None (exact, the default), or sketch every dense factor longer than its dimension
-            (opt-in, approximate; see :mod:`kgtracin.gradients.projection`)"""
+        (opt-in, approximate; see :mod:`kgtracin.gradients.projection`)"""
         # keyed by the adapter itself (not its id, which a later adapter could reuse)
         self._plans: weakref.WeakKeyDictionary[ModelAdapter, _Plan] = weakref.WeakKeyDictionary()
         self.projection = projection
@@ -222,7 +208,8 @@ class FastComputer(GradientComputer):
             for path in self._plans[adapter].paths.values():
                 counts[path] = counts.get(path, 0) + 1
             logger.info(
-                "fast path for %s: %s", type(adapter.model).__name__,
+                "fast path for %s: %s",
+                type(adapter.model).__name__,
                 ", ".join(f"{n} parameter(s) by {p}" for p, n in counts.items()),
             )
         return self._plans[adapter]
@@ -246,10 +233,11 @@ class FastComputer(GradientComputer):
 
     def batch_limit(self, adapter: ModelAdapter) -> int | None:
         """The default batch: 1024 for models made of embedding rows only (fewer, larger row-kernel operations
-        pay), 256 for models with layers or the ``softmax`` loss (measured faster on ConvE), and never so large
+        pay), 256 for models with layers or a loss that scores every entity (``softmax``; measured faster on
+        ConvE), and never so large
         that a batch's dense fallback gradients pass ``_DENSE_FALLBACK_LIMIT`` numbers."""
         plan = self._plan(adapter)
-        limit = 256 if (plan.linears or plan.smalls or plan.remainder or adapter.loss.name == "softmax") else None
+        limit = 256 if (plan.linears or plan.smalls or plan.remainder or adapter.loss.scores_all_entities) else None
         size = sum(adapter.parameters[name].numel() for name in plan.remainder)
         if size:
             limit = min(limit, max(1, _DENSE_FALLBACK_LIMIT // size))
@@ -271,10 +259,13 @@ class FastComputer(GradientComputer):
             call_targets = [out for calls in recorder.calls.values() for _, out in calls]
             tables = [adapter.parameters[name] for name in plan.rows]
             targets = row_targets + call_targets
-            grads = (torch.autograd.grad(loss, targets + tables, allow_unused=True) if loss.requires_grad
-                     else [None] * len(targets + tables))
+            grads = (
+                torch.autograd.grad(loss, targets + tables, allow_unused=True)
+                if loss.requires_grad
+                else [None] * len(targets + tables)
+            )
             # a table reached other than through the hooked lookups would get a gradient here
-            if any(g is not None and bool(g.any()) for g in grads[len(targets):]):
+            if any(g is not None and bool(g.any()) for g in grads[len(targets) :]):
                 raise KGTracinError(
                     f"{type(adapter.model).__name__} uses an embedding table outside per-triple lookups; "
                     "use method='vmap'"
@@ -285,8 +276,7 @@ class FastComputer(GradientComputer):
                 table = adapter.parameters[name]
                 if calls:
                     index = torch.stack([idx for idx, _ in calls], dim=1)
-                    row_grads = torch.stack([g.reshape(batch, -1) for g in grads[position : position + len(calls)]],
-                                            1)
+                    row_grads = torch.stack([g.reshape(batch, -1) for g in grads[position : position + len(calls)]], 1)
                 else:  # a table that only the candidate side reaches (e.g. ConvE's tail bias)
                     index = hrt.new_zeros(batch, 0)
                     row_grads = table.new_zeros(batch, 0, table.shape[1])
@@ -323,33 +313,11 @@ class FastComputer(GradientComputer):
 
     @staticmethod
     def _forward(adapter: ModelAdapter, hrt: torch.Tensor):
-        """The batch's summed loss; for ``softmax``, ``sum_k sum_i <q_k,i, sum_e delta_k,e x_e,i>`` with ``delta``
-        held fixed, whose gradient in every query-side parameter is the loss's (``q`` keeps its graph).
+        """The loss's fast objective on the batch (:meth:`kgtracin.losses.base.TripleLoss.fast_objective`).
 
         :return: the scalar to differentiate, and per direction (delta (B, E), {table index: q (B, D)})
         """
-        if adapter.loss.name != "softmax":
-            return adapter.losses(hrt).sum(), []
-        model = adapter.model
-        directions = softmax_directions(model, adapter.to_internal(hrt))
-        total, candidates = 0.0, []
-        for (scores, queries), target in zip(linear_queries(model, directions), directions.targets):
-            tables = {i: model.entity_representations[i]._embeddings.weight.detach() for i in queries}
-            full = sum(q.detach() @ tables[i].T for i, q in queries.items())  # (B, E): every candidate's score
-            # linear in the candidate: the model's own score of the true candidate is <q, x_target>
-            expected = full.gather(1, target.unsqueeze(1)).squeeze(1)
-            scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
-            if not (bool(torch.isfinite(full).all()) and bool(torch.isfinite(scores).all())):
-                raise KGTracinError(f"{type(model).__name__}: the model's scores overflow (they are not finite): its "
-                                    "weights are too large for the compute precision")
-            if not bool(((scores.detach() - expected).abs() <= torch.finfo(full.dtype).eps ** 0.5 * (1.0 + scale))
-                        .all()):
-                raise KGTracinError(f"{type(model).__name__}: scores are not linear in the candidate entity, so "
-                                   "method='fast' cannot take loss='softmax'; use method='vmap'")
-            delta = softmax_deltas(full, target)
-            total = total + sum((q * (delta @ tables[i])).sum() for i, q in queries.items())
-            candidates.append((delta, {i: q.detach() for i, q in queries.items()}))
-        return total, candidates
+        return adapter.loss.fast_objective(adapter.model, adapter.to_internal(hrt))
 
     @staticmethod
     def _remainder(plan: _Plan, adapter: ModelAdapter, hrt: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@ from .views import TripleView, triple_views
 __all__ = ["build_report", "TripleView", "Edge", "subgraph_svg", "histogram_svg", "render_page"]
 
 
-def build_report(run, tracin, test: torch.Tensor, top_k: int = 5, top_tails: int = 5,
-                 self_influence: bool = False, audit: int = 0) -> str:
+def build_report(
+    run, tracin, test: torch.Tensor, top_k: int = 5, top_tails: int = 5, self_influence: bool = False, audit: int = 0
+) -> str:
     """The report for a run as one HTML string.
 
     :param run: a :class:`~kgtracin.runs.Run` (model, triples, labels, splits)
@@ -49,20 +50,37 @@ def build_report(run, tracin, test: torch.Tensor, top_k: int = 5, top_tails: int
     histogram = top_self = audit_table = None
     if self_influence:
         values = tracin.self_influence()
-        histogram = histogram_svg(values.double().numpy(), "Self-influence of every training triple",
-                                  "self-influence (sum over checkpoints of lr * |gradient|^2)")
+        histogram = histogram_svg(
+            values.double().numpy(),
+            "Self-influence of every training triple",
+            "self-influence (sum over checkpoints of lr * |gradient|^2)",
+        )
         order = torch.argsort(values, descending=True, stable=True)[:10]
         named = run.labels.to_labels(run.training_triples[order])
-        top_self = pd.DataFrame({"rank": range(1, len(order) + 1), "head": named[:, 0], "relation": named[:, 1],
-                                 "tail": named[:, 2], "self_influence": values[order].double().numpy()})
+        top_self = pd.DataFrame(
+            {
+                "rank": range(1, len(order) + 1),
+                "head": named[:, 0],
+                "relation": named[:, 1],
+                "tail": named[:, 2],
+                "self_influence": values[order].double().numpy(),
+            }
+        )
     if audit:
         from ..audit import DEFAULT_DETECTOR, DETECTORS, audit_frame, detector_scores
 
         validation = run.splits.get("validation")
         detectors = DETECTORS if validation is not None else ("self_influence", "loss")
-        scores = detector_scores(run.model, run.training_triples, validation, tracin.checkpoints, detectors,
-                                 loss=tracin.config.loss, method=tracin.config.method, progress=False)
+        scores = detector_scores(
+            run.model,
+            run.training_triples,
+            validation,
+            tracin.checkpoints,
+            detectors,
+            loss=tracin.config.loss,
+            method=tracin.config.method,
+            progress=False,
+        )
         order_by = DEFAULT_DETECTOR if validation is not None else "self_influence"
         audit_table = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=audit)
-    return render_page(f"kgtracin report: {type(run.model).__name__}", summary, views, histogram, top_self,
-                       audit_table)
+    return render_page(f"kgtracin report: {type(run.model).__name__}", summary, views, histogram, top_self, audit_table)

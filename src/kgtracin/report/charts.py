@@ -28,9 +28,8 @@ def histogram_svg(values: np.ndarray, title: str, xlabel: str, bins: int = 50) -
             figure.tight_layout()
             buffer = io.StringIO()
             # no metadata: it would name RDF and matplotlib URLs in an offline page
-            figure.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None, "Format": None,
-                                                           "Type": None})
+            figure.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
         finally:
             plt.close(figure)
     svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: the SVG goes inside the HTML page
+    return svg[svg.index("<svg") :]  # drop the XML prolog and doctype: the SVG goes inside the HTML page

@@ -59,8 +59,10 @@ def _layout(nodes: list[str], edges: list[Edge]) -> dict[str, tuple[float, float
     span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     side = max(MARGIN, max(_half_width(n) for n in nodes))
     return {
-        node: (side + (x - min(xs)) / span_x * (WIDTH - 2 * side),
-               MARGIN + (y - min(ys)) / span_y * (HEIGHT - 1.6 * MARGIN))
+        node: (
+            side + (x - min(xs)) / span_x * (WIDTH - 2 * side),
+            MARGIN + (y - min(ys)) / span_y * (HEIGHT - 1.6 * MARGIN),
+        )
         for node, (x, y) in pos.items()
     }
 
@@ -85,8 +87,10 @@ def _edge_path(start, end, offset: float) -> tuple[str, tuple[float, float]]:
 def _loop_path(at, index: int) -> tuple[str, tuple[float, float]]:
     x, y = at
     size = 34 + 14 * index
-    path = (f"M {x - 5:.1f} {y - RADIUS:.1f} C {x - size:.1f} {y - 2 * size:.1f} "
-            f"{x + size:.1f} {y - 2 * size:.1f} {x + 5:.1f} {y - RADIUS:.1f}")
+    path = (
+        f"M {x - 5:.1f} {y - RADIUS:.1f} C {x - size:.1f} {y - 2 * size:.1f} "
+        f"{x + size:.1f} {y - 2 * size:.1f} {x + 5:.1f} {y - RADIUS:.1f}"
+    )
     return path, (x, y - 1.5 * size)
 
 
@@ -100,12 +104,17 @@ def subgraph_svg(edges: list[Edge], focus: tuple[str, str] = ()) -> str:
     pos = _layout(nodes, edges)
     largest = max((abs(e.influence) for e in edges if e.kind != "test"), default=0.0)
     seen: dict[frozenset, int] = defaultdict(int)
-    parts = [f'<svg class="subgraph" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
-             'xmlns="http://www.w3.org/2000/svg" role="img" font-family="sans-serif">', "<defs>"]
+    parts = [
+        f'<svg class="subgraph" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        'xmlns="http://www.w3.org/2000/svg" role="img" font-family="sans-serif">',
+        "<defs>",
+    ]
     for kind, colour in COLOURS.items():
-        parts.append(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="{10 + RADIUS}" refY="5" '
-                     f'markerWidth="11" markerHeight="11" markerUnits="userSpaceOnUse" orient="auto">'
-                     f'<path d="M 0 0 L 10 5 L 0 10 z" fill="{colour}"/></marker>')
+        parts.append(
+            f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="{10 + RADIUS}" refY="5" '
+            f'markerWidth="11" markerHeight="11" markerUnits="userSpaceOnUse" orient="auto">'
+            f'<path d="M 0 0 L 10 5 L 0 10 z" fill="{colour}"/></marker>'
+        )
     parts.append("</defs>")
     labels, on_top = [], []
     for edge in edges:
@@ -121,26 +130,35 @@ def subgraph_svg(edges: list[Edge], focus: tuple[str, str] = ()) -> str:
             path, mid = _edge_path(pos[edge.head], pos[edge.tail], _BEND * side * direction / 2)
         colour = COLOURS[edge.kind]
         dash = ' stroke-dasharray="7 4"' if edge.kind == "test" else ""
-        title = escape(f"{edge.kind}: {edge.head} {edge.relation} {edge.tail}"
-                       + ("" if edge.kind == "test" else f" (influence {edge.influence:+.3e})"))
+        title = escape(
+            f"{edge.kind}: {edge.head} {edge.relation} {edge.tail}"
+            + ("" if edge.kind == "test" else f" (influence {edge.influence:+.3e})")
+        )
         (on_top if edge.kind == "test" else parts).append(
             f'<path class="edge {edge.kind}" d="{path}" fill="none" stroke="{colour}" '
             f'stroke-width="{_width(edge, largest):.2f}" stroke-opacity="0.85"{dash} '
-            f'marker-end="url(#arrow-{edge.kind})"><title>{title}</title></path>')
-        labels.append(f'<text class="edge-label" x="{mid[0]:.1f}" y="{mid[1] + 4:.1f}" text-anchor="middle" '
-                      f'font-size="11" fill="{colour}" stroke="#fff" stroke-width="3" paint-order="stroke">'
-                      f'{escape(edge.relation)}</text>')
+            f'marker-end="url(#arrow-{edge.kind})"><title>{title}</title></path>'
+        )
+        labels.append(
+            f'<text class="edge-label" x="{mid[0]:.1f}" y="{mid[1] + 4:.1f}" text-anchor="middle" '
+            f'font-size="11" fill="{colour}" stroke="#fff" stroke-width="3" paint-order="stroke">'
+            f"{escape(edge.relation)}</text>"
+        )
     parts.extend(on_top)  # the explained triple over its proponents and opponents
     for node in nodes:
         x, y = pos[node]
         big = node in focus
-        parts.append(f'<circle class="node" cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS + (3 if big else 0)}" '
-                     f'fill="{"#2c3e91" if big else "#ffffff"}" stroke="#333" stroke-width="1.5">'
-                     f'<title>{escape(node)}</title></circle>')
-        labels.append(f'<text class="node-label" x="{x:.1f}" y="{y - RADIUS - 8:.1f}" text-anchor="middle" '
-                      f'font-size="{NODE_FONT}" font-weight="{"bold" if big else "normal"}" fill="#111" '
-                      f'stroke="#fff" stroke-width="4" paint-order="stroke">{escape(_short(node))}'
-                      f'<title>{escape(node)}</title></text>')
+        parts.append(
+            f'<circle class="node" cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS + (3 if big else 0)}" '
+            f'fill="{"#2c3e91" if big else "#ffffff"}" stroke="#333" stroke-width="1.5">'
+            f"<title>{escape(node)}</title></circle>"
+        )
+        labels.append(
+            f'<text class="node-label" x="{x:.1f}" y="{y - RADIUS - 8:.1f}" text-anchor="middle" '
+            f'font-size="{NODE_FONT}" font-weight="{"bold" if big else "normal"}" fill="#111" '
+            f'stroke="#fff" stroke-width="4" paint-order="stroke">{escape(_short(node))}'
+            f"<title>{escape(node)}</title></text>"
+        )
     parts.extend(labels)  # labels last: on top of every edge and node
     parts.append("</svg>")
     return "".join(parts)

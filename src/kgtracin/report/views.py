@@ -47,17 +47,22 @@ def _top_tails(model, test: torch.Tensor, labels: Labels, training: KnownTriples
     for row, (h, r, t) in enumerate(test.tolist()):
         order = torch.argsort(scores[row], descending=True, stable=True)[:n].tolist()
         known = set(training.tails(h, r).tolist())
-        frames.append(pd.DataFrame({
-            "rank": range(1, len(order) + 1),
-            "tail": [labels.entities[e] for e in order],
-            "score": [float(scores[row, e]) for e in order],
-            "note": ["explained" if e == t else "training fact" if e in known else "" for e in order],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "rank": range(1, len(order) + 1),
+                    "tail": [labels.entities[e] for e in order],
+                    "score": [float(scores[row, e]) for e in order],
+                    "note": ["explained" if e == t else "training fact" if e in known else "" for e in order],
+                }
+            )
+        )
     return frames
 
 
-def triple_views(model, result: InfluenceResult, labels: Labels, known: KnownTriples, training: KnownTriples,
-                 top_tails: int = 5) -> list[TripleView]:
+def triple_views(
+    model, result: InfluenceResult, labels: Labels, known: KnownTriples, training: KnownTriples, top_tails: int = 5
+) -> list[TripleView]:
     """One :class:`TripleView` per test triple of ``result``.
 
     :param known: every known triple, for filtered ranks
@@ -70,10 +75,19 @@ def triple_views(model, result: InfluenceResult, labels: Labels, known: KnownTri
     views = []
     for index, triple in enumerate(labels.to_labels(test)):
         rows = frame[frame["test_index"] == index]
-        influences = pd.DataFrame({
-            "kind": rows["kind"], "rank": rows["rank"], "head": rows["train_head"],
-            "relation": rows["train_relation"], "tail": rows["train_tail"], "influence": rows["influence"],
-        }).reset_index(drop=True)
-        views.append(TripleView(tuple(str(x) for x in triple), float(scores[index]), float(ranks[index]),
-                                tails[index], influences))
+        influences = pd.DataFrame(
+            {
+                "kind": rows["kind"],
+                "rank": rows["rank"],
+                "head": rows["train_head"],
+                "relation": rows["train_relation"],
+                "tail": rows["train_tail"],
+                "influence": rows["influence"],
+            }
+        ).reset_index(drop=True)
+        views.append(
+            TripleView(
+                tuple(str(x) for x in triple), float(scores[index]), float(ranks[index]), tails[index], influences
+            )
+        )
     return views

@@ -17,8 +17,15 @@ __all__ = ["sharded_topk", "ShardStore", "StoreFolder", "remove_store", "world"]
 logger = logging.getLogger(__name__)
 
 
-def sharded_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, k: int, dtype: torch.dtype,
-                 shard_size: int, store: ShardStore | None = None) -> TopKSink:
+def sharded_topk(
+    scorer: Scorer,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    k: int,
+    dtype: torch.dtype,
+    shard_size: int,
+    store: ShardStore | None = None,
+) -> TopKSink:
     """Top-k proponents and opponents over all training triples, shard by shard.
 
     Shard ``s`` covers training triples ``s * shard_size .. (s + 1) * shard_size``. Under torch.distributed,
@@ -34,8 +41,7 @@ def sharded_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, k: int
     mine = [s for s in range(num_shards) if s % size == rank]
     todo = [s for s in mine if store is None or not store.done(s)]
     if store is not None and len(todo) < len(mine):
-        logger.warning("resuming from %s: %d of %d shard(s) already done", store.path, len(mine) - len(todo),
-                       len(mine))
+        logger.warning("resuming from %s: %d of %d shard(s) already done", store.path, len(mine) - len(todo), len(mine))
     result = TopKSink(test.shape[0], k, dtype)
     for shard in mine:
         if shard in todo:
@@ -46,8 +52,13 @@ def sharded_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, k: int
             todo.append(shard)
     if todo:
         tests = scorer.prepare(test)
-        bar = tqdm(sorted(todo), desc=f"shards (rank {rank})" if size > 1 else "shards", unit="shard",
-                   disable=not scorer.progress or len(todo) < 2, leave=False)
+        bar = tqdm(
+            sorted(todo),
+            desc=f"shards (rank {rank})" if size > 1 else "shards",
+            unit="shard",
+            disable=not scorer.progress or len(todo) < 2,
+            leave=False,
+        )
         for shard in bar:
             lo, hi = shard * shard_size, min(train.shape[0], (shard + 1) * shard_size)
             part = TopKSink(test.shape[0], k, dtype)

@@ -45,7 +45,7 @@ def init_from_env(device: str | None = None) -> bool:
 
 def all_gather_objects(obj) -> list:
     """Every rank's ``obj``, in rank order (CPU tensors travel as pickled objects)."""
-    rank, size = world()
+    _rank, size = world()
     if size == 1:
         return [obj]
     out = [None] * size

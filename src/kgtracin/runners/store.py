@@ -70,8 +70,10 @@ class StoreFolder:
             except OSError as error:
                 raise KGTracinError(f"cannot read the store {self.path}: {error.strerror}") from None
             if foreign:
-                raise KGTracinError(f"store {self.path} is a folder with other files in it, not a kgtracin store; "
-                                    "give a new or empty folder")
+                raise KGTracinError(
+                    f"store {self.path} is a folder with other files in it, not a kgtracin store; "
+                    "give a new or empty folder"
+                )
         created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -87,10 +89,12 @@ class StoreFolder:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
-            raise KGTracinError(f"store {self.path} is in use by another kgtracin process; wait for it to end, or "
-                                "give another --store (or --output)") from None
+            raise KGTracinError(
+                f"store {self.path} is in use by another kgtracin process; wait for it to end, or "
+                "give another --store (or --output)"
+            ) from None
 
-    def block(self, index: int | None, fingerprint: dict) -> "ShardStore":
+    def block(self, index: int | None, fingerprint: dict) -> ShardStore:
         """The store of one test block (``None``: the only block, kept in the folder itself).
 
         Under torch.distributed, rank 0 checks the block's fingerprint (clearing shards made for other work) and
@@ -170,7 +174,7 @@ class ShardStore:
             if saved["fingerprint"] != self.digest:
                 raise ValueError("other work")
             return saved["state"]
-        except Exception:  # noqa: BLE001 - a damaged or foreign shard is recomputed
+        except Exception:
             logger.warning("shard %d of store %s is damaged or from other work; recomputing it", shard, self.path)
             self._file(shard).unlink(missing_ok=True)
             raise FileNotFoundError(shard) from None

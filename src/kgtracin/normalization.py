@@ -1,0 +1,92 @@
+"""How TracIn's inner products are normalised: raw, by the training gradient's norm, or by both norms.
+
+Each normalisation is a component of the streaming scorer (:class:`kgtracin.scoring.Scorer`), which never asks
+which one it holds. At one checkpoint with learning rate ``lr``, for a training triple ``z`` and a test triple
+``z'`` with gradients ``g = grad l(w, z)`` and ``g' = grad l(w, z')``:
+
+* ``None`` (raw TracIn): ``lr <g, g'>``;
+* ``"train"`` (RelatIF-style): ``lr <g, g'> / |g|``, so that large-gradient outliers stop being everyone's
+  proponents; self-influence is ``lr <g / |g|, g> = lr |g|``;
+* ``"cosine"``: ``lr <g, g'> / (|g| |g'|)``; self-influence is ``lr`` for every triple: defined, but
+  uninformative.
+
+Norms are clamped below at ``1e-15`` (squared norms at ``1e-30``), so a zero gradient scores zero.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch-free at import, so that the configuration can list the names
+    import torch
+
+__all__ = ["Normalization", "make_normalization", "NORMALIZATIONS"]
+
+#: the smallest squared norm divided by
+_FLOOR = 1e-30
+
+
+class Normalization:
+    """Raw TracIn: nothing is divided. The base of the other normalisations."""
+
+    name: str | None = None
+
+    def prepare_tests(self, tests: list) -> None:
+        """Called once with the test side's features (one per checkpoint), before any training batch."""
+
+    def pair(self, part: torch.Tensor, train, test) -> torch.Tensor:
+        """One checkpoint's block, normalised.
+
+        :param part: shape: (M, B), ``lr <g(train_b), g(test_m)>``
+        :param train: the training batch's features (:class:`kgtracin.gradients.Features`)
+        :param test: the test side's features
+        :return: shape: (M, B)
+        """
+        return part
+
+    def self_term(self, part: torch.Tensor, lr: float) -> torch.Tensor:
+        """One checkpoint's self-influence, normalised.
+
+        :param part: shape: (B,), ``lr |g|^2``
+        """
+        return part
+
+
+class TrainNorm(Normalization):
+    """Each training gradient divided by its norm at each checkpoint."""
+
+    name = "train"
+
+    def pair(self, part, train, test):
+        return part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
+
+    def self_term(self, part, lr):
+        return part / (part / lr).clamp_min(_FLOOR).sqrt()  # <g / |g|, g> = |g|
+
+
+class Cosine(Normalization):
+    """Both gradients divided by their norms."""
+
+    name = "cosine"
+
+    def prepare_tests(self, tests):
+        for features in tests:
+            features.norms = features.self_kernel().clamp_min(_FLOOR).sqrt()
+
+    def pair(self, part, train, test):
+        part = part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
+        return part / test.norms.unsqueeze(1)
+
+    def self_term(self, part, lr):
+        return part / (part / lr).clamp_min(_FLOOR)  # always lr
+
+
+#: name -> normalisation
+NORMALIZATIONS: dict[str | None, type[Normalization]] = {cls.name: cls for cls in (Normalization, TrainNorm, Cosine)}
+
+
+def make_normalization(name: str | Normalization | None) -> Normalization:
+    """The normalisation by name (``None``, ``"train"`` or ``"cosine"``), or the normalisation itself."""
+    if isinstance(name, Normalization):
+        return name
+    return NORMALIZATIONS[name]()
