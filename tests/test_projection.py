@@ -143,26 +143,31 @@ def test_cli_projection(nations_run, tmp_path, capsys):
     assert not (tmp_path / "b.tsv").exists() and not (tmp_path / "c.tsv").exists()
 
 
-def test_automatic_test_block(case, monkeypatch, caplog):
-    """By default every test triple is one block (one training pass); a small memory budget splits them, with
-    the same results."""
+def test_automatic_test_block(case, monkeypatch):
+    """By default every test triple is one block (one training pass); a smaller memory budget gives smaller
+    blocks (never below one triple, never above all of them), each block one training pass, with the same
+    results."""
+    from kgtracin.scoring import test_block_size
+
     model, checkpoints, train, _, loss = case
     test = train[:40]  # more test triples than the probe
     tracin = TracIn(model, train, checkpoints, progress=False, loss=loss)
     scorer = tracin._scorer()
-    assert tracin._test_block(scorer, test) == test.shape[0]
+    dtype = torch.float64
+    assert test_block_size(scorer, test, None, 2 << 30, dtype) == test.shape[0]
+    assert test_block_size(scorer, test, 7, 1, dtype) == 7  # a configured size is kept
+    assert test_block_size(scorer, test, None, 1, dtype) == 1
+    budgets = [int(1.25**k) for k in range(20, 120)]
+    sizes = [test_block_size(scorer, test, None, budget, dtype) for budget in budgets]
+    assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == test.shape[0]
     whole = tracin.influence(test, top_k=3)
-    monkeypatch.setattr("kgtracin.tracin.TEST_BLOCK_BYTES", 1)
-    assert tracin._test_block(scorer, test) == 1
-    probe = scorer.computer.featurize(scorer.adapters[0], test[:32])
-    per_triple = 2 * len(checkpoints) * probe.nbytes / 32 + 4 * scorer.batch_size * 8
-    monkeypatch.setattr("kgtracin.tracin.TEST_BLOCK_BYTES", int(per_triple * 15.5))
-    assert tracin._test_block(scorer, test) == 15
+    budget, block = next((b, size) for b, size in zip(budgets, sizes) if 10 < size < 20)
+    monkeypatch.setattr("kgtracin.tracin.TEST_BLOCK_BYTES", budget)
     calls = []
     run_range = scorer.run_range
     monkeypatch.setattr(type(scorer), "run_range", lambda self, *a, **k: (calls.append(1), run_range(*a, **k)))
     split = tracin.influence(test, top_k=3)
-    assert len(calls) == 3  # blocks of 15, 15, 10: one training pass each
+    assert len(calls) == -(-test.shape[0] // block)  # one training pass per block
     assert torch.equal(split.proponents.indices, whole.proponents.indices)
-    assert torch.allclose(split.proponents.scores, whole.proponents.scores, rtol=1e-12)
+    assert torch.allclose(split.proponents.scores, whole.proponents.scores, rtol=1e-12, atol=0)
     assert torch.equal(split.opponents.indices, whole.opponents.indices)

@@ -116,8 +116,11 @@ def test_torchrun_gloo_two_processes_identical(nations_run, tmp_path):
     assert dist.stdout.count("wrote ") == 1  # only rank 0 writes
 
 
-@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.1), ("fp16", 0.02)])
+@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.1), ("fp16", 0.1)])
 def test_low_precision_is_close_and_opt_in(run, precision, tolerance):
+    """Low precision is used when asked for (the scores are not exact) and stays close. The error depends on the
+    CPU's half-precision arithmetic (0.019 to 0.028 for fp16 on two x86 machines), so the bound is loose: it
+    catches a precision ignored (error 0) or misapplied (error near 1), not a slightly worse rounding."""
     test = run.splits["testing"][:4]
     train = run.training_triples[:300]
     exact = TracIn(run.model, train, run.checkpoints, progress=False).scores(test)

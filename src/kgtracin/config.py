@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import KGTracinError
+from .losses import LOSS_NAMES
 from .normalization import NORMALIZATIONS as _NORMALIZATIONS
 
 if TYPE_CHECKING:  # torch is imported only where a computation needs it: the CLI starts without it
@@ -13,10 +14,12 @@ if TYPE_CHECKING:  # torch is imported only where a computation needs it: the CL
 
 __all__ = [
     "TracInConfig",
+    "TrainingConfig",
     "METHODS",
     "DEFAULT_BATCH_SIZES",
     "PRECISIONS",
     "NORMALIZATIONS",
+    "LOSS_NAMES",
     "TEST_BLOCK_BYTES",
     "DETECTORS",
     "check_device",
@@ -84,20 +87,33 @@ class TracInConfig:
     """How TracIn scores are computed. Validated on construction."""
 
     #: ``"all"``, or parameter names / glob patterns over ``model.named_parameters()``.
-    parameters: str | tuple[str, ...] = field(default="all", metadata={"help": "parameters to differentiate"})
+    parameters: str | tuple[str, ...] = field(
+        default="all", metadata={"help": "parameter name or glob (repeatable); default: all parameters"}
+    )
     #: ``"fast"`` (closed form, default), ``"vmap"`` (torch.func) or ``"loop"`` (one backward per triple).
-    method: str = field(default="fast", metadata={"help": "gradient method: fast, vmap or loop"})
+    method: str = field(
+        default="fast", metadata={"help": "gradient method; all are exact, loop is the reference", "choices": METHODS}
+    )
     #: Training triples per batch; ``None`` picks a method-specific default.
     batch_size: int | None = field(default=None, metadata={"help": "training triples per batch"})
     #: Torch device; ``None`` keeps the model's device.
     device: str | None = field(default=None, metadata={"help": "torch device, e.g. cpu or cuda:0"})
     #: Compute dtype: ``None`` keeps the model's; ``fp32``, ``bf16``, ``fp16`` or ``fp64`` casts the checkpoints.
     #: Lower precision is opt-in and inexact (see BENCHMARKS.md for its measured error).
-    precision: str | None = field(default=None, metadata={"help": "fp32 (exact), bf16 or fp16"})
+    precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "compute dtype [default: the model's]; bf16 / fp16 are faster on some hardware and "
+            "approximate (see BENCHMARKS.md)",
+            "choices": tuple(PRECISIONS),
+        },
+    )
     #: torch.compile the model's scoring for ``vmap`` / ``loop``. The fast path's hooks cannot be traced.
     compile: bool = field(default=False, metadata={"help": "torch.compile the scorer (vmap, loop)"})
     #: Training triples per shard: the unit of resumable storage and of work split across processes.
-    shard_size: int = field(default=16384, metadata={"help": "training triples per shard"})
+    shard_size: int = field(
+        default=16384, metadata={"help": "training triples per shard (unit of resuming and of torchrun sharding)"}
+    )
     #: Test triples per block: the test side's factors and the (batch x block) kernel are held one block at a
     #: time, so memory stays bounded however many predictions are explained. ``None`` (default): as many as
     #: fit in :data:`TEST_BLOCK_BYTES`, measured on the first few test triples; every block costs one pass
@@ -106,17 +122,30 @@ class TracInConfig:
     #: Show tqdm progress bars.
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     #: The per-triple loss: ``bce`` (``softplus(-score)``) or ``softmax`` (1-N cross-entropy, both directions).
-    loss: str = field(default="bce", metadata={"help": "TracIn loss: bce or softmax"})
+    loss: str = field(default="bce", metadata={"help": "TracIn loss", "choices": LOSS_NAMES})
     #: ``None`` (raw TracIn); ``"train"``: each training gradient divided by its norm at each checkpoint
     #: (RelatIF-style), so that large-gradient outliers stop being everyone's proponents; ``"cosine"``: both
     #: gradients divided by their norms.
-    normalize: str | None = field(default=None, metadata={"help": "none, train or cosine"})
+    normalize: str | None = field(
+        default=DEFAULT_NORMALIZE,
+        metadata={
+            "help": "train: divide each training gradient by its norm (RelatIF-style), so high-gradient "
+            "outliers stop dominating every explanation; cosine: both gradients",
+            "choices": NORMALIZATIONS,
+        },
+    )
 
     #: Opt-in, approximate: sketch every dense gradient factor longer than this to this many numbers
     #: (CountSketch; embedding rows stay exact). ``None`` (default): exact. ``fast`` only.
-    projection_dim: int | None = field(default=None, metadata={"help": "approximate: sketch dense factors to K"})
+    projection_dim: int | None = field(
+        default=None,
+        metadata={
+            "help": "APPROXIMATE: sketch every dense gradient factor longer than K to K numbers (embedding rows "
+            "stay exact); for very many test triples on models with wide layers (ConvE). Default: exact"
+        },
+    )
     #: The seed of the projection's random signs and buckets.
-    projection_seed: int = field(default=0, metadata={"help": "seed of the projection"})
+    projection_seed: int = field(default=0, metadata={"help": "with --projection-dim: the seed of the projection"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -141,10 +170,8 @@ class TracInConfig:
                 raise KGTracinError(f"a projection applies to method 'fast' only, not {self.method!r}")
         if not isinstance(self.projection_seed, int) or isinstance(self.projection_seed, bool):
             raise KGTracinError(f"projection seed must be an integer, got {self.projection_seed!r}")
-        from .losses import LOSSES
-
-        if self.loss not in LOSSES:
-            raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.loss not in LOSS_NAMES:
+            raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
         if self.normalize not in NORMALIZATIONS:
             raise KGTracinError(f"unknown normalisation {self.normalize!r}; choose none, train or cosine")
         if self.test_block_size is not None and (not isinstance(self.test_block_size, int) or self.test_block_size < 1):
@@ -165,6 +192,26 @@ class TracInConfig:
         if self.device is not None:
             check_device(self.device)
 
+    @classmethod
+    def with_options(cls, config: TracInConfig | None = None, **options) -> TracInConfig:
+        """``config`` (default: the defaults) with the named fields replaced, validated.
+
+        :raises KGTracinError: for a name that is not a field, or an invalid value
+        """
+        from dataclasses import fields, replace
+
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise KGTracinError(f"unknown TracIn option {unknown[0]!r}; the options are {', '.join(sorted(names))}")
+        if config is not None and not isinstance(config, cls):
+            raise KGTracinError(f"config must be a TracInConfig, got {type(config).__name__}")
+        if "parameters" in options and not isinstance(options["parameters"], str):
+            options["parameters"] = tuple(options["parameters"])
+        if options.get("device") is not None:
+            options["device"] = str(options["device"])
+        return replace(config, **options) if config is not None else cls(**options)
+
     @property
     def dtype(self) -> torch.dtype | None:
         """The compute dtype, or None to keep the model's."""
@@ -176,3 +223,81 @@ class TracInConfig:
     def effective_batch_size(self) -> int:
         """The batch size in use: the user's, or the method's default."""
         return self.batch_size if self.batch_size is not None else DEFAULT_BATCH_SIZES[self.method]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How ``kgtracin train`` trains. Validated on construction."""
+
+    model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
+    epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "training epochs"})
+    checkpoints: int | None = field(
+        default=None, metadata={"help": "checkpoints spread over training [default: min(5, epochs)]"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    learning_rate: float = field(default=DEFAULT_LEARNING_RATE, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=256, metadata={"help": "training batch size"})
+    embedding_dim: int | None = field(default=None, metadata={"help": "embedding dimension (model default)"})
+    inverse_triples: bool | None = field(
+        default=None, metadata={"help": "train with inverse triples [default: on for ConvE only]"}
+    )
+    training_loop: str = field(default="lcwa", metadata={"help": "training loop", "choices": ("lcwa", "slcwa")})
+    loss: str = field(
+        default="crossentropy",
+        metadata={"help": "PyKEEN training loss (crossentropy, softplus, bcewithlogits, marginranking, ...)"},
+    )
+    #: "linear": checkpoints evenly spread; "log": geometrically spread, so early training is represented
+    checkpoint_schedule: str = field(
+        default="log",
+        metadata={
+            "help": "spread the checkpoints evenly, or geometrically from epoch 1",
+            "choices": ("linear", "log"),
+        },
+    )
+
+    def __post_init__(self) -> None:
+        from pykeen.models import model_resolver
+
+        try:
+            model_cls = model_resolver.lookup(self.model)
+        except (KeyError, ValueError):
+            raise KGTracinError(f"unknown model {self.model!r}") from None
+        from pykeen.models import ERModel
+
+        if not issubclass(model_cls, ERModel):
+            raise KGTracinError(f"model {self.model!r} is not an ERModel, which kgtracin needs")
+        object.__setattr__(self, "model", model_cls.__name__)
+        from pykeen.losses import loss_resolver
+
+        try:
+            object.__setattr__(self, "loss", loss_resolver.lookup(self.loss).__name__)
+        except (KeyError, ValueError):
+            raise KGTracinError(f"unknown loss {self.loss!r}; e.g. crossentropy, softplus, bcewithlogits") from None
+        if isinstance(self.epochs, int) and self.epochs >= 1 and self.checkpoints is None:
+            object.__setattr__(self, "checkpoints", min(5, self.epochs))
+        for name in ("epochs", "checkpoints", "batch_size"):
+            if not 1 <= getattr(self, name) < 2**31:
+                flag = f"--{name.replace('_', '-')}"
+                raise KGTracinError(f"{flag} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise KGTracinError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
+        if self.checkpoints > self.epochs:
+            raise KGTracinError(f"--checkpoints ({self.checkpoints}) cannot exceed --epochs ({self.epochs})")
+        if not 0 < self.learning_rate < float("inf"):
+            raise KGTracinError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise KGTracinError(f"--embedding-dim must be >= 1, got {self.embedding_dim}")
+        if self.checkpoint_schedule not in ("linear", "log"):
+            raise KGTracinError(f"--checkpoint-schedule must be linear or log, got {self.checkpoint_schedule!r}")
+        if self.training_loop not in ("lcwa", "slcwa"):
+            raise KGTracinError(f"--training-loop must be lcwa or slcwa, got {self.training_loop!r}")
+        if self.inverse_triples is None:  # ConvE is meant to be trained with inverse triples
+            object.__setattr__(self, "inverse_triples", self.model == "ConvE")
+
+    def checkpoint_epochs(self) -> list[int]:
+        """``checkpoints`` epochs spread over training (evenly, or geometrically from epoch 1), the last one
+        being the final epoch. A geometric schedule may give fewer distinct epochs on short training."""
+        n = self.checkpoints
+        if self.checkpoint_schedule == "log" and n > 1:
+            return sorted({max(1, round(self.epochs ** (k / (n - 1)))) for k in range(n)})
+        return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})

@@ -9,6 +9,7 @@ dense result, when one is asked for).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from .adapters import ModelAdapter
 from .gradients import Features, GradientComputer
 from .normalization import Normalization, make_normalization
 
-__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "SumSink", "select_top"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Scorer", "DenseSink", "TopKSink", "VectorSink", "SumSink", "select_top", "test_block_size"]
 
 
 class DenseSink:
@@ -291,3 +294,33 @@ class Scorer:
                     part = self.normalization.self_term(part, lr)
                     block = part if block is None else block + part
                 sink.add(start, block)
+
+
+#: test triples featurised to measure the automatic test block
+_PROBE = 32
+
+
+def test_block_size(scorer: Scorer, test: torch.Tensor, configured: int | None, budget: int, dtype: torch.dtype) -> int:
+    """The configured test block size, or as many test triples as fit in ``budget`` bytes: the test factors of
+    every checkpoint (twice: once batched, once concatenated) and four (test x batch) kernel blocks.
+
+    :param test: shape: (M, 3), dataset ids; the first few are featurised to measure a test triple's factors
+    :param dtype: the dtype of the kernel blocks' numbers
+    :return: a block size from 1 to M
+    """
+    if configured is not None:
+        return configured
+    if test.shape[0] <= _PROBE:
+        return max(1, test.shape[0])
+    size = min(_PROBE, scorer.batch_size)  # never more than a training batch holds (vmap, loop)
+    with torch.no_grad():
+        probe = scorer.computer.featurize(scorer.adapters[0], test[:size])
+    per_triple = 2 * len(scorer.adapters) * probe.nbytes / size + 4 * scorer.batch_size * dtype.itemsize
+    block = max(1, min(test.shape[0], int(budget // per_triple)))
+    if block < test.shape[0]:
+        logger.info(
+            "test triples in blocks of %d (%.1f KB of factors each): one training pass per block",
+            block,
+            per_triple / 1024,
+        )
+    return block

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import warnings
@@ -14,11 +13,11 @@ from torch import nn
 
 from .adapters import ModelAdapter
 from .checkpoints import Checkpoint, materialize
-from .config import DEFAULT_NORMALIZE, TEST_BLOCK_BYTES, TracInConfig
+from .config import TEST_BLOCK_BYTES, TracInConfig
 from .errors import KGTracinError
 from .gradients import Projection, make_computer
 from .results import InfluenceResult, TopK
-from .scoring import DenseSink, Scorer, SumSink, VectorSink
+from .scoring import DenseSink, Scorer, SumSink, VectorSink, test_block_size
 from .triples import Labels
 
 __all__ = ["TracIn"]
@@ -50,28 +49,12 @@ class TracIn:
     :param training_triples: shape: (N, 3), dtype: long, dataset ids; or a ``TriplesFactory``
     :param checkpoints: ``Checkpoint(state, learning_rate)`` list; ``None`` uses the model's current weights
         with learning rate 1.0, with a warning (that is not TracIn over training)
-    :param parameters: ``"all"`` or names / glob patterns over ``model.named_parameters()``
-    :param method: ``"fast"`` (exact closed form, default), ``"vmap"`` or ``"loop"`` (the reference)
-    :param batch_size: training triples per batch (default depends on the method)
-    :param device: torch device (default: the model's)
-    :param precision: ``None`` (the model's dtype, exact), or ``"fp32"``, ``"bf16"``, ``"fp16"``, ``"fp64"``;
-        bf16 / fp16 are opt-in and approximate
-    :param compile: ``torch.compile`` the scoring function (``vmap`` and ``loop`` only)
-    :param shard_size: training triples per shard (the unit of the resumable store and of torchrun sharding)
-    :param test_block_size: test triples whose factors are held at once (bounds memory for large M); ``None``
-        (default): as many as fit in 2 GiB (``config.TEST_BLOCK_BYTES``). Each block is one pass over the
-        training triples, so fewer blocks are faster
-    :param projection_dim: opt-in, **approximate**: sketch every dense gradient factor longer than this to this
-        many numbers (see :mod:`kgtracin.gradients.projection`; ``fast`` only). Embedding rows stay exact.
-        For very many test triples on models with wide layers (ConvE); ``None`` (default) is exact
-    :param projection_seed: the seed of the projection
-    :param progress: show tqdm progress bars
+    :param config: how the scores are computed (:class:`~kgtracin.config.TracInConfig`: parameters, method,
+        batch size, device, precision, loss, normalisation, shards, test blocks, projection, progress)
     :param labels: entity / relation labels for :meth:`InfluenceResult.to_frame` (taken from a
         ``TriplesFactory`` when one is given)
-    :param loss: ``"bce"`` (default for a bare model) or ``"softmax"``; :meth:`from_run` follows the run's
-        training loss
-    :param normalize: ``None`` (raw TracIn) or ``"train"``: each training gradient divided by its norm at each
-        checkpoint, ``sum_c lr_c <g_c(z), g_c(z')> / |g_c(z)|``
+    :param options: any field of :class:`~kgtracin.config.TracInConfig` by name, replacing the config's
+        (``TracIn(model, triples, checkpoints, method="loop", loss="softmax")``)
     """
 
     def __init__(
@@ -79,37 +62,12 @@ class TracIn:
         model: nn.Module,
         training_triples,
         checkpoints: Sequence[Checkpoint] | None = None,
-        parameters: str | Sequence[str] = "all",
-        method: str = "fast",
-        batch_size: int | None = None,
-        device: str | torch.device | None = None,
+        config: TracInConfig | None = None,
         *,
-        precision: str | None = None,
-        compile: bool = False,
-        shard_size: int = 16384,
-        test_block_size: int | None = None,
-        progress: bool = True,
         labels: Labels | None = None,
-        loss: str = "bce",
-        normalize: str | None = None,
-        projection_dim: int | None = None,
-        projection_seed: int = 0,
+        **options,
     ):
-        self.config = TracInConfig(
-            parameters=parameters if isinstance(parameters, str) else tuple(parameters),
-            method=method,
-            batch_size=batch_size,
-            device=None if device is None else str(device),
-            precision=precision,
-            compile=compile,
-            shard_size=shard_size,
-            test_block_size=test_block_size,
-            progress=progress,
-            loss=loss,
-            normalize=normalize,
-            projection_dim=projection_dim,
-            projection_seed=projection_seed,
-        )
+        self.config = TracInConfig.with_options(config, **options)
         if not isinstance(model, nn.Module):
             raise KGTracinError(f"kgtracin needs a PyKEEN ERModel, got {type(model).__name__}")
         if checkpoints is None:
@@ -150,14 +108,14 @@ class TracIn:
         As ``kgtracin explain`` does, the loss follows the run's training loss unless given otherwise.
 
         :param trust_pickle: allow a PyKEEN folder's ``trained_model.pkl``, a pickled model that can run code
-        :param kwargs: passed to :class:`TracIn` (``parameters``, ``method``, ``batch_size``, ``device``, ...)
+        :param kwargs: passed to :class:`TracIn`: ``config``, ``labels``, or configuration fields by name
         """
         from .runs import load_run
 
         run = load_run(path, trust_pickle=trust_pickle)
         kwargs.setdefault("labels", run.labels)
-        kwargs.setdefault("loss", run.tracin_loss)
-        kwargs.setdefault("normalize", DEFAULT_NORMALIZE)
+        if kwargs.get("config") is None:
+            kwargs.setdefault("loss", run.tracin_loss)
         return cls(run.model, run.training_triples, checkpoints=run.checkpoints, **kwargs)
 
     # -- internals ----------------------------------------------------------------------------------
@@ -192,30 +150,12 @@ class TracIn:
             normalize=self.config.normalize,
         )
 
-    #: test triples featurised to measure the automatic test block
-    _PROBE = 32
-
-    def _test_block(self, scorer: Scorer, test: torch.Tensor) -> int:
-        """The user's test block size, or as many test triples as fit in ``TEST_BLOCK_BYTES``: the test factors
-        of every checkpoint (twice: once batched, once concatenated) and four (test x batch) kernel blocks."""
-        if self.config.test_block_size is not None:
-            return self.config.test_block_size
-        if test.shape[0] <= self._PROBE:
-            return max(1, test.shape[0])
-        size = min(self._PROBE, scorer.batch_size)  # never more than a training batch holds (vmap, loop)
-        with torch.no_grad():
-            probe = scorer.computer.featurize(scorer.adapters[0], test[:size])
-        per_triple = (
-            2 * len(scorer.adapters) * probe.nbytes / size + 4 * scorer.batch_size * self._reference.dtype.itemsize
-        )
-        block = max(1, min(test.shape[0], int(TEST_BLOCK_BYTES // per_triple)))
-        if block < test.shape[0]:
-            logger.info(
-                "test triples in blocks of %d (%.1f KB of factors each): one training pass per block",
-                block,
-                per_triple / 1024,
-            )
-        return block
+    def _blocks(self, test: torch.Tensor) -> tuple[Scorer, list[torch.Tensor]]:
+        """The scorer, and the test triples in blocks of :func:`~kgtracin.scoring.test_block_size`: every
+        public computation loops over these, one pass over the training triples per block."""
+        scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
+        block = test_block_size(scorer, test, self.config.test_block_size, TEST_BLOCK_BYTES, self._reference.dtype)
+        return scorer, list(test.split(block))
 
     def _check_test(self, test_triples) -> torch.Tensor:
         if hasattr(test_triples, "mapped_triples"):
@@ -239,11 +179,10 @@ class TracIn:
         :return: shape: (M, N); entry (j, i) is the influence of training triple i on test triple j
         """
         test = self._check_test(test_triples)
-        scorer = self._scorer()
-        block = self._test_block(scorer, test)
+        scorer, blocks = self._blocks(test)
         out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._reference.dtype)
-        for first in range(0, test.shape[0], block):
-            scorer.run(self.training_triples, test[first : first + block], DenseSink(out[first : first + block]))
+        for part, rows in zip(blocks, out.split([b.shape[0] for b in blocks])):
+            scorer.run(self.training_triples, part, DenseSink(rows))
         return out
 
     def influence(
@@ -267,22 +206,19 @@ class TracIn:
             raise KGTracinError(f"top_k must be an integer >= 1, got {top_k!r}")
         test = self._check_test(test_triples)
         k = min(top_k, self.training_triples.shape[0])
-        scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
-        block = self._test_block(scorer, test)
+        scorer, blocks = self._blocks(test)
         folder = None if store is None else _open_store(store)
         parts = []
         try:
-            for first in range(0, test.shape[0], block):
-                test_block = test[first : first + block]
+            for index, part in enumerate(blocks):
                 shard_store = None
                 if folder is not None:
-                    index = None if test.shape[0] <= block else first // block
-                    shard_store = folder.block(index, self._fingerprint(test_block, k))
+                    shard_store = folder.block(None if len(blocks) == 1 else index, self._fingerprint(part, k))
                 parts.append(
                     sharded_topk(
                         scorer,
                         self.training_triples,
-                        test_block,
+                        part,
                         k,
                         self._reference.dtype,
                         self.config.shard_size,
@@ -302,39 +238,17 @@ class TracIn:
 
     def _fingerprint(self, test: torch.Tensor, k: int) -> dict:
         """What identifies a top-k computation, for the resumable store."""
-        from ._version import __version__
+        from .runners.store import fingerprint
 
-        def digest(*tensors: torch.Tensor) -> str:
-            sha = hashlib.sha1()
-            for tensor in tensors:  # tensor by tensor: no copy of the whole model
-                sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-            return sha.hexdigest()
-
-        def checkpoint_id(c: Checkpoint) -> list:
-            if isinstance(c.state, (str, os.PathLike)):  # by content: a file replaced in place is other work
-                sha = hashlib.sha1()
-                with open(c.state, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        sha.update(chunk)
-                return [sha.hexdigest(), c.learning_rate]
-            return [digest(*c.state.values()), c.learning_rate]
-
-        return {
-            "kgtracin": __version__,
-            "model": type(self.model).__name__,
-            "k": k,
-            "method": self.config.method,
-            "parameters": list(self._reference.parameters),
-            "batch_size": self.config.effective_batch_size,
-            "shard_size": self.config.shard_size,
-            "precision": self.config.precision,
-            "loss": self.config.loss,
-            "normalize": self.config.normalize,
-            "projection": [self.config.projection_dim, self.config.projection_seed],
-            "train": digest(self.training_triples),
-            "test": digest(test),
-            "checkpoints": [checkpoint_id(c) for c in self.checkpoints],
-        }
+        return fingerprint(
+            model=self.model,
+            config=self.config,
+            parameters=list(self._reference.parameters),
+            k=k,
+            train=self.training_triples,
+            test=test,
+            checkpoints=self.checkpoints,
+        )
 
     def total_influence(self, test_triples: torch.Tensor) -> torch.Tensor:
         """Each training triple's influence on the summed loss of all test triples, ``sum_j TracIn(z_i -> z'_j)``.
@@ -343,11 +257,10 @@ class TracIn:
         :return: shape: (N,); negative: training on z_i raised the test loss (a harmful triple)
         """
         test = self._check_test(test_triples)
-        scorer = self._scorer()
-        block = self._test_block(scorer, test)
+        scorer, blocks = self._blocks(test)
         sink = SumSink(self.training_triples.shape[0], self._reference.dtype)
-        for first in range(0, test.shape[0], block):
-            scorer.run(self.training_triples, test[first : first + block], sink)
+        for part in blocks:
+            scorer.run(self.training_triples, part, sink)
         return sink.values
 
     def self_influence(self) -> torch.Tensor:

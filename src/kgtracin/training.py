@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from pykeen.training.callbacks import TrainingCallback
 
 from ._version import __version__
 from .callbacks import learning_rate_of
-from .config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+from .config import TrainingConfig
 from .errors import KGTracinError
 from .outputs import check_new_folder
 from .runs import MANIFEST, RUN_FORMAT, write_labels
@@ -47,73 +47,6 @@ _HEADER_WORDS = {
     "rel",
     "relation_type",
 }
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """How ``kgtracin train`` trains. Validated on construction."""
-
-    model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
-    epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "training epochs"})
-    checkpoints: int | None = field(
-        default=None, metadata={"help": "checkpoints spread over training (default: min(5, epochs))"}
-    )
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    learning_rate: float = field(default=DEFAULT_LEARNING_RATE, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=256, metadata={"help": "training batch size"})
-    embedding_dim: int | None = field(default=None, metadata={"help": "embedding dimension (model default)"})
-    inverse_triples: bool | None = field(default=None, metadata={"help": "train with inverse triples"})
-    training_loop: str = field(default="lcwa", metadata={"help": "lcwa or slcwa"})
-    loss: str = field(default="crossentropy", metadata={"help": "PyKEEN loss name (crossentropy, softplus, bce, ...)"})
-    #: "linear": checkpoints evenly spread; "log": geometrically spread, so early training is represented
-    checkpoint_schedule: str = field(default="log", metadata={"help": "linear or log"})
-
-    def __post_init__(self) -> None:
-        from pykeen.models import model_resolver
-
-        try:
-            model_cls = model_resolver.lookup(self.model)
-        except (KeyError, ValueError):
-            raise KGTracinError(f"unknown model {self.model!r}") from None
-        from pykeen.models import ERModel
-
-        if not issubclass(model_cls, ERModel):
-            raise KGTracinError(f"model {self.model!r} is not an ERModel, which kgtracin needs")
-        object.__setattr__(self, "model", model_cls.__name__)
-        from pykeen.losses import loss_resolver
-
-        try:
-            object.__setattr__(self, "loss", loss_resolver.lookup(self.loss).__name__)
-        except (KeyError, ValueError):
-            raise KGTracinError(f"unknown loss {self.loss!r}; e.g. crossentropy, softplus, bcewithlogits") from None
-        if isinstance(self.epochs, int) and self.epochs >= 1 and self.checkpoints is None:
-            object.__setattr__(self, "checkpoints", min(5, self.epochs))
-        for name in ("epochs", "checkpoints", "batch_size"):
-            if not 1 <= getattr(self, name) < 2**31:
-                flag = f"--{name.replace('_', '-')}"
-                raise KGTracinError(f"{flag} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise KGTracinError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
-        if self.checkpoints > self.epochs:
-            raise KGTracinError(f"--checkpoints ({self.checkpoints}) cannot exceed --epochs ({self.epochs})")
-        if not 0 < self.learning_rate < float("inf"):
-            raise KGTracinError(f"--learning-rate must be a positive number, got {self.learning_rate}")
-        if self.embedding_dim is not None and self.embedding_dim < 1:
-            raise KGTracinError(f"--embedding-dim must be >= 1, got {self.embedding_dim}")
-        if self.checkpoint_schedule not in ("linear", "log"):
-            raise KGTracinError(f"--checkpoint-schedule must be linear or log, got {self.checkpoint_schedule!r}")
-        if self.training_loop not in ("lcwa", "slcwa"):
-            raise KGTracinError(f"--training-loop must be lcwa or slcwa, got {self.training_loop!r}")
-        if self.inverse_triples is None:  # ConvE is meant to be trained with inverse triples
-            object.__setattr__(self, "inverse_triples", self.model == "ConvE")
-
-    def checkpoint_epochs(self) -> list[int]:
-        """``checkpoints`` epochs spread over training (evenly, or geometrically from epoch 1), the last one
-        being the final epoch. A geometric schedule may give fewer distinct epochs on short training."""
-        n = self.checkpoints
-        if self.checkpoint_schedule == "log" and n > 1:
-            return sorted({max(1, round(self.epochs ** (k / (n - 1)))) for k in range(n)})
-        return sorted({round(self.epochs * (k + 1) / n) for k in range(n)})
 
 
 def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Labels, dict[str, np.ndarray]]:

@@ -147,3 +147,16 @@ class ModelAdapter:
         :return: shape: (B,)
         """
         return self.scorer(self.to_internal(hrt))
+
+    def fast_objective(self, hrt: torch.Tensor):
+        """The loss's objective for the ``fast`` method (:meth:`kgtracin.losses.base.TripleLoss.fast_objective`),
+        computed from the weights through any message passing (caches cleared before and after).
+
+        :param hrt: shape: (B, 3), dtype: long, dataset ids
+        :return: the scalar to differentiate, and the candidate terms per direction
+        """
+        clear_caches(self._caches)
+        try:
+            return self.loss.fast_objective(self.model, self.to_internal(hrt))
+        finally:
+            clear_caches(self._caches)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..config import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+from ..config import TrainingConfig
 from ..errors import KGTracinError
 from .group import cli
 from .options import (
@@ -20,6 +20,7 @@ from .options import (
     compile_option,
     dataset_option,
     device_option,
+    field_option,
     loss_option,
     method_option,
     normalize_option,
@@ -50,32 +51,17 @@ logger = logging.getLogger("kgtracin")
 @click.option("--training", type=click.Path(), default=None, help="labelled TSV: head<TAB>relation<TAB>tail")
 @click.option("--validation", type=click.Path(), default=None, help="labelled TSV")
 @click.option("--testing", type=click.Path(), default=None, help="labelled TSV")
-@click.option("--model", default="ConvE", show_default=True, help="PyKEEN model name")
-@click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True)
-@click.option(
-    "--checkpoints", type=int, default=None, help="checkpoints spread over training [default: min(5, epochs)]"
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--learning-rate", type=float, default=DEFAULT_LEARNING_RATE, show_default=True, help="Adam learning rate"
-)
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--embedding-dim", type=int, default=None, help="embedding dimension (model default)")
-@click.option("--inverse-triples/--no-inverse-triples", default=None, help="default: on for ConvE only")
-@click.option("--training-loop", type=click.Choice(["lcwa", "slcwa"]), default="lcwa", show_default=True)
-@click.option(
-    "--loss",
-    default="crossentropy",
-    show_default=True,
-    help="PyKEEN training loss (crossentropy, softplus, bcewithlogits, marginranking, ...)",
-)
-@click.option(
-    "--checkpoint-schedule",
-    type=click.Choice(["linear", "log"]),
-    default="log",
-    show_default=True,
-    help="spread the checkpoints evenly, or geometrically from epoch 1",
-)
+@field_option(TrainingConfig, "model")
+@field_option(TrainingConfig, "epochs")
+@field_option(TrainingConfig, "checkpoints")
+@field_option(TrainingConfig, "seed")
+@field_option(TrainingConfig, "learning_rate")
+@field_option(TrainingConfig, "batch_size")
+@field_option(TrainingConfig, "embedding_dim")
+@field_option(TrainingConfig, "inverse_triples", "--inverse-triples/--no-inverse-triples")
+@field_option(TrainingConfig, "training_loop")
+@field_option(TrainingConfig, "loss")
+@field_option(TrainingConfig, "checkpoint_schedule")
 @click.option("--output", type=click.Path(), required=True, help="run directory to create")
 @verbose_option
 def train(
@@ -103,7 +89,7 @@ def train(
     on the shipped datasets; the MRR and Hits@k are printed and kept in the run's manifest.
     """
     _setup_logging(verbose)
-    from ..training import TrainingConfig, format_evaluation, train_run
+    from ..training import format_evaluation, train_run
 
     if (dataset is None) == (training is None):
         raise KGTracinError("give exactly one of --dataset or --training FILE")
@@ -219,7 +205,7 @@ def explain(
         labels=run.labels,
         progress=rank == 0,
         loss=loss,
-        normalize=None if normalize == "none" else normalize,
+        normalize=normalize,
         projection_dim=projection_dim,
         projection_seed=projection_seed,
     )
@@ -236,7 +222,7 @@ def explain(
         frame = result.to_frame(model_view=(scores, ranks), notes=notes, rank_of="head" if predict_head else "tail")
         write_table(frame, output_path)
         remove_store(store)
-        normalised = f"; training gradients normalised ({normalize})" if normalize != "none" else ""
+        normalised = f"; training gradients normalised ({normalize})" if normalize is not None else ""
         click.echo(f"TracIn loss: {loss} (the model was trained with {run.training_loss}){normalised}")
         print_table(frame, top_k=top_k)
         unseen = sum(bool(note) for note in notes)
@@ -326,7 +312,7 @@ def demo(model, epochs, num_test, top_k, output, verbose) -> None:
     _setup_logging(verbose)
     from ..runs import load_run
     from ..tracin import TracIn
-    from ..training import TrainingConfig, format_evaluation, train_run
+    from ..training import format_evaluation, train_run
 
     with tempfile.TemporaryDirectory(prefix="kgtracin-demo-") as scratch:
         run_dir = Path(output) if output else Path(scratch) / "run"

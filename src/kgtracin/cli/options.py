@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import warnings
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from ..config import DEFAULT_NORMALIZE, PRECISIONS
+from ..config import TracInConfig
 from ..errors import KGTracinError
 
-__all__ = ["run_options", "open_run", "triple_options", "run_folders", "dataset_option"]
+__all__ = ["run_options", "open_run", "triple_options", "run_folders", "dataset_option", "field_option"]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -64,79 +65,76 @@ def dataset_option(*decls, **kwargs):
     return click.option(*decls, type=str, default=None, metavar="NAME", **kwargs)
 
 
-method_option = click.option(
-    "--method",
-    type=click.Choice(["fast", "vmap", "loop"]),
-    default="fast",
-    show_default=True,
-    help="gradient method; all are exact, loop is the reference",
-)
-parameters_option = click.option(
+def _field_type(annotation: str):
+    """The click type of a configuration field, from its annotation (a string, as the module postpones them)."""
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if annotation.split(" | ")[0] == name:
+            return kind
+    return str
+
+
+def field_option(config_cls, name: str, *decls: str, **overrides):
+    """A click option made from a field of a frozen configuration dataclass: its flag (``--batch-size`` for
+    ``batch_size``), default, help text and choices (``metadata["choices"]``; a ``None`` choice is spelled
+    ``none`` on the command line) are the field's, so that the command line cannot drift from the API.
+
+    :param decls: the option's declarations, if not ``--field-name``
+    :param overrides: click.option keywords that differ from the field's (e.g. the CLI's own default)
+    """
+    spec = {f.name: f for f in dataclasses.fields(config_cls)}[name]
+    meta = spec.metadata
+    kind = _field_type(spec.type)
+    kwargs: dict = {"help": meta.get("help"), "default": spec.default, "show_default": spec.default is not None}
+    choices = meta.get("choices")
+    if kind is bool:
+        kwargs.update(is_flag=True, show_default=False)
+    elif choices is not None:
+        spelled = ["none" if c is None else c for c in choices]
+        default = "none" if spec.default is None and None in choices else spec.default
+        kwargs.update(
+            type=click.Choice(spelled), default=default, show_default=default is not None, callback=_none_choice
+        )
+    elif spec.default is not None or kind is not str:
+        kwargs["type"] = kind
+    kwargs.update(overrides)
+    return click.option(*(decls or ("--" + name.replace("_", "-"),)), **kwargs)
+
+
+def _none_choice(ctx, param, value):
+    return None if value == "none" else value
+
+
+method_option = field_option(TracInConfig, "method")
+parameters_option = field_option(
+    TracInConfig,
+    "parameters",
     "--parameters",
     "parameters",
     multiple=True,
     metavar="PATTERN",
-    help="parameter name or glob (repeatable); default: all parameters",
+    default=(),
+    show_default=False,
 )
-batch_option = click.option(
-    "--batch-size", type=int, default=None, callback=_positive, help="training triples per batch"
-)
-device_option = click.option("--device", default=None, callback=_device, help="torch device, e.g. cpu or cuda:0")
-precision_option = click.option(
-    "--precision",
-    type=click.Choice(list(PRECISIONS)),
-    default="fp32",
-    show_default=True,
-    help="fp32 is exact; bf16 / fp16 are faster on some hardware and approximate (see BENCHMARKS.md)",
-)
-compile_option = click.option(
-    "--compile", "compile_", is_flag=True, help="torch.compile the scorer (with --method vmap or loop)"
-)
-shard_option = click.option(
-    "--shard-size",
-    type=int,
-    default=16384,
-    show_default=True,
-    callback=_positive,
-    help="training triples per shard (unit of resuming and of torchrun sharding)",
-)
-loss_option = click.option(
-    "--loss",
-    type=click.Choice(["bce", "softmax"]),
+batch_option = field_option(TracInConfig, "batch_size", callback=_positive)
+device_option = field_option(TracInConfig, "device", callback=_device)
+precision_option = field_option(TracInConfig, "precision", show_default=False)
+compile_option = field_option(TracInConfig, "compile", "--compile", "compile_")
+shard_option = field_option(TracInConfig, "shard_size", callback=_positive)
+loss_option = field_option(
+    TracInConfig,
+    "loss",
     default=None,
-    help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / "
-    "cross-entropy loss, else bce]",
+    show_default=False,
+    help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / cross-entropy "
+    "loss, else bce]",
 )
-normalize_option = click.option(
-    "--normalize",
-    type=click.Choice(["none", "train", "cosine"]),
-    default=DEFAULT_NORMALIZE or "none",
-    show_default=True,
-    help="train: divide each training gradient by its norm "
-    "(RelatIF-style), so high-gradient outliers stop dominating every explanation; "
-    "cosine: both gradients",
-)
+normalize_option = field_option(TracInConfig, "normalize")
 
 
 def projection_option(command):
     """``--projection-dim K`` and ``--projection-seed S``: the opt-in approximate mode."""
-    command = click.option(
-        "--projection-seed",
-        type=int,
-        default=0,
-        show_default=True,
-        help="with --projection-dim: the seed of the random projection",
-    )(command)
-    return click.option(
-        "--projection-dim",
-        type=int,
-        default=None,
-        callback=_positive,
-        metavar="K",
-        help="APPROXIMATE: sketch every dense gradient factor longer than K to K numbers "
-        "(embedding rows stay exact); for very many test triples on models with wide layers "
-        "(ConvE). Default: exact",
-    )(command)
+    command = field_option(TracInConfig, "projection_seed")(command)
+    return field_option(TracInConfig, "projection_dim", metavar="K", callback=_positive)(command)
 
 
 trust_option = click.option(

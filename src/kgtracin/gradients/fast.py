@@ -317,7 +317,7 @@ class FastComputer(GradientComputer):
 
         :return: the scalar to differentiate, and per direction (delta (B, E), {table index: q (B, D)})
         """
-        return adapter.loss.fast_objective(adapter.model, adapter.to_internal(hrt))
+        return adapter.fast_objective(hrt)
 
     @staticmethod
     def _remainder(plan: _Plan, adapter: ModelAdapter, hrt: torch.Tensor) -> torch.Tensor:

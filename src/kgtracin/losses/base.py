@@ -12,7 +12,7 @@ of :mod:`kgtracin.gradients.fast` exploits, so that the gradient computers never
 * :attr:`TripleLoss.scores_all_entities`: whether one triple's loss scores every entity (a 1-N loss), which
   makes batches of a few hundred triples the fastest.
 
-Adding a loss is one new module in this package and one line in its registry.
+Adding a loss is adding one module to this package, which names its class ``LOSS``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class TripleLoss(ABC):
     name: str
     #: whether one triple's loss scores every entity (a 1-N loss)
     scores_all_entities: bool = False
+    #: PyKEEN training losses (lower case, without ``_`` or ``-``) whose objective this loss matches
+    training_losses: frozenset[str] = frozenset()
 
     @abstractmethod
     def __call__(self, model, hrt: torch.Tensor) -> torch.Tensor:

@@ -12,13 +12,17 @@ from torch.nn import functional as F
 
 from .base import TripleLoss
 
-__all__ = ["BCELoss"]
+__all__ = ["BCELoss", "LOSS"]
 
 
 class BCELoss(TripleLoss):
     """``softplus(-score(h, r, t))``."""
 
     name = "bce"
+    training_losses = frozenset({"softplus", "softplusloss", "bcewithlogits", "bcewithlogitsloss", "bce"})
 
     def __call__(self, model, hrt: torch.Tensor) -> torch.Tensor:
         return F.softplus(-model.score_hrt(hrt).view(-1))
+
+
+LOSS = BCELoss

@@ -34,6 +34,7 @@ from .base import Candidates, TripleLoss
 
 __all__ = [
     "SoftmaxLoss",
+    "LOSS",
     "head_queries",
     "softmax_unsupported",
     "SoftmaxDirections",
@@ -71,6 +72,7 @@ class SoftmaxLoss(TripleLoss):
 
     name = "softmax"
     scores_all_entities = True
+    training_losses = frozenset({"crossentropy", "crossentropyloss", "softmax", "softmaxcrossentropy", "nssa"})
 
     def __call__(self, model, hrt: torch.Tensor) -> torch.Tensor:
         tail = F.cross_entropy(model.score_t(hrt[:, :2]), hrt[:, 2], reduction="none")
@@ -234,3 +236,6 @@ def softmax_deltas(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     :param targets: shape: (B,)
     """
     return torch.softmax(scores, dim=1) - F.one_hot(targets, scores.shape[1]).to(scores.dtype)
+
+
+LOSS = SoftmaxLoss

@@ -30,13 +30,61 @@ import torch
 from ..errors import KGTracinError
 from ..staging import OWNER, owner_record
 
-__all__ = ["ShardStore", "StoreFolder", "remove_store"]
+__all__ = ["ShardStore", "StoreFolder", "remove_store", "fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 _META = "store.json"
 _BLOCK_PREFIX = "test_block_"
 STORE_FORMAT = "kgtracin-store/1"
+
+
+def _tensor_digest(*tensors: torch.Tensor) -> str:
+    """SHA-1 of the tensors' bytes, tensor by tensor (no copy of a whole model)."""
+    sha = hashlib.sha1()
+    for tensor in tensors:
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+def _checkpoint_id(checkpoint) -> list:
+    """A checkpoint by content (a file replaced in place is other work) and learning rate."""
+    if isinstance(checkpoint.state, (str, os.PathLike)):
+        sha = hashlib.sha1()
+        with open(checkpoint.state, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+        return [sha.hexdigest(), checkpoint.learning_rate]
+    return [_tensor_digest(*checkpoint.state.values()), checkpoint.learning_rate]
+
+
+def fingerprint(
+    *, model, config, parameters: list[str], k: int, train: torch.Tensor, test: torch.Tensor, checkpoints
+) -> dict:
+    """What identifies a top-k computation: a shard made for other work is recomputed.
+
+    :param config: the :class:`~kgtracin.config.TracInConfig`
+    :param train: shape: (N, 3); :param test: shape: (M, 3), the test block
+    :param checkpoints: the :class:`~kgtracin.checkpoints.Checkpoint` s
+    """
+    from .._version import __version__
+
+    return {
+        "kgtracin": __version__,
+        "model": type(model).__name__,
+        "k": k,
+        "method": config.method,
+        "parameters": parameters,
+        "batch_size": config.effective_batch_size,
+        "shard_size": config.shard_size,
+        "precision": config.precision,
+        "loss": config.loss,
+        "normalize": config.normalize,
+        "projection": [config.projection_dim, config.projection_seed],
+        "train": _tensor_digest(train),
+        "test": _tensor_digest(test),
+        "checkpoints": [_checkpoint_id(c) for c in checkpoints],
+    }
 
 
 def _digest(fingerprint: dict) -> str:
