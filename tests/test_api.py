@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kgtracin import Checkpoint, KGTracinError, TracIn
-from kgtracin.gradients import _factors
+from kgtracin.gradients import row_kernel
 from kgtracin.runs import load_run
 
 from .conftest import relative_error
@@ -110,9 +110,9 @@ def test_top_k_sums_checkpoints_before_selecting(small):
 def test_batch_size_and_row_kernel_strategy_do_not_change_scores(small, monkeypatch, strategy, tiles):
     model, checkpoints, train, test = small
     expected = TracIn(model, train, checkpoints, method="loop", progress=False).scores(test)
-    monkeypatch.setattr(_factors, "_ROW_TILES", tiles)  # many tiles, most of them partial
+    monkeypatch.setattr(row_kernel, "ROW_TILES", tiles)  # many tiles, most of them partial
     # force one strategy of the row kernel
-    monkeypatch.setattr(_factors, "_COST_PER_BUCKET" if strategy == "tiles" else "_COST_PER_TILE", 1e9)
+    monkeypatch.setattr(row_kernel, "COST_PER_BUCKET" if strategy == "tiles" else "COST_PER_TILE", 1e9)
     for batch_size in (7, 1024):
         actual = TracIn(model, train, checkpoints, batch_size=batch_size, progress=False).scores(test)
         assert relative_error(actual, expected) < 1e-10

@@ -4,7 +4,7 @@ A :class:`Features` object describes the per-triple gradients of a batch of ``B`
 parameter groups. ``train.kernel(test)`` gives the ``(B, M)`` matrix of inner products
 ``<grad l(z_i), grad l(z'_j)>`` summed over the groups; ``self_kernel()`` gives ``|grad l(z_i)|^2``.
 The groups never hold a per-triple gradient of a large parameter: embedding tables are kept as a few row
-gradients, linear layers as the outer-product factors ``(x, delta)`` (see ``shared/TRACIN_MATH.md``).
+gradients, linear layers as the outer-product factors ``(x, delta)`` (``docs/mathematics.md``).
 """
 
 from __future__ import annotations
@@ -14,66 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .row_kernel import Slots, add_row_products
+
 __all__ = ["Group", "DenseGroup", "RowGroup", "OuterGroup", "Features"]
-
-
-def _pow2(counts: torch.Tensor) -> torch.Tensor:
-    """Each count rounded up to a power of two (the padded width of its bucket in the row kernel)."""
-    return torch.pow(2, torch.ceil(torch.log2(counts.double()))).long()
-
-
-#: Tile sizes tried by the row kernel's tile strategy: training slots (sorted by row) that meet the test range
-#: they span in one matrix product. The cheapest by estimate is taken.
-_ROW_TILES = (32, 128, 512)
-#: The most (training slot x test slot) products one tile may hold, beyond the smallest tile size.
-_TILE_LIMIT = 1 << 22
-#: Rough costs on a CPU, in seconds, for choosing the row kernel's strategy (both are exact).
-_COST_PER_PRODUCT, _COST_PER_TILE, _COST_PER_BUCKET = 1e-10, 6e-5, 2e-4
-
-
-def _tiles(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """The test range spanned by each run of ``size`` sorted training slots.
-
-    :param lo: shape: (n,), each training slot's first test slot of the same row; ``hi``: one past its last
-    :return: each tile's range start and stop, the total and the largest number of products of a tile
-    """
-    tile_lo, tile_hi = lo[::size], hi[size - 1 :: size]
-    if tile_hi.numel() < tile_lo.numel():
-        tile_hi = torch.cat([tile_hi, hi[-1:]])
-    tile_len = torch.full_like(tile_lo, size)
-    tile_len[-1] = lo.shape[0] - size * (tile_lo.numel() - 1)
-    products = tile_len * (tile_hi - tile_lo)
-    return tile_lo, tile_hi, int(products.sum()), int(products.max())
-
-
-def _tile_products(flat, sides, strides, size: int, starts: list[int], stops: list[int]) -> None:
-    """Row kernel by tiles of ``size`` training slots; see :meth:`RowGroup.add_kernel`."""
-    (rows, triple, grads), (test_rows, test_triple, test_grads) = sides
-    train_stride, test_stride = strides
-    for first, a, b in zip(range(0, rows.shape[0], size), starts, stops):
-        last = min(rows.shape[0], first + size)
-        products = grads[first:last] @ test_grads[a:b].T  # (tile, range)
-        products.mul_(rows[first:last, None] == test_rows[None, a:b])  # only slots of the same row
-        target = triple[first:last, None] * train_stride + test_triple[None, a:b] * test_stride
-        flat.index_add_(0, target.view(-1), products.view(-1))
-
-
-def _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, keys: list[int]) -> None:
-    """Row kernel by buckets of rows; see :meth:`RowGroup.add_kernel`."""
-    (rows, triple, grads), (test_rows, test_triple, test_grads) = sides
-    train_stride, test_stride = strides
-    a_first, a_count, t_first, t_count = blocks
-    for key in keys:
-        chosen = (bucket == key).nonzero().squeeze(1)
-        a, t = int(a_width[chosen[0]]), int(t_width[chosen[0]])
-        a_index = (a_first[chosen, None] + torch.arange(a)).clamp(max=rows.shape[0] - 1)  # (n, a)
-        t_index = (t_first[chosen, None] + torch.arange(t)).clamp(max=test_rows.shape[0] - 1)  # (n, t)
-        valid = (torch.arange(a) < a_count[chosen, None])[:, :, None] & (torch.arange(t) < t_count[chosen, None])[
-            :, None, :
-        ]
-        products = torch.bmm(grads[a_index], test_grads[t_index].transpose(1, 2))  # (n, a, t)
-        target = triple[a_index][:, :, None] * train_stride + test_triple[t_index][:, None, :] * test_stride
-        flat.index_add_(0, target[valid], products[valid])
 
 
 class Group(ABC):
@@ -175,50 +118,19 @@ class RowGroup(Group):
         return out
 
     def add_kernel(self, other: RowGroup, out: torch.Tensor, transposed: bool = False) -> None:
-        """Grouped by row, with both sides sorted by row: the training slots of a row meet the test slots of
-        the same row in matrix products, and no per-pair gradient is ever gathered. Two exact strategies, the
-        cheaper by an estimate of their wasted products and operation count is taken:
-
-        * **tiles**: runs of consecutive training slots (32, 128 or 512, whichever the estimate prefers) meet
-          the contiguous range of test slots their rows span, masked to equal rows (few operations; wasted
-          products where a run spans rows);
-        * **buckets**: every row's ``(a, t)`` block of training by test slots, rows bucketed by (a, t) rounded
-          up to powers of two, one padded batched product per bucket (products near the pairs; more operations).
-        """
-        test_rows, test_triple, test_grads = other._sorted_entries()
+        """Grouped by row, both sides sorted by row (:mod:`kgtracin.gradients.row_kernel`)."""
+        test = Slots(*other._sorted_entries())
         rows, triple, order = self._sorted_index()
-        lo = torch.searchsorted(test_rows, rows, side="left")
-        hi = torch.searchsorted(test_rows, rows, side="right")
+        lo = torch.searchsorted(test.rows, rows, side="left")
+        hi = torch.searchsorted(test.rows, rows, side="right")
         keep = (hi > lo).nonzero().squeeze(1)
         if keep.numel() == 0:
             return
-        rows, triple, lo, hi = rows[keep], triple[keep], lo[keep], hi[keep]
-        grads = self.grads.reshape(-1, self.grads.shape[-1])[order[keep]]  # only the slots that meet a test row
+        # only the slots that meet a test row
+        train = Slots(rows[keep], triple[keep], self.grads.reshape(-1, self.grads.shape[-1])[order[keep]])
         # flat position of (train triple i, test triple j): i * M + j, or j * B + i when transposed
         strides = (1, self.size) if transposed else (other.size, 1)
-        sides = (rows, triple, grads), (test_rows, test_triple, test_grads)
-        dim = grads.shape[1]
-        # the tiles' ranges and the rows' blocks, to estimate both strategies
-        tile_cost, tile = float("inf"), None
-        for i, size in enumerate(_ROW_TILES):
-            tile_lo, tile_hi, products, largest = _tiles(lo, hi, size)
-            if i and largest > _TILE_LIMIT:
-                break
-            cost = products * dim * _COST_PER_PRODUCT + tile_lo.numel() * _COST_PER_TILE
-            if cost < tile_cost:
-                tile_cost, tile = cost, (size, tile_lo.tolist(), tile_hi.tolist())
-        _, a_count = torch.unique_consecutive(rows, return_counts=True)
-        a_first = torch.cumsum(a_count, 0) - a_count
-        blocks = a_first, a_count, lo[a_first], (hi - lo)[a_first]
-        a_width, t_width = _pow2(a_count), _pow2(blocks[3])
-        bucket = a_width * (int(t_width.max()) + 1) + t_width
-        buckets = torch.unique(bucket)
-        bucket_cost = float((a_width * t_width).sum()) * dim * _COST_PER_PRODUCT + buckets.numel() * _COST_PER_BUCKET
-        flat = out.view(-1)
-        if tile_cost <= bucket_cost:
-            _tile_products(flat, sides, strides, *tile)
-        else:
-            _bucket_products(flat, sides, strides, blocks, a_width, t_width, bucket, buckets.tolist())
+        add_row_products(out.view(-1), train, test, lo[keep], hi[keep], strides)
 
     def self_kernel(self) -> torch.Tensor:
         gram = self.grads @ self.grads.transpose(1, 2)  # (B, S, S)

@@ -1,6 +1,6 @@
 """The exact closed form: row gradients, outer products and a small remainder, from one backward per batch.
 
-See ``shared/TRACIN_MATH.md``. For a batch of ``B`` triples, one forward and one backward pass of the
+See ``docs/mathematics.md``. For a batch of ``B`` triples, one forward and one backward pass of the
 summed loss give, through hooks:
 
 * **rows**: the gradient of each looked-up embedding row (the lookup output is swapped for a leaf);
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..adapters import ModelAdapter
 from ..compat import embedding_module, is_plain_embedding, table_name
@@ -28,14 +27,13 @@ from ..errors import KGTracinError
 from ._factors import DenseGroup, Features, OuterGroup, RowGroup
 from .base import GradientComputer
 from .candidates import attach_candidates
+from .layers import LayerForm, layer_form
 from .projection import Projection
 from .vmap import vmap_dense_grads
 
 __all__ = ["FastComputer"]
 
 logger = logging.getLogger(__name__)
-
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
@@ -47,26 +45,13 @@ class _Plan:
     #: module name -> (linear, weight selected, bias selected)
     linears: dict[str, tuple[nn.Linear, bool, bool]] = field(default_factory=dict)
     #: module name -> (conv or batch norm, weight selected, bias selected)
-    smalls: dict[str, tuple[nn.Module, bool, bool]] = field(default_factory=dict)
+    smalls: dict[str, tuple[nn.Module, bool, bool, LayerForm]] = field(default_factory=dict)
     #: parameters left to torch.func, in selection order
     remainder: list[str] = field(default_factory=list)
     #: parameter name -> path
     paths: dict[str, str] = field(default_factory=dict)
     #: for a 1-N loss: parameter name of a candidate entity table -> its representation index
     candidates: dict[str, int] = field(default_factory=dict)
-
-
-def _conv_supported(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Conv2d
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
-    )
-
-
-def _bn_supported(module: nn.Module) -> bool:
-    return type(module) in _BATCH_NORMS and module.affine and module.running_mean is not None
 
 
 #: The most numbers a dense per-triple fallback may hold for one batch (256 MiB of float32).
@@ -96,17 +81,14 @@ def _make_plan(adapter: ModelAdapter) -> _Plan:
             w_sel, b_sel = w in selected, b in selected
             if not (w_sel or b_sel):
                 continue
-            if type(module) is nn.Linear:
-                plan.linears[module_name] = (module, w_sel, b_sel)
-                path = "outer-product"
-            elif _conv_supported(module):
-                plan.smalls[module_name] = (module, w_sel, b_sel)
-                path = "conv2d-unfold"
-            elif _bn_supported(module):
-                plan.smalls[module_name] = (module, w_sel, b_sel)
-                path = "batchnorm-eval"
-            else:
+            form = layer_form(module)
+            if form is None:
                 continue
+            path = form.path
+            if form.grads is None:  # the outer-product form of a linear layer
+                plan.linears[module_name] = (module, w_sel, b_sel)
+            else:
+                plan.smalls[module_name] = (module, w_sel, b_sel, form)
             for name, sel in ((w, w_sel), (b, b_sel)):
                 if sel:
                     plan.paths[name] = path
@@ -129,7 +111,7 @@ class _Recorder:
         self.handles = []
         for key, embedding in plan.rows.items():
             self.handles.append(embedding.register_forward_hook(self._row_hook(key)))
-        for key, (module, _, _) in (*plan.linears.items(), *plan.smalls.items()):
+        for key, (module, *_) in (*plan.linears.items(), *plan.smalls.items()):
             self.handles.append(module.register_forward_hook(self._call_hook(key)))
 
     def _check_batch(self, key: str, tensor: torch.Tensor, ndim: int | None = None) -> None:
@@ -159,28 +141,6 @@ class _Recorder:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-def _conv_grads(module: nn.Conv2d, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-triple Conv2d gradients. :return: weight (B, C_out * C_in * kh * kw), bias (B, C_out)"""
-    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
-    delta = delta.flatten(2)  # (B, C_out, L)
-    weight = torch.bmm(delta, patches.transpose(1, 2))  # (B, C_out, C_in * kh * kw)
-    return weight.flatten(1), delta.sum(dim=2)
-
-
-def _bn_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-triple eval-mode batch-norm gradients. :return: scale (B, C), shift (B, C)
-
-    With ``x_hat = (x - mean) / std``: scale = sum_p delta x_hat = (sum_p delta x - mean sum_p delta) / std and
-    shift = sum_p delta, computed without any full-size temporary.
-    """
-    batch, channels = x.shape[0], x.shape[1]
-    x, delta = x.reshape(batch, channels, -1), delta.reshape(batch, channels, -1)
-    shift = delta.sum(dim=2)
-    dx = torch.einsum("bcp,bcp->bc", delta, x)
-    std = torch.sqrt(module.running_var + module.eps)
-    return (dx - module.running_mean * shift) / std, shift
 
 
 def _stack_calls(tensors, batch: int) -> torch.Tensor:
@@ -294,9 +254,8 @@ class FastComputer(GradientComputer):
                         ds = self.projection.apply(f"{name}.deltas", ds)
                     groups[name] = OuterGroup(xs, ds, b_sel)
                     continue
-                module, w_sel, b_sel = plan.smalls[name]
-                fn = _conv_grads if isinstance(module, nn.Conv2d) else _bn_grads
-                parts = [fn(module, x, d) for (x, _), d in zip(calls, deltas)]
+                module, w_sel, b_sel, form = plan.smalls[name]
+                parts = [form.grads(module, x, d) for (x, _), d in zip(calls, deltas)]
                 if w_sel:
                     dense.append((f"{name}.weight", sum(p[0] for p in parts)))
                 if b_sel:

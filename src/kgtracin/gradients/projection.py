@@ -51,13 +51,6 @@ class Sketch:
             y = torch.nn.functional.pad(y, (0, width * self.dim - d))
         return y.reshape(*x.shape[:-1], width, self.dim).sum(dim=-2)
 
-    def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The sketch as a dense matrix ``S``, shape (dim, d), so that ``apply(x) == x @ S.T`` (for tests)."""
-        d = self.perm.shape[0]
-        out = torch.zeros(self.dim, d, dtype=dtype)
-        out[torch.arange(d) % self.dim, self.perm] = self.signs.to(dtype)
-        return out
-
 
 class Projection:
     """Sketches dense gradient factors to at most ``dim`` numbers each, reproducibly from ``seed``."""
