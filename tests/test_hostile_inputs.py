@@ -299,7 +299,7 @@ def test_trust_pickle_is_honoured_for_a_kgtracin_run(distmult_run_copy, tmp_path
     loaded = load_run(distmult_run_copy)
     checkpoint = next((distmult_run_copy / "checkpoints").iterdir())
     model = loaded.model
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
     torch.save(model, checkpoint)  # a whole pickled model as a checkpoint
     code, _, err = run_cli(capsys, *_explain(distmult_run_copy, "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, "pickled", "--trust-pickle")
@@ -589,7 +589,7 @@ def test_a_tampered_manifest_is_one_line(distmult_run_copy, tmp_path, capsys, ch
 )
 def test_damaged_weights_are_one_line(distmult_run_copy, tmp_path, capsys, damage, words):
     checkpoint = sorted((distmult_run_copy / "checkpoints").iterdir())[0]
-    state = torch.load(checkpoint, weights_only=True)
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]  # a CheckpointCallback file
     name = next(k for k, v in state.items() if v.is_floating_point())
     if damage == "meta":
         torch.save({k: v.to("meta") for k, v in state.items()}, checkpoint)

@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from pykeen.training.callbacks import TrainingCallback
 
+from .checkpoints import CHECKPOINT_FORMAT
 from .errors import KGTracinError
 
 __all__ = ["CheckpointCallback", "CHECKPOINT_FORMAT", "checkpoint_name", "learning_rate_of"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "kgtracin-checkpoint/1"
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -62,16 +62,27 @@ def learning_rate_of(optimizer: torch.optim.Optimizer) -> float:
 class CheckpointCallback(TrainingCallback):
     """Save a TracIn checkpoint every ``every`` epochs and after the last one, with its learning rate and labels.
 
+    It is kgtracin's one checkpoint writer: ``kgtracin train`` saves through it too.
+
     :param directory: the folder to write ``epoch_*.pt`` files into (created if needed)
     :param every: save after every ``every``-th epoch (1-based); the last epoch is always saved
+    :param epochs: instead of ``every``, exactly these epochs (1-based; ``kgtracin train``'s schedule)
     :param triples_factory: the training triples; their label maps are then saved in every checkpoint, and
         loading checks them against the run's
     """
 
-    def __init__(self, directory: str | os.PathLike, every: int = 1, triples_factory=None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        every: int = 1,
+        triples_factory=None,
+        *,
+        epochs: Iterable[int] | None = None,
+    ):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise KGTracinError(f"CheckpointCallback: every must be an integer >= 1, got {every!r}")
+        self.epochs = None if epochs is None else {int(e) for e in epochs}
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise KGTracinError(f"CheckpointCallback: {self.directory} exists and is not a directory")
@@ -80,6 +91,9 @@ class CheckpointCallback(TrainingCallback):
         self.triples_factory = triples_factory
         #: paths written so far, in order
         self.saved: list[Path] = []
+        #: per saved checkpoint: ``{"file": path, "epoch", "learning_rate", "loss"}`` (the epoch's mean loss)
+        self.records: list[dict] = []
+        self._epoch_loss: float | None = None
         self._epoch: int | None = None
         self._epoch_learning_rate: float | None = None
         self._last_learning_rate: float | None = None
@@ -93,13 +107,15 @@ class CheckpointCallback(TrainingCallback):
         if self._epoch_learning_rate is None:  # an epoch without batches
             self._epoch_learning_rate = learning_rate_of(self.optimizer)
         self._epoch, self._last_learning_rate = epoch, self._epoch_learning_rate
+        self._epoch_loss = float(epoch_loss)
         self._epoch_learning_rate = None
         stopping = bool(getattr(self.training_loop, "_should_stop", False))
-        if epoch % self.every == 0 or stopping:
+        due = epoch % self.every == 0 if self.epochs is None else epoch in self.epochs
+        if due or stopping:
             self._save(epoch)
 
     def post_train(self, losses: list[float], **kwargs: Any) -> None:
-        if self._epoch is not None and self._saved_epoch != self._epoch:
+        if self.epochs is None and self._epoch is not None and self._saved_epoch != self._epoch:
             self._save(self._epoch)
 
     def _save(self, epoch: int) -> None:
@@ -122,5 +138,6 @@ class CheckpointCallback(TrainingCallback):
         torch.save(payload, partial)
         os.replace(partial, path)  # never a half-written checkpoint
         self.saved.append(path)
+        self.records.append({"file": path, "epoch": int(epoch), "learning_rate": float(lr), "loss": self._epoch_loss})
         self._saved_epoch = epoch
         logger.info("saved checkpoint %s (epoch %d, learning rate %g)", path, epoch, lr)

@@ -29,6 +29,7 @@ from torch import nn
 from .errors import KGTracinError
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "Checkpoint",
     "load_state_dict_file",
     "materialize",
@@ -109,9 +110,18 @@ def recorded_learning_rate(content: Any) -> float | None:
     return float(lr) if _valid_rate(lr) else None
 
 
+#: the format tag of the checkpoint files kgtracin writes (:class:`kgtracin.CheckpointCallback`)
+CHECKPOINT_FORMAT = "kgtracin-checkpoint/1"
+
+
 def _unwrap(obj: Any, where: str) -> Mapping[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
+    if isinstance(obj, Mapping) and "format" in obj and obj["format"] != CHECKPOINT_FORMAT:
+        raise KGTracinError(
+            f"{where} is a checkpoint of format {str(obj['format'])[:40]!r}; this kgtracin reads "
+            f"{CHECKPOINT_FORMAT!r} (a newer kgtracin wrote it?)"
+        )
     if isinstance(obj, Mapping):
         for key in ("model_state_dict", "state_dict"):  # PyKEEN training-loop / callback, CheckpointCallback files
             if isinstance(obj.get(key), Mapping):

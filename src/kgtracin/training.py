@@ -15,7 +15,7 @@ import torch
 from pykeen.training.callbacks import TrainingCallback
 
 from ._version import __version__
-from .callbacks import learning_rate_of
+from .callbacks import CheckpointCallback
 from .config import TrainingConfig
 from .errors import KGTracinError
 from .outputs import check_new_folder
@@ -69,24 +69,6 @@ def _load_splits(dataset: str | None, files: dict[str, str | None]) -> tuple[Lab
     entities = tuple(sorted(set(everything[:, 0]) | set(everything[:, 2])))
     relations = tuple(sorted(set(everything[:, 1])))
     return Labels(entities, relations), splits
-
-
-class _CheckpointSaver(TrainingCallback):
-    """A PyKEEN training callback that saves the model state at chosen epochs with the learning rate."""
-
-    def __init__(self, directory: Path, epochs: list[int]):
-        super().__init__()
-        self.directory, self.epochs, self.saved = directory, set(epochs), []
-
-    def post_epoch(self, epoch: int, epoch_loss: float, **kwargs) -> None:
-        if epoch not in self.epochs:
-            return
-        name = f"checkpoints/epoch_{epoch:04d}.pt"
-        partial = self.directory / f"{name}.partial"
-        torch.save(self.model.state_dict(), partial)
-        os.replace(partial, self.directory / name)
-        lr = learning_rate_of(self.optimizer)
-        self.saved.append({"file": name, "epoch": epoch, "learning_rate": lr, "loss": float(epoch_loss)})
 
 
 class _EpochTimer(TrainingCallback):
@@ -187,9 +169,9 @@ def train_run(
         remove_created(created)
         raise KGTracinError(f"cannot write the run directory {output}: {error.strerror}") from None
     try:
-        (staging / "checkpoints").mkdir()
         (staging / "triples").mkdir()
-        saver, timer = _CheckpointSaver(staging, config.checkpoint_epochs()), _EpochTimer()
+        saver = CheckpointCallback(staging / "checkpoints", epochs=config.checkpoint_epochs())
+        timer = _EpochTimer()
         with matrix_products(model) as changed:
             if changed:
                 logger.info("scoring %s by matrix products", ", ".join(changed))
@@ -223,7 +205,7 @@ def train_run(
             "num_entities": len(labels.entities),
             "num_relations": len(labels.relations),
             "splits": {name: f"triples/{name}.tsv" for name in splits},
-            "checkpoints": saver.saved,
+            "checkpoints": [{**record, "file": f"checkpoints/{record['file'].name}"} for record in saver.records],
             "final_model": "model.pt",
             "evaluation": evaluation,
         }
