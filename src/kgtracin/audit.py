@@ -25,12 +25,53 @@ from .adapters import ModelAdapter
 from .config import DETECTORS
 from .errors import KGTracinError
 
-__all__ = ["DETECTORS", "DEFAULT_DETECTOR", "detector_scores", "audit_frame"]
+__all__ = [
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
+    "detector_scores",
+    "audit_frame",
+    "detectors_for",
+    "self_influence_frame",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The detector whose order the audit's rows follow (measured by ``benchmarks/noisy_facts.py``; README).
 DEFAULT_DETECTOR = "validation_cosine"
+
+
+def detectors_for(has_validation: bool) -> tuple[tuple[str, ...], str]:
+    """The detectors an audit runs, and the one its rows are ordered by: all of them with validation triples;
+    without, those that need none (``self_influence``, ``loss``), ordered by self-influence."""
+    if has_validation:
+        return DETECTORS, DEFAULT_DETECTOR
+    return tuple(d for d in DETECTORS if not d.startswith("validation")), "self_influence"
+
+
+def self_influence_frame(values: torch.Tensor, training_triples: torch.Tensor, labels, top_k: int | None = None):
+    """Training triples by self-influence, highest first (ties to the smaller index): a ``pandas.DataFrame`` with
+    ``rank, head, relation, tail, train_index, self_influence``.
+
+    :param values: shape: (N,), one self-influence per training triple
+    :param training_triples: shape: (N, 3), dataset ids
+    :param top_k: only the first ``top_k`` rows (default: all)
+    """
+    import pandas as pd
+
+    order = torch.argsort(values, descending=True, stable=True)
+    if top_k is not None:
+        order = order[:top_k]
+    labeled = labels.to_labels(training_triples[order])
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(order) + 1),
+            "head": labeled[:, 0],
+            "relation": labeled[:, 1],
+            "tail": labeled[:, 2],
+            "train_index": order.numpy(),
+            "self_influence": values[order].double().numpy(),
+        }
+    )
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..config import TrainingConfig
+from ..datasets import SHIPPED
 from ..errors import KGTracinError
 from .group import cli
 from .options import (
@@ -45,7 +46,7 @@ logger = logging.getLogger("kgtracin")
 @dataset_option(
     "--dataset",
     "dataset",
-    help="a PyKEEN dataset by name (nations, kinships and umls are shipped; "
+    help=f"a PyKEEN dataset by name ({', '.join(SHIPPED)} are shipped; "
     "others, such as wn18rr or fb15k237, are downloaded into PyKEEN's cache on first use)",
 )
 @click.option("--training", type=click.Path(), default=None, help="labelled TSV: head<TAB>relation<TAB>tail")
@@ -260,9 +261,8 @@ def self_influence(
 ) -> None:
     """Training triples ranked by self-influence: candidates for noisy facts."""
     _setup_logging(verbose)
-    import pandas as pd
-    import torch
 
+    from ..audit import self_influence_frame
     from ..outputs import check_output, write_table
     from ..tracin import TracIn
 
@@ -279,21 +279,7 @@ def self_influence(
         precision=precision,
         loss=loss or run.tracin_loss,
     )
-    values = tracin.self_influence()
-    order = torch.argsort(values, descending=True, stable=True)
-    if top_k is not None:
-        order = order[:top_k]
-    labeled = run.labels.to_labels(run.training_triples[order])
-    frame = pd.DataFrame(
-        {
-            "rank": range(1, len(order) + 1),
-            "head": labeled[:, 0],
-            "relation": labeled[:, 1],
-            "tail": labeled[:, 2],
-            "train_index": order.numpy(),
-            "self_influence": values[order].double().numpy(),
-        }
-    )
+    frame = self_influence_frame(tracin.self_influence(), run.training_triples, run.labels, top_k)
     write_table(frame, output)
     for row in frame.head(5).itertuples():
         click.echo(f"{row.rank:>3}  {row.self_influence:.4e}  {row.head}  {row.relation}  {row.tail}")

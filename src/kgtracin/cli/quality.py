@@ -53,14 +53,14 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     final model's loss of the triple alone: the baseline).
     """
     _setup_logging(verbose)
-    from ..audit import DEFAULT_DETECTOR, audit_frame, detector_scores
+    from ..audit import audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
-    detectors = DETECTORS if validation is not None else tuple(d for d in DETECTORS if not d.startswith("validation"))
-    order_by = order_by or (DEFAULT_DETECTOR if validation is not None else "self_influence")
+    detectors, default_order = detectors_for(validation is not None)
+    order_by = order_by or default_order
     scores = detector_scores(
         run.model,
         run.training_triples,

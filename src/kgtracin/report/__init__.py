@@ -32,7 +32,6 @@ def build_report(
     :param audit: add the audit's ``audit`` most suspicious triples (0: none); needs a validation split for its
         default order
     """
-    import pandas as pd
 
     result = tracin.influence(test, top_k=top_k)
     known = KnownTriples(run.splits.values())
@@ -55,22 +54,14 @@ def build_report(
             "Self-influence of every training triple",
             "self-influence (sum over checkpoints of lr * |gradient|^2)",
         )
-        order = torch.argsort(values, descending=True, stable=True)[:10]
-        named = run.labels.to_labels(run.training_triples[order])
-        top_self = pd.DataFrame(
-            {
-                "rank": range(1, len(order) + 1),
-                "head": named[:, 0],
-                "relation": named[:, 1],
-                "tail": named[:, 2],
-                "self_influence": values[order].double().numpy(),
-            }
-        )
+        from ..audit import self_influence_frame
+
+        top_self = self_influence_frame(values, run.training_triples, run.labels, top_k=10).drop(columns="train_index")
     if audit:
-        from ..audit import DEFAULT_DETECTOR, DETECTORS, audit_frame, detector_scores
+        from ..audit import audit_frame, detector_scores, detectors_for
 
         validation = run.splits.get("validation")
-        detectors = DETECTORS if validation is not None else ("self_influence", "loss")
+        detectors, order_by = detectors_for(validation is not None)
         scores = detector_scores(
             run.model,
             run.training_triples,
@@ -81,6 +72,5 @@ def build_report(
             method=tracin.config.method,
             progress=False,
         )
-        order_by = DEFAULT_DETECTOR if validation is not None else "self_influence"
         audit_table = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=audit)
     return render_page(f"kgtracin report: {type(run.model).__name__}", summary, views, histogram, top_self, audit_table)
