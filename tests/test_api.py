@@ -139,8 +139,18 @@ def test_triples_factory_is_accepted_and_gives_labels(run):
         run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id, create_inverse_triples=True
     )
     tracin = TracIn(run.model, factory, run.checkpoints, progress=False)
-    frame = tracin.influence(run.splits["testing"][:2], top_k=2).to_frame()
-    assert set(frame["train_head"]) <= set(run.labels.entities)
+    test = run.splits["testing"][:2]
+    frame = tracin.influence(test, top_k=2).to_frame()
+    assert len(frame) == 2 * 2 * 2
+    id_to_entity = {i: e for e, i in factory.entity_to_id.items()}  # the factory's own map, inverted here
+    id_to_relation = {i: r for r, i in factory.relation_to_id.items()}
+    for row in frame.itertuples():
+        h, r, t = run.training_triples[row.train_index].tolist()
+        assert (row.train_head, row.train_relation, row.train_tail) == (
+            id_to_entity[h],
+            id_to_relation[r],
+            id_to_entity[t],
+        )
 
 
 def test_to_frame_labels_and_order(run):

@@ -12,11 +12,10 @@ import torch
 from kgtracin import Checkpoint, TracIn
 from kgtracin.runs import load_run
 
-from .conftest import relative_error
+from .conftest import assert_exact
 
 #: every model kgtracin promises a fast path for, plus generic ERModels
 MODELS = ("ConvE", "DistMult", "TransE", "ComplEx", "RotatE", "ERMLP", "TuckER")
-TOLERANCE = 1e-5
 #: (model, inverse triples) whose softmax loss has the closed form (scores linear in the candidate entity)
 SOFTMAX_CLOSED_FORM = {("ConvE", True), ("DistMult", False), ("DistMult", True), ("ComplEx", False)}
 NUM_TRAIN, NUM_TEST = 120, 6
@@ -48,7 +47,7 @@ class GenericModelCase:
         actual = TracIn(model, train, checkpoints, method=method, batch_size=32, progress=False, loss=loss).scores(test)
         assert actual.shape == (NUM_TEST, NUM_TRAIN)
         assert actual.dtype == torch.float64
-        assert relative_error(actual, expected) < TOLERANCE
+        assert_exact(actual, expected)
 
     @pytest.mark.parametrize("method", ["vmap", "fast"])
     def test_self_influence_matches_loop(self, setup, method):
@@ -56,7 +55,7 @@ class GenericModelCase:
         actual = TracIn(
             model, train, checkpoints, method=method, batch_size=32, progress=False, loss=loss
         ).self_influence()
-        assert relative_error(actual, expected) < TOLERANCE
+        assert_exact(actual, expected)
 
     def test_reference_is_not_trivial(self, setup):
         *_, expected, self_expected, _ = setup
@@ -86,12 +85,12 @@ class GenericModelCase:
             per_checkpoint.append(tracin.scores(test) / norms)
         expected = sum(per_checkpoint)
         normalized = TracIn(model, train, checkpoints, progress=False, loss=loss, normalize="train")
-        assert relative_error(normalized.scores(test), expected) < TOLERANCE
+        assert_exact(normalized.scores(test), expected)
         expected_self = sum(
             torch.sqrt(c.learning_rate * TracIn(model, train, [c], progress=False, loss=loss).self_influence())
             for c in checkpoints
         )
-        assert relative_error(normalized.self_influence(), expected_self) < TOLERANCE
+        assert_exact(normalized.self_influence(), expected_self)
 
 
 class TestConvE(GenericModelCase):
@@ -156,7 +155,7 @@ def test_softmax_is_cross_entropy_in_both_directions(run_factory):
             heads, test[:, 0], reduction="none"
         )
         actual = ModelAdapter(model, loss="softmax").losses(test)
-        assert relative_error(actual, expected) < TOLERANCE
+        assert_exact(actual, expected)
 
 
 def test_tucker_core_tensor_falls_back_to_vmap(run_factory):

@@ -17,11 +17,9 @@ from kgtracin.checkpoints import materialize
 from kgtracin.gradients import Projection
 from kgtracin.runs import load_run
 
-from .conftest import relative_error
+from .conftest import assert_exact, relative_error
 from .test_cli import assert_clean_error, run_cli
 from .test_models import _reference_loss
-
-TOLERANCE = 1e-5
 
 
 def _sketch_matrix(sketch) -> torch.Tensor:
@@ -107,7 +105,7 @@ def test_projection_is_tracin_of_the_sketched_gradients(case):
         g_train = torch.stack([_sketched_gradient(model, projection, z, loss) for z in train])
         g_test = torch.stack([_sketched_gradient(model, projection, z, loss) for z in test])
         expected += checkpoint.learning_rate * g_test @ g_train.T
-    assert relative_error(actual, expected) < TOLERANCE
+    assert_exact(actual, expected)
     exact = TracIn(model, train, checkpoints, method="loop", progress=False, loss=loss).scores(test)
     assert relative_error(actual, exact) > 1e-3  # and it is an approximation: sketched, not the exact scores
 
@@ -117,7 +115,7 @@ def test_projection_longer_than_every_factor_is_exact(case):
     tracin = TracIn(model, train, checkpoints, projection_dim=1 << 20, progress=False, loss=loss)
     assert not any("projected" in p for p in tracin.describe().values())
     exact = TracIn(model, train, checkpoints, method="loop", progress=False, loss=loss).scores(test)
-    assert relative_error(tracin.scores(test), exact) < TOLERANCE
+    assert_exact(tracin.scores(test), exact)
 
 
 def test_projection_top_k_is_top_k_of_its_scores(case):
