@@ -211,11 +211,25 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
     assert "| arm | k | PD % | TC % |" in (out / "evaluation.md").read_text()
 
 
+@pytest.mark.parametrize("batches, epochs", [(1, 50), (80, 50), (81, 50), (235, 18), (4000, 1), (10**6, 1)])
+def test_default_epochs_make_about_4000_steps(batches, epochs):
+    """Unset, the epochs are ceil(4000 / batches per epoch), at most 50: a small graph trains 50 epochs, a real one
+    a few thousand steps; given epochs are kept."""
+    from kgtracin.training import TrainingConfig
+
+    config = TrainingConfig(model="DistMult")
+    assert config.epochs is None
+    resolved = config.with_epochs(batches)
+    assert resolved.epochs == epochs and resolved.checkpoints == min(5, epochs)
+    assert TrainingConfig(model="DistMult", epochs=7).with_epochs(batches).epochs == 7
+
+
 def test_checkpoint_schedules():
     from kgtracin.training import TrainingConfig
 
-    assert TrainingConfig(model="DistMult").checkpoint_epochs() == [1, 3, 7, 19, 50]
-    assert TrainingConfig(model="DistMult", checkpoint_schedule="linear").checkpoint_epochs() == [10, 20, 30, 40, 50]
+    assert TrainingConfig(model="DistMult", epochs=50).checkpoint_epochs() == [1, 3, 7, 19, 50]
+    linear = TrainingConfig(model="DistMult", epochs=50, checkpoint_schedule="linear")
+    assert linear.checkpoint_epochs() == [10, 20, 30, 40, 50]
     assert TrainingConfig(model="DistMult", epochs=2).checkpoints == 2
     with pytest.raises(ValueError, match="checkpoint-schedule"):
         TrainingConfig(model="DistMult", checkpoint_schedule="cubic")

@@ -230,14 +230,21 @@ class TrainingConfig:
     """How ``kgtracin train`` trains. Validated on construction."""
 
     model: str = field(default="ConvE", metadata={"help": "PyKEEN model name"})
-    epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "training epochs"})
+    epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": f"training epochs [default: as many as make about 4000 optimiser steps, at most {DEFAULT_EPOCHS}]"
+        },
+    )
     checkpoints: int | None = field(
         default=None, metadata={"help": "checkpoints spread over training [default: min(5, epochs)]"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
     learning_rate: float = field(default=DEFAULT_LEARNING_RATE, metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=256, metadata={"help": "training batch size"})
-    embedding_dim: int | None = field(default=None, metadata={"help": "embedding dimension (model default)"})
+    embedding_dim: int | None = field(
+        default=None, metadata={"help": "embedding dimension [default: kgtracin's recipe for the model, else PyKEEN's]"}
+    )
     inverse_triples: bool | None = field(
         default=None, metadata={"help": "train with inverse triples [default: on for ConvE only]"}
     )
@@ -276,12 +283,14 @@ class TrainingConfig:
         if isinstance(self.epochs, int) and self.epochs >= 1 and self.checkpoints is None:
             object.__setattr__(self, "checkpoints", min(5, self.epochs))
         for name in ("epochs", "checkpoints", "batch_size"):
+            if name != "batch_size" and getattr(self, name) is None:  # resolved from the data by train_run
+                continue
             if not 1 <= getattr(self, name) < 2**31:
                 flag = f"--{name.replace('_', '-')}"
                 raise KGTracinError(f"{flag} must be from 1 to 2**31 - 1, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise KGTracinError(f"--seed must be from 0 to 2**32 - 1, got {self.seed}")
-        if self.checkpoints > self.epochs:
+        if self.epochs is not None and self.checkpoints > self.epochs:
             raise KGTracinError(f"--checkpoints ({self.checkpoints}) cannot exceed --epochs ({self.epochs})")
         if not 0 < self.learning_rate < float("inf"):
             raise KGTracinError(f"--learning-rate must be a positive number, got {self.learning_rate}")
@@ -293,6 +302,17 @@ class TrainingConfig:
             raise KGTracinError(f"--training-loop must be lcwa or slcwa, got {self.training_loop!r}")
         if self.inverse_triples is None:  # ConvE is meant to be trained with inverse triples
             object.__setattr__(self, "inverse_triples", self.model == "ConvE")
+
+    def with_epochs(self, batches_per_epoch: int) -> TrainingConfig:
+        """The config with its epochs resolved: the given ones, or by default as many as make about
+        :data:`kgtracin.recipes.DEFAULT_STEPS` steps of ``batches_per_epoch`` batches, at most ``DEFAULT_EPOCHS``."""
+        from dataclasses import replace
+
+        from .recipes import default_epochs
+
+        if self.epochs is not None:
+            return self
+        return replace(self, epochs=default_epochs(batches_per_epoch, DEFAULT_EPOCHS))
 
     def checkpoint_epochs(self) -> list[int]:
         """``checkpoints`` epochs spread over training (evenly, or geometrically from epoch 1), the last one

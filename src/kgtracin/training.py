@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -19,6 +20,7 @@ from .callbacks import CheckpointCallback
 from .config import TrainingConfig
 from .errors import KGTracinError
 from .outputs import check_new_folder
+from .recipes import recipe_for
 from .runs import MANIFEST, RUN_FORMAT, write_labels
 from .scorers import matrix_products
 from .staging import ensure_folder, make_staging, publish_folder, remove_created
@@ -102,6 +104,20 @@ def _evaluate(model, ids: dict[str, torch.Tensor]) -> dict | None:
     return result
 
 
+def _instances(triples: torch.Tensor, config: TrainingConfig) -> int:
+    """Training instances per epoch: LCWA trains one per distinct (head, relation) query (and per (tail, inverse
+    relation) with inverse triples), sLCWA one per triple (and per inverse triple).
+
+    :param triples: shape: (N, 3), the training triples without their inverses
+    """
+    if config.training_loop == "slcwa":
+        return triples.shape[0] * (2 if config.inverse_triples else 1)
+    queries = torch.unique(triples[:, :2], dim=0).shape[0]
+    if config.inverse_triples:
+        queries += torch.unique(triples[:, [2, 1]], dim=0).shape[0]
+    return queries
+
+
 def format_evaluation(evaluation: dict | None) -> str:
     """One line: ``filtered test MRR 0.612, Hits@1 0.48, Hits@3 0.70, Hits@10 0.87 (661 triples)``."""
     if not evaluation:
@@ -148,7 +164,12 @@ def train_run(
     factory = TriplesFactory(
         ids["training"], labels.entity_to_id, labels.relation_to_id, create_inverse_triples=config.inverse_triples
     )
-    model_kwargs = {} if config.embedding_dim is None else {"embedding_dim": config.embedding_dim}
+    config = config.with_epochs(math.ceil(_instances(factory.mapped_triples, config) / config.batch_size))
+    recipe = recipe_for(config.model)
+    model_kwargs = dict(recipe.model_kwargs)
+    dim = config.embedding_dim if config.embedding_dim is not None else recipe.embedding_dim
+    if dim is not None:
+        model_kwargs["embedding_dim"] = dim
     model_kwargs["loss"] = config.loss
     set_random_seed(config.seed)
     try:
