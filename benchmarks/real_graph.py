@@ -1,5 +1,7 @@
 """kgtracin on a real graph: ``python benchmarks/real_graph.py --model DistMult [--epochs N] [--explain 100]``.
 
+Without ``--epochs`` (and ``--embedding-dim``, ...) ``kgtracin train`` runs with its defaults.
+
 Builds the WN18RR-like WordNet graph (``benchmarks/wordnet_graph.py``, Debian's ``wordnet-base``), trains one
 model on it with ``kgtracin train`` (timing every epoch and recording the filtered test MRR), then times
 ``kgtracin explain`` of the first ``--explain`` test triples and, with ``--audit``, ``kgtracin audit`` of every
@@ -35,15 +37,19 @@ def _run(args: list[str]) -> tuple[float, float, str]:
     return seconds, peak / 2**20, done.stdout
 
 
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DistMult")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="default: kgtracin train's")
     parser.add_argument("--embedding-dim", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--strict", action="store_true", help="the graph with FB15k-237's test rule")
-    parser.add_argument("--explain", type=int, default=0, help="test triples to explain (0: none)")
+    parser.add_argument("--explain", type=int, default=0, help="test triples to explain (0: none; -1: all)")
     parser.add_argument("--audit", action="store_true", help="also time the audit of every training triple")
     parser.add_argument("--keep", default=None, help="keep the graph and the run in this folder")
     options = parser.parse_args()
@@ -55,7 +61,7 @@ def main() -> None:
             + (["--strict"] if options.strict else []),
             check=True,
         )
-    run = work / f"run-{options.model.lower()}-{options.epochs}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = work / f"run-{options.model.lower()}-{options.epochs or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
     train = [
         "train",
         "--training",
@@ -66,12 +72,11 @@ def main() -> None:
         str(graph / "test.tsv"),
         "--model",
         options.model,
-        "--epochs",
-        str(options.epochs),
         "--output",
         str(run),
     ]
     for flag, value in (
+        ("--epochs", options.epochs),
         ("--embedding-dim", options.embedding_dim),
         ("--learning-rate", options.learning_rate),
         ("--batch-size", options.batch_size),
@@ -85,7 +90,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "graph": graph.name,
         "model": options.model,
-        "epochs": options.epochs,
+        "epochs": manifest["training"]["epochs"],
         "training": manifest["training"],
         "train_seconds": round(seconds, 1),
         "train_peak_rss_gb": round(rss, 2),
@@ -96,20 +101,12 @@ def main() -> None:
     epoch = sum(epochs) / len(epochs)
     record["epoch_seconds"] = round(epoch, 1)
     if options.explain:
+        limit = [] if options.explain < 0 else ["--limit", str(options.explain)]
         seconds, rss, _ = _run(
-            [
-                "explain",
-                str(run),
-                "--split",
-                "test",
-                "--limit",
-                str(options.explain),
-                "--output",
-                str(work / "influence.tsv"),
-            ]
+            ["explain", str(run), "--split", "test", *limit, "--output", str(work / "influence.tsv")]
         )
         record["explain"] = {
-            "triples": options.explain,
+            "triples": options.explain if options.explain > 0 else len(_lines(graph / "test.tsv")),
             "seconds": round(seconds, 1),
             "peak_rss_gb": round(rss, 2),
             "epochs": round(seconds / epoch, 2),
