@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from kgtracin import TracIn
+from kgtracin import KGTracinError, TracIn
 from kgtracin.audit import DETECTORS, audit_frame, detector_scores
 from kgtracin.evaluation import RetrainConfig, Retrainer
 from kgtracin.evaluation.deletion import far_rows, neighbour_rows
@@ -233,3 +233,22 @@ def test_checkpoint_schedules():
     assert TrainingConfig(model="DistMult", epochs=2).checkpoints == 2
     with pytest.raises(ValueError, match="checkpoint-schedule"):
         TrainingConfig(model="DistMult", checkpoint_schedule="cubic")
+
+
+def test_loss_registry_is_the_package():
+    """Each loss is a module of ``kgtracin.losses`` named as the loss; the classes load lazily by name."""
+    import pkgutil
+
+    import kgtracin.losses as losses
+    from kgtracin.losses.base import TripleLoss as Base
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(losses.__path__) if m.name != "base")
+    assert list(losses.LOSS_NAMES) == modules == ["bce", "softmax"]
+    assert losses.TripleLoss is Base
+    assert losses.BCELoss.name == "bce" and losses.SoftmaxLoss.name == "softmax"
+    assert isinstance(losses.make_loss("softmax"), losses.SoftmaxLoss)
+    assert losses.make_loss(losses.BCELoss()).name == "bce"
+    with pytest.raises(AttributeError):
+        losses.NoSuchLoss  # noqa: B018
+    with pytest.raises(KGTracinError, match="unknown loss 'hinge'; choose one of bce, softmax"):
+        losses.make_loss("hinge")

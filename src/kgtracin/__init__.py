@@ -14,11 +14,23 @@ from .errors import KGTracinError
 if TYPE_CHECKING:
     from .callbacks import CheckpointCallback
     from .checkpoints import Checkpoint
+    from .config import TracInConfig
     from .results import InfluenceResult, TopK
+    from .runners.store import remove_store
     from .tracin import TracIn
     from .triples import Labels
 
-__all__ = ["TracIn", "Checkpoint", "CheckpointCallback", "InfluenceResult", "TopK", "Labels", "KGTracinError"]
+__all__ = [
+    "TracIn",
+    "TracInConfig",
+    "Checkpoint",
+    "CheckpointCallback",
+    "InfluenceResult",
+    "TopK",
+    "Labels",
+    "KGTracinError",
+    "remove_store",
+]
 
 _LAZY = {
     "TracIn": "tracin",
@@ -27,6 +39,8 @@ _LAZY = {
     "InfluenceResult": "results",
     "TopK": "results",
     "Labels": "triples",
+    "TracInConfig": "config",
+    "remove_store": "runners.store",
 }
 
 

@@ -316,7 +316,12 @@ class TrainingConfig:
 
     def checkpoint_epochs(self) -> list[int]:
         """``checkpoints`` epochs spread over training (evenly, or geometrically from epoch 1), the last one
-        being the final epoch. A geometric schedule may give fewer distinct epochs on short training."""
+        being the final epoch. A geometric schedule may give fewer distinct epochs on short training.
+
+        :raises ValueError: before the epochs are known (``with_epochs`` resolves the default)
+        """
+        if self.epochs is None:
+            raise ValueError("the number of epochs is not resolved yet: call with_epochs(batches_per_epoch) first")
         n = self.checkpoints
         if self.checkpoint_schedule == "log" and n > 1:
             return sorted({max(1, round(self.epochs ** (k / (n - 1)))) for k in range(n)})

@@ -197,7 +197,7 @@ class TracIn:
         :param top_k: k >= 1 (capped at N)
         :param store: a folder for finished shards (new, empty, or a kgtracin store); re-running the same work
             with the same store resumes where an interrupted run stopped. One process at a time may use it. The
-            caller removes it when done with :func:`kgtracin.runners.remove_store`, which deletes only the
+            caller removes it when done with :func:`kgtracin.remove_store`, which deletes only the
             store's own files.
         """
         from .runners import sharded_topk
