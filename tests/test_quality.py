@@ -32,6 +32,9 @@ def run(run_factory):
 def test_training_loss_picks_the_tracin_loss(run):
     assert loss_for_training("CrossEntropyLoss") == "softmax"
     assert loss_for_training("SoftplusLoss") == "bce" and loss_for_training("BCEWithLogitsLoss") == "bce"
+    # PyKEEN's names in any spelling: case, underscores and hyphens do not matter
+    assert loss_for_training("cross_entropy") == loss_for_training("Cross-Entropy") == "softmax"
+    assert loss_for_training("margin_ranking") == "bce" and loss_for_training(None) == "bce"
     assert run.manifest["training"]["loss"] == "CrossEntropyLoss" and run.tracin_loss == "softmax"
     tracin = TracIn.from_run(run.path, progress=False)
     assert tracin.config.loss == "softmax" and tracin.config.normalize is None
@@ -252,3 +255,61 @@ def test_loss_registry_is_the_package():
         losses.NoSuchLoss  # noqa: B018
     with pytest.raises(KGTracinError, match="unknown loss 'hinge'; choose one of bce, softmax"):
         losses.make_loss("hinge")
+
+
+def test_train_normalisation_divides_by_the_training_gradient_norm(run):
+    """``normalize="train"``: each checkpoint's ``lr <g, g'>`` divided by ``|g|`` of the training triple,
+    computed here from the raw scores and self-influences of single checkpoints."""
+    model = copy.deepcopy(run.model).double()
+    train, valid = run.training_triples[:50], run.splits["validation"][:4]
+    expected = 0
+    for c in run.checkpoints:
+        one = TracIn(model, train, [c], loss="softmax", progress=False)
+        norms = (one.self_influence() / c.learning_rate).sqrt()
+        expected = expected + one.scores(valid) / norms.unsqueeze(0)
+    actual = TracIn(model, train, run.checkpoints, loss="softmax", normalize="train", progress=False)
+    assert_exact(actual.scores(valid), expected)
+    raw_self = sum(TracIn(model, train, [c], loss="softmax", progress=False).self_influence() for c in run.checkpoints)
+    assert not torch.allclose(actual.self_influence(), raw_self)
+
+
+def test_audit_frame_rows_are_the_triples_in_order(run):
+    """Rows ordered by the chosen detector, highest first, ties to the smaller training index; each row's
+    labels are its training triple's; without labels, the ids."""
+    train = run.training_triples[:12]
+    values = torch.tensor([3.0, 1.0, 3.0, 2.0, 0.0, 3.0, 1.0, 2.0, 5.0, 0.0, 2.0, 1.0], dtype=torch.float64)
+    scores = {"loss": values, "self_influence": -values}
+    frame = audit_frame(scores, train, run.labels, order_by="loss", top_k=6)
+    order = sorted(range(12), key=lambda i: (-float(values[i]), i))[:6]
+    assert frame["train_index"].tolist() == order and frame["rank"].tolist() == list(range(1, 7))
+    entities = {i: e for e, i in run.labels.entity_to_id.items()}
+    relations = {i: r for r, i in run.labels.relation_to_id.items()}
+    for row in frame.itertuples():
+        h, r, t = train[row.train_index].tolist()
+        assert (row.head, row.relation, row.tail) == (entities[h], relations[r], entities[t])
+    plain = audit_frame(scores, train, None, order_by="self_influence", top_k=3)
+    assert plain["train_index"].tolist() == sorted(range(12), key=lambda i: (float(values[i]), i))[:3]
+    assert plain["head"].tolist() == [int(train[i, 0]) for i in plain["train_index"]]
+    with pytest.raises(KGTracinError, match="cannot order by 'validation': it was not computed"):
+        audit_frame(scores, train, run.labels, order_by="validation")
+
+
+def test_retrainer_builds_the_configured_model(run):
+    """The retrained architecture is the config's: its dimension, and DistMult without its constrainer and
+    regulariser unless asked for; the same seed gives the same initial weights, another seed others."""
+    from pykeen.triples import TriplesFactory
+
+    factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id)
+    free = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=3), factory)
+    entity = free.model.entity_representations[0]
+    assert entity.shape == (8,) and entity.constrainer is None and entity.regularizer is None
+    constrained = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, constrained=True, seed=3), factory)
+    assert constrained.model.entity_representations[0].constrainer is not None
+    same = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=3), factory)
+    other = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=4), factory)
+    assert all(torch.equal(free.initial[k], same.initial[k]) for k in free.initial)
+    assert not all(torch.equal(free.initial[k], other.initial[k]) for k in free.initial)
+    fresh = free._fresh()
+    assert fresh is not free.model and all(
+        a.data_ptr() != b.data_ptr() for a, b in zip(fresh.parameters(), free.model.parameters())
+    )

@@ -31,6 +31,7 @@ from .options import (
     projection_option,
     run_folders,
     run_options,
+    run_tracin,
     shard_option,
     triple_options,
     verbose_option,
@@ -182,7 +183,6 @@ def explain(
     from ..runners import remove_store
     from ..runners.distributed import init_from_env, local_device, world
     from ..staging import short_name
-    from ..tracin import TracIn
 
     folders = run_folders(run_dir, run_source)
     output_path = check_output(output, inputs=[("the test file", test_file)], input_folders=folders)
@@ -194,20 +194,17 @@ def explain(
     run = open_run(run_dir, run_source)
     test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
     loss = loss or run.tracin_loss
-    tracin = TracIn(
-        run.model,
-        run.training_triples,
-        checkpoints=run.checkpoints,
-        parameters=list(parameters) or "all",
+    tracin = run_tracin(
+        run,
+        parameters,
+        loss,
         method=method,
         batch_size=batch_size,
         device=device,
         precision=precision,
         compile=compile_,
         shard_size=shard_size,
-        labels=run.labels,
         progress=rank == 0,
-        loss=loss,
         normalize=normalize,
         projection_dim=projection_dim,
         projection_seed=projection_seed,
@@ -266,21 +263,10 @@ def self_influence(
 
     from ..audit import self_influence_frame
     from ..outputs import check_output, write_table
-    from ..tracin import TracIn
 
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
-    tracin = TracIn(
-        run.model,
-        run.training_triples,
-        checkpoints=run.checkpoints,
-        parameters=list(parameters) or "all",
-        method=method,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        loss=loss or run.tracin_loss,
-    )
+    tracin = run_tracin(run, parameters, loss, method=method, batch_size=batch_size, device=device, precision=precision)
     frame = self_influence_frame(tracin.self_influence(), run.training_triples, run.labels, top_k)
     write_table(frame, output)
     for row in frame.head(5).itertuples():

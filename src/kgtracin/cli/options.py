@@ -13,7 +13,15 @@ import click
 from ..config import TracInConfig
 from ..errors import KGTracinError
 
-__all__ = ["run_options", "open_run", "triple_options", "run_folders", "dataset_option", "field_option"]
+__all__ = [
+    "run_options",
+    "open_run",
+    "run_tracin",
+    "triple_options",
+    "run_folders",
+    "dataset_option",
+    "field_option",
+]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -203,6 +211,22 @@ def run_folders(run_dir, run_source: dict) -> list[tuple[str, object]]:
 
     check_run_dir(run_dir)
     return [("the run directory", run_dir), ("the checkpoint folder", run_source.get("checkpoint_dir"))]
+
+
+def run_tracin(run, parameters=(), loss=None, **options):
+    """``TracIn`` over a run's model, training triples, checkpoints and labels, with the command's options
+    (``--parameters`` as given, ``--loss`` defaulting to the run's, any other ``TracInConfig`` field by name)."""
+    from ..tracin import TracIn
+
+    return TracIn(
+        run.model,
+        run.training_triples,
+        run.checkpoints,
+        labels=run.labels,
+        parameters=list(parameters) or "all",
+        loss=loss or run.tracin_loss,
+        **options,
+    )
 
 
 def open_run(run_dir, run_source: dict):

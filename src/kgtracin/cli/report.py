@@ -16,6 +16,7 @@ from .options import (
     parameters_option,
     run_folders,
     run_options,
+    run_tracin,
     triple_options,
     verbose_option,
 )
@@ -85,7 +86,6 @@ def report(
     from ..errors import KGTracinError
     from ..outputs import check_output, write_text
     from ..report import build_report
-    from ..tracin import TracIn
 
     if audit < 0:
         raise KGTracinError(f"--audit must be >= 0, got {audit}")
@@ -94,17 +94,7 @@ def report(
     )
     run = open_run(run_dir, run_source)
     test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
-    tracin = TracIn(
-        run.model,
-        run.training_triples,
-        checkpoints=run.checkpoints,
-        parameters=list(parameters) or "all",
-        method=method,
-        batch_size=batch_size,
-        device=device,
-        labels=run.labels,
-        loss=loss or run.tracin_loss,
-    )
+    tracin = run_tracin(run, parameters, loss, method=method, batch_size=batch_size, device=device)
     page = build_report(run, tracin, test, top_k=top_k, self_influence=with_self_influence, audit=audit)
     write_text(page, output, (".html", ".htm"))
     click.echo(f"wrote a report on {len(test)} triple(s) to {output} ({len(page) // 1024} KiB, self-contained)")
