@@ -251,7 +251,7 @@ def test_loss_registry_is_the_package():
     assert losses.BCELoss.name == "bce" and losses.SoftmaxLoss.name == "softmax"
     assert isinstance(losses.make_loss("softmax"), losses.SoftmaxLoss)
     assert losses.make_loss(losses.BCELoss()).name == "bce"
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchLoss'"):
         losses.NoSuchLoss  # noqa: B018
     with pytest.raises(KGTracinError, match="unknown loss 'hinge'; choose one of bce, softmax"):
         losses.make_loss("hinge")
@@ -269,8 +269,13 @@ def test_train_normalisation_divides_by_the_training_gradient_norm(run):
         expected = expected + one.scores(valid) / norms.unsqueeze(0)
     actual = TracIn(model, train, run.checkpoints, loss="softmax", normalize="train", progress=False)
     assert_exact(actual.scores(valid), expected)
-    raw_self = sum(TracIn(model, train, [c], loss="softmax", progress=False).self_influence() for c in run.checkpoints)
-    assert not torch.allclose(actual.self_influence(), raw_self)
+    # self-influence: lr |g| per checkpoint with "train"; lr with "cosine"
+    singles = [TracIn(model, train, [c], loss="softmax", progress=False) for c in run.checkpoints]
+    expected_self = sum((s.self_influence() * c.learning_rate).sqrt() for s, c in zip(singles, run.checkpoints))
+    assert_exact(actual.self_influence(), expected_self)
+    cosine = TracIn(model, train, run.checkpoints, loss="softmax", normalize="cosine", progress=False)
+    lrs = sum(c.learning_rate for c in run.checkpoints)
+    assert_exact(cosine.self_influence(), torch.full((train.shape[0],), lrs, dtype=torch.float64))
 
 
 def test_audit_frame_rows_are_the_triples_in_order(run):
@@ -302,9 +307,12 @@ def test_retrainer_builds_the_configured_model(run):
     factory = TriplesFactory(run.training_triples, run.labels.entity_to_id, run.labels.relation_to_id)
     free = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=3), factory)
     entity = free.model.entity_representations[0]
+    relation = free.model.relation_representations[0]
     assert entity.shape == (8,) and entity.constrainer is None and entity.regularizer is None
+    assert relation.regularizer is None
     constrained = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, constrained=True, seed=3), factory)
     assert constrained.model.entity_representations[0].constrainer is not None
+    assert constrained.model.relation_representations[0].regularizer is not None
     same = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=3), factory)
     other = Retrainer(RetrainConfig(model="DistMult", embedding_dim=8, seed=4), factory)
     assert all(torch.equal(free.initial[k], same.initial[k]) for k in free.initial)
@@ -313,3 +321,22 @@ def test_retrainer_builds_the_configured_model(run):
     assert fresh is not free.model and all(
         a.data_ptr() != b.data_ptr() for a, b in zip(fresh.parameters(), free.model.parameters())
     )
+
+
+def test_reshuffled_retraining_is_pykeens_loop_without_the_deleted_rows(retrainer):
+    """PyKEEN's LCWA loop from a fresh initialisation of ``seed``: the same seed gives the same model, the
+    checkpoints fall on the configured epochs with the optimiser's rate, and deleting rows changes the model."""
+    config = retrainer.config
+    first, checkpoints = retrainer.reshuffled(seed=5)
+    again, _ = retrainer.reshuffled(seed=5)
+    other, _ = retrainer.reshuffled(seed=6)
+    deleted, _ = retrainer.reshuffled(torch.tensor([0, 1, 2, 3]), seed=5)
+    state = first.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in again.state_dict().items())
+    assert not all(torch.equal(state[k], v) for k, v in other.state_dict().items())
+    assert not all(torch.equal(state[k], v) for k, v in deleted.state_dict().items())
+    assert len(checkpoints) == len(config.checkpoint_steps())
+    assert all(c.learning_rate == config.learning_rate for c in checkpoints)
+    last = checkpoints[-1].state
+    assert all(torch.equal(last[k], v) for k, v in state.items())  # the last checkpoint is the final model
+    assert not first.training  # handed back in eval mode
