@@ -64,8 +64,8 @@ class TrainNorm(Normalization):
         return part / (part / lr).clamp_min(_FLOOR).sqrt()  # <g / |g|, g> = |g|
 
 
-class Cosine(Normalization):
-    """Both gradients divided by their norms."""
+class Cosine(TrainNorm):
+    """Both gradients divided by their norms: the training side as :class:`TrainNorm`, then the test side."""
 
     name = "cosine"
 
@@ -74,8 +74,7 @@ class Cosine(Normalization):
             features.norms = features.self_kernel().clamp_min(_FLOOR).sqrt()
 
     def pair(self, part, train, test):
-        part = part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
-        return part / test.norms.unsqueeze(1)
+        return super().pair(part, train, test) / test.norms.unsqueeze(1)
 
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR)  # always lr

@@ -201,6 +201,7 @@ class TracIn:
             store's own files.
         """
         from .runners import sharded_topk
+        from .runners.store import with_test
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise KGTracinError(f"top_k must be an integer >= 1, got {top_k!r}")
@@ -208,12 +209,13 @@ class TracIn:
         k = min(top_k, self.training_triples.shape[0])
         scorer, blocks = self._blocks(test)
         folder = None if store is None else _open_store(store)
+        identity = None if folder is None else self._fingerprint(None, k)  # files hashed once, not per block
         parts = []
         try:
             for index, part in enumerate(blocks):
                 shard_store = None
                 if folder is not None:
-                    shard_store = folder.block(None if len(blocks) == 1 else index, self._fingerprint(part, k))
+                    shard_store = folder.block(None if len(blocks) == 1 else index, with_test(identity, part))
                 parts.append(
                     sharded_topk(
                         scorer,
@@ -236,8 +238,8 @@ class TracIn:
             labels=self.labels,
         )
 
-    def _fingerprint(self, test: torch.Tensor, k: int) -> dict:
-        """What identifies a top-k computation, for the resumable store."""
+    def _fingerprint(self, test: torch.Tensor | None, k: int) -> dict:
+        """What identifies a top-k computation, for the resumable store (``test=None``: without the test block)."""
         from .runners.store import fingerprint
 
         return fingerprint(

@@ -30,7 +30,7 @@ import torch
 from ..errors import KGTracinError
 from ..staging import OWNER, owner_record
 
-__all__ = ["ShardStore", "StoreFolder", "remove_store", "fingerprint"]
+__all__ = ["ShardStore", "StoreFolder", "remove_store", "fingerprint", "with_test"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +59,19 @@ def _checkpoint_id(checkpoint) -> list:
 
 
 def fingerprint(
-    *, model, config, parameters: list[str], k: int, train: torch.Tensor, test: torch.Tensor, checkpoints
+    *, model, config, parameters: list[str], k: int, train: torch.Tensor, test: torch.Tensor | None, checkpoints
 ) -> dict:
     """What identifies a top-k computation: a shard made for other work is recomputed.
 
     :param config: the :class:`~kgtracin.config.TracInConfig`
-    :param train: shape: (N, 3); :param test: shape: (M, 3), the test block
+    :param train: shape: (N, 3)
+    :param test: shape: (M, 3), the test block; ``None`` leaves ``"test"`` out, for :func:`with_test` to add per
+        block (the checkpoint files and the training triples are then hashed once, not once per block)
     :param checkpoints: the :class:`~kgtracin.checkpoints.Checkpoint` s
     """
     from .._version import __version__
 
-    return {
+    identity = {
         "kgtracin": __version__,
         "model": type(model).__name__,
         "k": k,
@@ -82,9 +84,14 @@ def fingerprint(
         "normalize": config.normalize,
         "projection": [config.projection_dim, config.projection_seed],
         "train": _tensor_digest(train),
-        "test": _tensor_digest(test),
         "checkpoints": [_checkpoint_id(c) for c in checkpoints],
     }
+    return identity if test is None else with_test(identity, test)
+
+
+def with_test(identity: dict, test: torch.Tensor) -> dict:
+    """A :func:`fingerprint` made without a test block, completed with one. :param test: shape: (M, 3)"""
+    return {**identity, "test": _tensor_digest(test)}
 
 
 def _digest(fingerprint: dict) -> str:
