@@ -26,7 +26,7 @@ from .scorers import matrix_products
 from .staging import ensure_folder, make_staging, publish_folder, remove_created
 from .triples import Labels, read_labeled_triples, write_labeled_triples
 
-__all__ = ["TrainingConfig", "train_run", "format_evaluation"]
+__all__ = ["TrainingConfig", "train_run", "format_evaluation", "model_arguments", "build_model", "fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,62 @@ def _unseen_note(evaluation: dict) -> str:
     return f"; note: {unseen} of them mention an entity that never occurs in training, whose embedding is untrained"
 
 
+def model_arguments(config: TrainingConfig) -> dict:
+    """PyKEEN's model arguments for ``config``: the model's recipe, the dimension and the loss (JSON values)."""
+    recipe = recipe_for(config.model)
+    model_kwargs = dict(recipe.model_kwargs)
+    dim = config.embedding_dim if config.embedding_dim is not None else recipe.embedding_dim
+    if dim is not None:
+        model_kwargs["embedding_dim"] = dim
+    model_kwargs["loss"] = config.loss
+    return model_kwargs
+
+
+def build_model(config: TrainingConfig, model_kwargs: dict, factory):
+    """The untrained model, initialised from ``config.seed`` (the same seed gives the same weights).
+
+    :raises KGTracinError: when PyKEEN cannot build it, or it cannot score a triple
+    """
+    from pykeen.models import model_resolver
+    from pykeen.utils import set_random_seed
+
+    set_random_seed(config.seed)
+    try:
+        model = model_resolver.make(config.model, model_kwargs, triples_factory=factory, random_seed=config.seed)
+        with torch.no_grad():  # a model that cannot score (e.g. ConvE with too small an embedding) fails here
+            model.eval().score_hrt(factory.mapped_triples[:2].to(next(model.parameters()).device))
+        model.train()
+    except (TypeError, ValueError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise KGTracinError(f"cannot build model {config.model} with these settings: {detail}") from None
+    return model
+
+
+def fit(model, config: TrainingConfig, factory, *, callbacks=(), progress: bool = True) -> list[float]:
+    """Train ``model`` in place with PyKEEN's loop, Adam and ``config`` (epochs resolved), scoring by matrix
+    products where that is exact (:mod:`kgtracin.scorers`). ``kgtracin train`` and the end-to-end evaluation's
+    retraining both train through here, so a retraining follows the run's recipe step for step.
+
+    :return: the loss of every epoch
+    """
+    from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
+
+    optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
+    loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
+    loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
+    with matrix_products(model) as changed:
+        if changed:
+            logger.info("scoring %s by matrix products", ", ".join(changed))
+        return loop.train(
+            triples_factory=factory,
+            num_epochs=config.epochs,
+            batch_size=config.batch_size,
+            callbacks=list(callbacks),
+            use_tqdm=progress,
+            use_tqdm_batch=progress,
+        )
+
+
 def train_run(
     output: str | os.PathLike,
     config: TrainingConfig,
@@ -152,10 +208,7 @@ def train_run(
     :return: the run directory
     :raises KGTracinError: for bad data, options, or an unusable output path
     """
-    from pykeen.models import model_resolver
-    from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
     from pykeen.triples import TriplesFactory
-    from pykeen.utils import set_random_seed
 
     output = Path(output)
     check_new_folder(output)
@@ -165,24 +218,8 @@ def train_run(
         ids["training"], labels.entity_to_id, labels.relation_to_id, create_inverse_triples=config.inverse_triples
     )
     config = config.with_epochs(math.ceil(_instances(factory.mapped_triples, config) / config.batch_size))
-    recipe = recipe_for(config.model)
-    model_kwargs = dict(recipe.model_kwargs)
-    dim = config.embedding_dim if config.embedding_dim is not None else recipe.embedding_dim
-    if dim is not None:
-        model_kwargs["embedding_dim"] = dim
-    model_kwargs["loss"] = config.loss
-    set_random_seed(config.seed)
-    try:
-        model = model_resolver.make(config.model, model_kwargs, triples_factory=factory, random_seed=config.seed)
-        with torch.no_grad():  # a model that cannot score (e.g. ConvE with too small an embedding) fails here
-            model.eval().score_hrt(factory.mapped_triples[:2].to(next(model.parameters()).device))
-        model.train()
-    except (TypeError, ValueError, RuntimeError) as error:
-        detail = " ".join(str(error).split())[:200]
-        raise KGTracinError(f"cannot build model {config.model} with these settings: {detail}") from None
-    optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
-    loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
-    loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
+    model_kwargs = model_arguments(config)
+    model = build_model(config, model_kwargs, factory)
     created = ensure_folder(output.absolute().parent, f"the run directory {output}")
     try:
         staging = make_staging(output.absolute().parent, output.name)
@@ -193,19 +230,9 @@ def train_run(
         (staging / "triples").mkdir()
         saver = CheckpointCallback(staging / "checkpoints", epochs=config.checkpoint_epochs())
         timer = _EpochTimer()
-        with matrix_products(model) as changed:
-            if changed:
-                logger.info("scoring %s by matrix products", ", ".join(changed))
-            losses = loop.train(
-                triples_factory=factory,
-                num_epochs=config.epochs,
-                batch_size=config.batch_size,
-                callbacks=[saver, timer],
-                use_tqdm=progress,
-                use_tqdm_batch=progress,
-            )
-            torch.save(model.state_dict(), staging / "model.pt")
-            evaluation = _evaluate(model, ids)
+        losses = fit(model, config, factory, callbacks=[saver, timer], progress=progress)
+        torch.save(model.state_dict(), staging / "model.pt")
+        evaluation = _evaluate(model, ids)
         write_labels(staging / "entities.tsv", labels.entities)
         write_labels(staging / "relations.tsv", labels.relations)
         for name, _triples in splits.items():

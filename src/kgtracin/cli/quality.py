@@ -83,30 +83,42 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--output", type=click.Path(), required=True, help="folder for evaluation.md, .json and .png")
+@click.option("--output", type=click.Path(), required=True, help="folder for the results")
+@click.option(
+    "--protocol",
+    type=click.Choice(["deletion", "end-to-end"]),
+    default="deletion",
+    show_default=True,
+    help="deletion: per target, on a small stand-in model; end-to-end: delete the union of N explanations and "
+    "retrain once per arm with the run's own recipe (Kelpie's protocol; resumable)",
+)
 @click.option(
     "--retrain",
     type=click.Choice(["isolated", "reshuffled"]),
-    default="isolated",
-    show_default=True,
-    help="isolated: only the deleted triples differ; reshuffled: PyKEEN's loop, new seeds",
+    default=None,
+    help="deletion protocol: isolated (only the deleted triples differ) or reshuffled (PyKEEN's loop, new "
+    "seeds) [default: isolated]",
 )
 @click.option(
     "--targets",
     type=int,
-    default=20,
-    show_default=True,
+    default=None,
     callback=_positive,
-    help="test triples ranked first to explain and delete for",
+    help="test triples ranked first to explain [default: 20; end-to-end: 100]",
 )
 @click.option(
     "--k",
     "ks",
     type=int,
     multiple=True,
-    default=(1, 10),
-    show_default=True,
-    help="triples deleted per target (repeatable)",
+    help="facts deleted per target (repeatable) [default: 1 and 10; end-to-end: 1]",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    help="end-to-end: an explanation to test, 'default' or TracIn options such as "
+    "'loss=bce' or 'parameters=entity_representations.*' (repeatable) [default: default]",
 )
 @click.option("--seeds", type=int, default=None, callback=_positive, help="seeds [default: 1 isolated, 3 reshuffled]")
 @click.option(
@@ -116,7 +128,9 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     callback=_positive,
     help="full-batch steps (isolated) or epochs (reshuffled) [default: 200 / 50]",
 )
-@click.option("--embedding-dim", type=int, default=32, show_default=True, callback=_positive)
+@click.option(
+    "--embedding-dim", type=int, default=None, callback=_positive, help="deletion's stand-in model [default: 32]"
+)
 @click.option("--learning-rate", type=float, default=None, help="Adam learning rate [default: the run's]")
 @click.option(
     "--constrained/--unconstrained",
@@ -138,9 +152,11 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
 def evaluate(
     run_dir,
     output,
+    protocol,
     retrain,
     targets,
     ks,
+    variants,
     seeds,
     steps,
     embedding_dim,
@@ -156,10 +172,40 @@ def evaluate(
 
     Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
     each loss and normalisation, NH-k random neighbours, RG-k random far triples), retrain, and report PD
-    (probability dropped) and TC (top-1 changed). --noisy F: corrupt a fraction F of training tails, retrain,
-    and report each audit detector's ROC AUC beside the plain-loss baseline.
+    (probability dropped) and TC (top-1 changed). The deletion protocol retrains a small stand-in model (DistMult
+    d=32 by default), not the run's recipe. --noisy F: corrupt a fraction F of training tails, retrain, and report
+    each audit detector's ROC AUC beside the plain-loss baseline.
+
+    --protocol end-to-end: the field's protocol (Kelpie, eXpath) with the run's own recipe and seed. Explain N
+    predictions ranked first with k facts each, delete the union, retrain once per arm (each --variant, NH-k
+    random neighbours of the head, RG-k random far facts), and report ΔH@1 and ΔMRR. Finished arms are kept in
+    --output: the same command resumes an interrupted evaluation.
     """
     _setup_logging(verbose)
+    if protocol == "end-to-end":
+        ignored = {
+            "--retrain": retrain,
+            "--seeds": seeds,
+            "--steps": steps,
+            "--embedding-dim": embedding_dim,
+            "--learning-rate": learning_rate,
+            "--noisy": noisy,
+        }
+        given = [name for name, value in ignored.items() if value is not None] + (
+            ["--no-deletion"] if no_deletion else []
+        )
+        if given:
+            raise KGTracinError(
+                f"{given[0]} is for the deletion protocol; --protocol end-to-end retrains with the run's recipe"
+            )
+        _end_to_end(run_dir, output, targets or 100, ks or (1,), variants or ("default",), trust_pickle)
+        return
+    if variants:
+        raise KGTracinError("--variant is for --protocol end-to-end")
+    retrain = retrain or "isolated"
+    targets = targets or 20
+    ks = ks or (1, 10)
+    embedding_dim = embedding_dim or 32
     import shlex
 
     from pykeen.triples import TriplesFactory
@@ -236,3 +282,31 @@ def evaluate(
     write_outputs(result, out)
     click.echo((out / "evaluation.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out / 'evaluation.md'}, evaluation.json and evaluation.png")
+
+
+def _end_to_end(run_dir, output, predictions, ks, variant_texts, trust_pickle) -> None:
+    import shlex
+
+    from ..evaluation.end_to_end import EndToEndConfig, fingerprint, parse_variant, retraining_config, run_end_to_end
+    from ..evaluation.outputs import end_to_end_markdown
+    from ..evaluation.workspace import Workspace
+    from ..outputs import check_not_input
+    from ..runs import load_run
+
+    if any(k < 1 for k in ks):
+        raise KGTracinError("--k must be >= 1")
+    variants = tuple(dict.fromkeys(parse_variant(text) for text in variant_texts))
+    check_not_input(output, folders=[("the run directory", run_dir)])
+    run = load_run(run_dir, trust_pickle=trust_pickle)
+    config = EndToEndConfig(predictions=predictions, ks=tuple(sorted(set(ks))), variants=variants)
+    retraining_config(run)  # refuse a run without a recipe before anything is written
+    workspace = Workspace(output, fingerprint(run, config))
+    if workspace.resumed:
+        click.echo(f"resuming the evaluation in {output}", err=True)
+    result = run_end_to_end(run, workspace, config)
+    result = {"run": str(run_dir), "command": "kgtracin " + shlex.join(sys.argv[1:]), **result}
+    workspace.write("end-to-end.json", result)
+    text = end_to_end_markdown(result, run.labels, run.training_triples)
+    workspace.write("end-to-end.md", text)
+    click.echo(text)
+    click.echo(f"wrote {Path(output) / 'end-to-end.md'} and end-to-end.json")

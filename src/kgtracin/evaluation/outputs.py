@@ -6,14 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
-__all__ = ["write_outputs"]
+__all__ = ["write_outputs", "end_to_end_markdown"]
 
 
 def _deletion_markdown(deletion: dict) -> list[str]:
     lines = [f"## Deletion ({deletion['mode']} retraining)", ""]
     config = deletion["retrain"]
     lines.append(
-        f"Model {config['model']} d={config['embedding_dim']}, "
+        "A stand-in model, not the run's own recipe (for that, `--protocol end-to-end`): "
+        f"{config['model']} d={config['embedding_dim']}, "
         f"{'unit-norm constrained' if config['constrained'] else 'unconstrained'}, "
         f"{config['epochs']} {'full-batch steps' if deletion['mode'] == 'isolated' else 'epochs'}, "
         f"Adam lr {config['learning_rate']}, {config['checkpoints']} checkpoints."
@@ -138,3 +139,81 @@ def _write(result: dict, folder: Path) -> None:
     )
     (folder / "evaluation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plot(result, folder / "evaluation.png")
+
+
+def end_to_end_markdown(result: dict, labels=None, training=None, examples: int = 5) -> str:
+    """``end-to-end.md``: the protocol's table, the explanations' cost and locality, and a few examples.
+
+    :param result: :func:`kgtracin.evaluation.end_to_end.run_end_to_end`'s result, with ``run`` and ``command``
+    :param labels: the run's labels, to show examples by name
+    :param training: shape: (N, 3), the run's training triples, for the examples
+    """
+    recipe, before, control = result["recipe"], result["before"], result["control"]
+    epochs = result.get("epoch_seconds") or []
+    epoch = sum(epochs) / len(epochs) if epochs else None
+    lines = [
+        "# kgtracin evaluation: end-to-end protocol",
+        "",
+        f"Run: `{result['run']}`. Command: `{result['command']}`.",
+        "",
+        f"{len(result['predictions'])} test predictions the model ranks first (filtered tail ranking): "
+        f"H@1 {before['hits_at_1']:.3f}, MRR {before['mrr']:.3f}. Each arm deletes the union of the predictions' "
+        f"k facts and retrains once with the run's own recipe and seed ({recipe['model']}, {recipe['epochs']} "
+        f"epochs, seed {recipe['seed']}: `kgtracin train`'s code, read from the manifest).",
+        "",
+    ]
+    if control.get("reproducible"):
+        lines.append(
+            "Nothing deleted: retraining reproduces the run bit for bit (one epoch checked against the run's "
+            "epoch-1 checkpoint), so the run's own model is the control."
+        )
+    else:
+        lines.append(
+            f"Nothing deleted, retrained (retraining is not bit-reproducible here): H@1 {control['hits_at_1']:.3f}, "
+            f"MRR {control['mrr']:.3f}; the difference from 1.000 is retraining noise."
+        )
+    lines += [
+        "",
+        "| arm | k | facts deleted | H@1 | MRR | ΔH@1 | ΔMRR | ΔH@1 vs nothing deleted | retraining s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(result["arms"], key=lambda r: (r["k"], r["delta_hits_at_1"])):
+        lines.append(
+            f"| {row['arm']} | {row['k']} | {row['deleted']} | {row['hits_at_1']:.3f} | {row['mrr']:.3f} | "
+            f"**{row['delta_hits_at_1']:+.2f}** | {row['delta_mrr']:+.2f} | {row['delta_hits_at_1_vs_control']:+.2f} "
+            f"| {row['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "| explanation | explain s | x one training epoch | predictions with a linking fact | linking fact in top 4 "
+        "| top-1 is a linking fact |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, record in result["explanations"].items():
+        local = record["locality"]
+        ratio = f"{record['seconds'] / epoch:.1f}" if epoch else "n/a"
+        lines.append(
+            f"| {name} | {record['seconds']:.0f} | {ratio} | {local['linked_predictions']} | "
+            f"{local['in_top_4']:.0%} | {local['top_1']:.0%} |"
+        )
+    lines += [
+        "",
+        "A linking fact joins the prediction's two entities directly (its reversed fact, or any fact between them). "
+        "NH-k: k random facts mentioning the prediction's head (Kelpie's candidate pool); RG-k: k random facts "
+        "sharing no entity with it (retraining noise).",
+        "",
+    ]
+    if labels is not None and examples:
+        lines += ["## Examples", ""]
+        for name, record in result["explanations"].items():
+            lines.append(f"{name}:")
+            for target, top in list(zip(result["predictions"], record["top_1"]))[:examples]:
+                fact = " ".join(_label(labels, training[top])) if training is not None else f"training row {top}"
+                lines.append(f"- `{' '.join(_label(labels, target))}` <- `{fact}`")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _label(labels, triple) -> tuple[str, str, str]:
+    h, r, t = (int(x) for x in triple)
+    return labels.entities[h], labels.relations[r], labels.entities[t]

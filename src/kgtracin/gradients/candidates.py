@@ -104,6 +104,10 @@ def attach_candidates(
             continue
         rows = groups[name]
         zero = rows.grads.new_zeros(stacked.shape[0], rows.grads.shape[-1])
-        used = torch.tensor([index in q for q in queries], dtype=stacked.dtype, device=stacked.device)
+        used = [index in q for q in queries]
         q = torch.stack([qs.get(index, zero) for qs in queries], dim=1)
-        groups[name] = CandidateGroup(rows, stacked * used.view(1, -1, 1), q)
+        if all(used):  # the usual case: no (B, K, E) copy
+            groups[name] = CandidateGroup(rows, stacked, q)
+            continue
+        mask = torch.tensor(used, dtype=stacked.dtype, device=stacked.device)
+        groups[name] = CandidateGroup(rows, stacked * mask.view(1, -1, 1), q)

@@ -98,11 +98,15 @@ class SoftmaxLoss(TripleLoss):
         total, candidates = 0.0, []
         for (scores, queries), target in zip(linear_queries(model, directions), directions.targets):
             tables = {i: embedding_table(model.entity_representations[i]).detach() for i in queries}
-            full = sum(q.detach() @ tables[i].T for i, q in queries.items())  # (B, E): every candidate's score
+            full = None  # (B, E): every candidate's score, summed over the candidate tables without a copy
+            for i, q in queries.items():
+                full = q.detach() @ tables[i].T if full is None else full.addmm_(q.detach(), tables[i].T)
             # linear in the candidate: the model's own score of the true candidate is <q, x_target>
             expected = full.gather(1, target.unsqueeze(1)).squeeze(1)
             scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
-            if not (bool(torch.isfinite(full).all()) and bool(torch.isfinite(scores).all())):
+            # one pass finds any inf or nan among the scores (the extremes are then not finite; nan propagates)
+            extremes = torch.stack(torch.aminmax(full))
+            if not (bool(torch.isfinite(extremes).all()) and bool(torch.isfinite(scores).all())):
                 raise KGTracinError(
                     f"{type(model).__name__}: the model's scores overflow (they are not finite): its "
                     "weights are too large for the compute precision"
@@ -232,10 +236,16 @@ def linear_queries(model, directions: SoftmaxDirections) -> list[tuple[torch.Ten
 def softmax_deltas(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``softmax(s) - onehot(target)``, the gradient of the cross-entropy with respect to the scores.
 
+    The one-hot is subtracted in place at the targets (no (B, E) one-hot is built).
+
     :param scores: shape: (B, E)
     :param targets: shape: (B,)
+    :return: shape: (B, E), a new tensor
     """
-    return torch.softmax(scores, dim=1) - F.one_hot(targets, scores.shape[1]).to(scores.dtype)
+    delta = torch.softmax(scores, dim=1)
+    rows = torch.arange(delta.shape[0], device=delta.device)
+    delta[rows, targets] -= 1.0
+    return delta
 
 
 LOSS = SoftmaxLoss

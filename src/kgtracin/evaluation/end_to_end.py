@@ -1,0 +1,340 @@
+"""The field's end-to-end protocol (Kelpie, SIGMOD 2022; eXpath, VLDB 2025): delete explanations, retrain once.
+
+Take N test predictions that the run's model ranks first (filtered tail ranking), explain each with its top k
+proponents, delete the **union** of the explanations from the training set, retrain **once** with the run's own
+recipe and seed (:func:`kgtracin.training.fit`, the code ``kgtracin train`` ran, from the run's manifest), and
+rank the N predictions again: ΔH@1 and ΔMRR. One retraining per arm and k, where Kelpie's per-prediction
+protocol would need one per prediction.
+
+Arms, all from the same run and the same predictions:
+
+* **TracIn variants**: kgtracin's default explanation, and any other settings (:class:`Variant`);
+* **NH-k**: k random training facts that mention the prediction's head (Kelpie's candidate pool);
+* **RG-k**: k random training facts that share no entity with the prediction: deleting them measures the
+  retraining's own noise (deleted triples reshuffle every batch);
+* **nothing deleted**: when retraining is bit-reproducible (checked: one epoch of retraining against the run's
+  first checkpoint) this is the run's own model; otherwise a full retraining.
+
+Each finished explanation and arm is kept in the output folder (:class:`.workspace.Workspace`), so an interrupted
+evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import KGTracinError
+from ..predictions import KnownTriples, _rank, tail_scores
+from .deletion import choose_targets
+from .workspace import Workspace
+
+__all__ = [
+    "Variant",
+    "EndToEndConfig",
+    "parse_variant",
+    "run_end_to_end",
+    "retraining_config",
+    "linking_rows",
+    "fingerprint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: proponents kept per prediction: at least this many, for the locality figure (a linking fact in the top 4)
+LOCALITY_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An explanation variant: TracIn options by name (``TracInConfig`` fields), over the run's defaults.
+
+    :param options: ``((name, value), ...)``; empty for kgtracin's default explanation
+    """
+
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def name(self) -> str:
+        if not self.options:
+            return "TracIn (default)"
+        text = ", ".join(f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in self.options)
+        return f"TracIn ({text})"
+
+
+def parse_variant(text: str) -> Variant:
+    """``default``, or comma-separated ``name=value`` TracIn options: ``loss=bce``, ``normalize=none``,
+    ``parameters=entity_representations.*`` (several globs joined by ``+``).
+
+    :raises KGTracinError: for a malformed item or an unknown option (named)
+    """
+    from ..config import TracInConfig
+
+    text = text.strip()
+    if text == "default":
+        return Variant()
+    options = {}
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value:
+            raise KGTracinError(f"--variant {text!r}: give 'default' or name=value items, e.g. loss=bce")
+        if name == "parameters":
+            options[name] = tuple(v for v in value.split("+") if v)
+        else:
+            options[name] = None if value.lower() == "none" else value
+    TracInConfig.with_options(**options)  # validates names and values
+    return Variant(tuple(sorted(options.items())))
+
+
+@dataclass(frozen=True)
+class EndToEndConfig:
+    """What the end-to-end protocol measures."""
+
+    #: test predictions ranked first to explain (fewer when the model ranks fewer first)
+    predictions: int = 100
+    #: facts per explanation; one retraining per arm and k
+    ks: tuple[int, ...] = (1,)
+    variants: tuple[Variant, ...] = (Variant(),)
+    #: also the NH-k and RG-k baselines
+    baselines: bool = True
+    seed: int = 0
+    progress: bool = True
+    #: extra TracIn options for every variant (batch size, device)
+    tracin_options: tuple[tuple[str, object], ...] = field(default=())
+
+
+def retraining_config(run):
+    """The run's own training recipe, from its manifest: a ``TrainingConfig`` and PyKEEN's model arguments.
+
+    :raises KGTracinError: for a run without a kgtracin training manifest (a PyKEEN folder, checkpoints only)
+    """
+    from ..config import TrainingConfig
+
+    manifest = run.manifest or {}
+    training, kwargs = manifest.get("training"), manifest.get("model_kwargs")
+    if not isinstance(training, dict) or not isinstance(kwargs, dict) or "model" not in manifest:
+        raise KGTracinError(
+            "the end-to-end protocol retrains with the run's own recipe, which only a run made by kgtracin train "
+            "records (its manifest.json); this run has none"
+        )
+    try:
+        config = TrainingConfig(model=manifest["model"], inverse_triples=manifest.get("inverse_triples"), **training)
+    except TypeError as error:
+        raise KGTracinError(f"the run's manifest holds a training recipe kgtracin cannot read: {error}") from None
+    return config, dict(kwargs)
+
+
+def linking_rows(train: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Training rows that directly link the prediction's two entities (any relation, either direction).
+
+    :param target: shape: (3,)
+    :return: shape: (n,), dtype: long
+    """
+    h, t = int(target[0]), int(target[2])
+    forward = (train[:, 0] == h) & (train[:, 2] == t)
+    backward = (train[:, 0] == t) & (train[:, 2] == h)
+    return (forward | backward).nonzero().squeeze(1)
+
+
+def _ranks(model, targets: torch.Tensor, known: KnownTriples) -> torch.Tensor:
+    """Filtered (realistic) rank of each target's tail. :return: shape: (T,), float64"""
+    scores = tail_scores(model.eval(), targets[:, :2])
+    mask = known.mask(targets[:, :2], scores.shape[1], keep=targets[:, 2])
+    return _rank(scores.masked_fill(mask, float("-inf")), targets[:, 2])[1]
+
+
+def _quality(ranks: torch.Tensor) -> dict:
+    return {"hits_at_1": float((ranks <= 1).double().mean()), "mrr": float((1.0 / ranks).mean())}
+
+
+def _random_rows(pool: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
+    rows = pool.nonzero().squeeze(1)
+    return rows[torch.randperm(rows.shape[0], generator=generator)[:k]].tolist()
+
+
+def _baseline_rows(train: torch.Tensor, targets: torch.Tensor, k: int, seed: int) -> dict[str, list[list[int]]]:
+    """Per prediction, k random facts mentioning its head (NH-k), and k sharing no entity with it (RG-k)."""
+    generator = torch.Generator().manual_seed(seed)
+    near, far = [], []
+    for h, _, t in targets.tolist():
+        mentions_head = (train[:, 0] == h) | (train[:, 2] == h)
+        near.append(_random_rows(mentions_head, k, generator))
+        touches = mentions_head | (train[:, 0] == t) | (train[:, 2] == t)
+        far.append(_random_rows(~touches, k, generator))
+    return {f"NH-{k}": near, f"RG-{k}": far}
+
+
+def fingerprint(run, config: EndToEndConfig) -> dict:
+    """What an end-to-end evaluation measures: the run's files (hashed) and the protocol's settings."""
+    digest = hashlib.sha256()
+    for name in ("manifest.json", "model.pt"):
+        path = None if run.path is None else run.path / name
+        if path is not None and path.is_file():
+            digest.update(path.read_bytes())
+    return {
+        "protocol": "end-to-end/1",
+        "run": digest.hexdigest(),
+        "predictions": config.predictions,
+        "ks": list(config.ks),
+        "variants": [v.name for v in config.variants],
+        "baselines": config.baselines,
+        "seed": config.seed,
+    }
+
+
+class _Retrainer:
+    """Retrains the run's model with its own recipe and seed, without some training rows."""
+
+    def __init__(self, run, progress: bool):
+        from pykeen.triples import TriplesFactory
+
+        self.run, self.progress = run, progress
+        self.config, self.kwargs = retraining_config(run)
+        self.train = run.training_triples
+        self._factory = lambda rows: TriplesFactory(
+            rows,
+            run.labels.entity_to_id,
+            run.labels.relation_to_id,
+            create_inverse_triples=bool(self.config.inverse_triples),
+        )
+
+    def __call__(self, deleted: list[int], epochs: int | None = None):
+        from dataclasses import replace
+
+        from ..training import build_model, fit
+
+        keep = torch.ones(self.train.shape[0], dtype=torch.bool)
+        keep[torch.as_tensor(deleted, dtype=torch.long)] = False
+        factory = self._factory(self.train[keep])
+        config = self.config if epochs is None else replace(self.config, epochs=epochs, checkpoints=min(epochs, 1))
+        model = build_model(config, self.kwargs, factory)
+        fit(model, config, factory, progress=self.progress)
+        return model.eval()
+
+    def reproduces_first_checkpoint(self) -> bool | None:
+        """Whether one epoch of retraining with nothing deleted equals the run's epoch-1 checkpoint bit for bit
+        (None when the run kept no epoch-1 checkpoint)."""
+        records = self.run.manifest.get("checkpoints", [])
+        first = [i for i, c in enumerate(records) if isinstance(c, dict) and c.get("epoch") == 1]
+        if not first or len(self.run.checkpoints) != len(records):
+            return None
+        state = self.run.checkpoints[first[0]].load_state()
+        model = self(deleted=[], epochs=1)
+        return all(torch.equal(value, state[name]) for name, value in model.state_dict().items() if name in state)
+
+
+def _explain(run, variant: Variant, targets: torch.Tensor, depth: int, config: EndToEndConfig) -> dict:
+    from ..tracin import TracIn
+
+    options = {"loss": run.tracin_loss, "progress": config.progress, **dict(config.tracin_options)}
+    options.update(dict(variant.options))
+    start = time.perf_counter()
+    result = TracIn(run.model, run.training_triples, run.checkpoints, labels=run.labels, **options).influence(
+        targets, top_k=depth
+    )
+    return {
+        "variant": variant.name,
+        "seconds": time.perf_counter() - start,
+        "indices": result.proponents.indices.tolist(),
+        "scores": result.proponents.scores.double().tolist(),
+    }
+
+
+def _locality(explanation: dict, links: list[set[int]]) -> dict:
+    """Of the predictions with a directly linking training fact: how often one is in the top 4, and first."""
+    linked = [i for i, rows in enumerate(links) if rows]
+    top4 = sum(bool(set(explanation["indices"][i][:LOCALITY_DEPTH]) & links[i]) for i in linked)
+    first = sum(explanation["indices"][i][0] in links[i] for i in linked)
+    n = max(len(linked), 1)
+    return {"linked_predictions": len(linked), "in_top_4": top4 / n, "top_1": first / n}
+
+
+def _deleted(explanation: dict, k: int) -> list[int]:
+    """The union of every prediction's top-k proponents (those with a positive influence)."""
+    rows = set()
+    for indices, scores in zip(explanation["indices"], explanation["scores"]):
+        rows.update(i for i, s in zip(indices[:k], scores[:k]) if s > 0)
+    return sorted(rows)
+
+
+def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
+    """Explain, delete, retrain once per arm and k, and measure; every finished step is kept in ``workspace``.
+
+    :return: ``{"predictions", "before", "control", "explanations", "arms": [...], "config"}`` (also written to
+        the workspace as ``end-to-end.json``)
+    """
+    retrainer = _Retrainer(run, config.progress)
+    if "testing" not in run.splits:
+        raise KGTracinError("the run has no test split to draw predictions from")
+    known = KnownTriples(run.splits.values())
+    train = run.training_triples
+    targets = choose_targets(run.model, run.splits["testing"], known, config.predictions, config.seed)
+    if targets.shape[0] == 0:
+        raise KGTracinError("the run's model ranks no test triple first; nothing to explain")
+    before = _quality(_ranks(run.model, targets, known))
+    links = [set(linking_rows(train, t).tolist()) for t in targets]
+    depth = max(max(config.ks), LOCALITY_DEPTH)
+
+    explanations = {}
+    for number, variant in enumerate(config.variants):
+        name = f"explanation-{number}.json"
+        record = workspace.read(name)
+        if record is None:
+            logger.info("explaining %d predictions: %s", targets.shape[0], variant.name)
+            record = _explain(run, variant, targets, depth, config)
+            record["locality"] = _locality(record, links)
+            workspace.write(name, record)
+        explanations[variant.name] = record
+
+    jobs: list[tuple[str, int, list[int]]] = []
+    for k in config.ks:
+        jobs += [(name, k, _deleted(record, k)) for name, record in explanations.items()]
+        if config.baselines:
+            for arm, per_target in _baseline_rows(train, targets, k, config.seed + k).items():
+                jobs.append((arm, k, sorted({row for rows in per_target for row in rows})))
+
+    control = workspace.read("control.json")
+    if control is None:
+        reproducible = retrainer.reproduces_first_checkpoint()
+        if reproducible:
+            control = {"reproducible": True, **_quality(_ranks(run.model, targets, known)), "seconds": 0.0}
+        else:
+            start = time.perf_counter()
+            control = {"reproducible": reproducible, **_quality(_ranks(retrainer([]), targets, known))}
+            control["seconds"] = time.perf_counter() - start
+        workspace.write("control.json", control)
+
+    arms = []
+    bar = tqdm(jobs, desc="retraining arms", unit="arm", disable=not config.progress)
+    for number, (name, k, rows) in enumerate(bar):
+        file = f"arm-{number}.json"
+        record = workspace.read(file)
+        if record is None or record.get("arm") != name or record.get("k") != k:
+            bar.set_postfix_str(f"{name}, k={k}: {len(rows)} facts deleted")
+            start = time.perf_counter()
+            after = _quality(_ranks(retrainer(rows), targets, known))
+            record = {"arm": name, "k": k, "deleted": len(rows), **after, "seconds": time.perf_counter() - start}
+            workspace.write(file, record)
+        record = dict(record)
+        record["delta_hits_at_1"] = record["hits_at_1"] - before["hits_at_1"]
+        record["delta_mrr"] = record["mrr"] - before["mrr"]
+        record["delta_hits_at_1_vs_control"] = record["hits_at_1"] - control["hits_at_1"]
+        record["delta_mrr_vs_control"] = record["mrr"] - control["mrr"]
+        arms.append(record)
+    return {
+        "predictions": targets.tolist(),
+        "before": before,
+        "control": control,
+        "explanations": {
+            name: {"seconds": r["seconds"], "locality": r["locality"], "top_1": [row[0] for row in r["indices"]]}
+            for name, r in explanations.items()
+        },
+        "arms": arms,
+        "recipe": {"model": retrainer.config.model, "epochs": retrainer.config.epochs, "seed": retrainer.config.seed},
+        "epoch_seconds": run.manifest.get("epoch_seconds"),
+    }
