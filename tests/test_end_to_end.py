@@ -138,7 +138,7 @@ def test_end_to_end_measures_resumes_and_reports(distmult_run, tmp_path, monkeyp
     (tmp_path / "ev" / "arm-3.json").unlink()
     calls.clear()
     again = run_end_to_end(run, Workspace(tmp_path / "ev", fingerprint(run, config)), config)
-    drop = lambda arms: [{k: v for k, v in a.items() if k != "seconds"} for a in arms]  # noqa: E731
+    drop = lambda arms: [{k: v for k, v in a.items() if k != "seconds"} for a in arms]
     assert len(calls) == 1 and drop(again["arms"]) == drop(result["arms"])
 
 

@@ -16,7 +16,7 @@ from kgtracin import KGTracinError, TracIn
 from kgtracin.audit import DETECTORS, audit_frame, detector_scores
 from kgtracin.evaluation import RetrainConfig, Retrainer
 from kgtracin.evaluation.deletion import far_rows, neighbour_rows
-from kgtracin.evaluation.noisy import corrupt_tails, roc_auc
+from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics, roc_auc
 from kgtracin.losses import loss_for_training
 from kgtracin.predictions import KnownTriples, tail_view
 from kgtracin.runs import load_run
@@ -113,6 +113,36 @@ def test_corrupt_tails_changes_only_tails_of_the_chosen(run):
     assert torch.equal(corrupted[:, :2], train[:, :2])
     assert (corrupted[noisy, 2] != train[noisy, 2]).all()
     assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
+
+
+def test_corrupt_triples_changes_one_position_of_the_chosen(run):
+    """The field's protocol: head, relation or tail replaced (each of the three occurs), never a known triple."""
+    train = run.training_triples
+    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
+    model = run.model
+    corrupted, noisy = corrupt_triples(train, 0.1, model.num_entities, model.num_relations, seed=3, known=known)
+    assert int(noisy.sum()) == round(0.1 * train.shape[0])
+    assert torch.equal(corrupted[~noisy], train[~noisy])
+    changed = corrupted[noisy] != train[noisy]
+    assert (changed.sum(dim=1) == 1).all()
+    assert changed.any(dim=0).all()  # heads, relations and tails are all replaced somewhere
+    assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
+    assert len({tuple(t) for t in corrupted.tolist()}) == train.shape[0]
+    assert (corrupted[noisy, 0] != corrupted[noisy, 2]).all()
+
+
+def test_detection_metrics_against_counting():
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randint(0, 50, (300,), generator=generator).double()
+    noisy = torch.rand(300, generator=generator) < 0.1
+    metrics = detection_metrics({"d": scores}, noisy)["d"]
+    order = sorted(range(300), key=lambda i: (-float(scores[i]), i))
+    for budget, label in ((0.01, "1pct"), (0.05, "5pct"), (0.1, "10pct")):
+        top = round(budget * 300)
+        found = sum(bool(noisy[i]) for i in order[:top])
+        assert metrics[f"precision_at_{label}"] == found / top
+        assert metrics[f"recall_at_{label}"] == found / int(noisy.sum())
+    assert metrics["auc"] == roc_auc(scores, noisy)
 
 
 def test_neighbour_and_far_rows(run):

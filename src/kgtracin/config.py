@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
     "PRECISIONS",
     "NORMALIZATIONS",
+    "CANDIDATES",
     "LOSS_NAMES",
     "TEST_BLOCK_BYTES",
     "DETECTORS",
@@ -44,6 +45,8 @@ DEFAULT_NORMALIZE: str | None = None
 
 #: How training gradients are scaled before the inner product: None (raw TracIn) or "train" (unit norm).
 NORMALIZATIONS: tuple[str | None, ...] = tuple(_NORMALIZATIONS)
+#: Candidate explanations: every training triple, or those sharing an entity with the test triple.
+CANDIDATES = ("all", "neighbourhood")
 
 #: Training triples per batch when the user gives none. ``vmap`` and ``loop`` hold one dense gradient per
 #: triple of a batch, so their batches are small. ``fast`` uses 1024 for models made of embedding rows only and
@@ -135,6 +138,16 @@ class TracInConfig:
         },
     )
 
+    #: Which training triples may explain a test triple: ``all`` of them, or its ``neighbourhood``: those that
+    #: share an entity with it (Kelpie's candidates; exact scores, far cheaper: only they are differentiated).
+    candidates: str = field(
+        default="all",
+        metadata={
+            "help": "all training triples, or the neighbourhood: those sharing an entity with the test triple "
+            "(exact scores over fewer candidates, much faster)",
+            "choices": CANDIDATES,
+        },
+    )
     #: Opt-in, approximate: sketch every dense gradient factor longer than this to this many numbers
     #: (CountSketch; embedding rows stay exact). ``None`` (default): exact. ``fast`` only.
     projection_dim: int | None = field(
@@ -172,6 +185,8 @@ class TracInConfig:
             raise KGTracinError(f"projection seed must be an integer, got {self.projection_seed!r}")
         if self.loss not in LOSS_NAMES:
             raise KGTracinError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+        if self.candidates not in CANDIDATES:
+            raise KGTracinError(f"unknown candidates {self.candidates!r}; choose one of {', '.join(CANDIDATES)}")
         if self.normalize not in NORMALIZATIONS:
             raise KGTracinError(f"unknown normalisation {self.normalize!r}; choose none, train or cosine")
         if self.test_block_size is not None and (not isinstance(self.test_block_size, int) or self.test_block_size < 1):

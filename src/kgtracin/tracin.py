@@ -154,8 +154,14 @@ class TracIn:
         """The scorer, and the test triples in blocks of :func:`~kgtracin.scoring.test_block_size`: every
         public computation loops over these, one pass over the training triples per block."""
         scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
-        block = test_block_size(scorer, test, self.config.test_block_size, TEST_BLOCK_BYTES, self._reference.dtype)
+        block = test_block_size(scorer, test, self.config.test_block_size, TEST_BLOCK_BYTES, self._dtype)
         return scorer, list(test.split(block))
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The results' dtype: the wider of the model's and the compute precision's (fp64 on a float32 model
+        gives float64 scores; bf16 keeps float32 ones)."""
+        return torch.promote_types(self._reference.dtype, self.config.dtype or self._reference.dtype)
 
     def _check_test(self, test_triples) -> torch.Tensor:
         if hasattr(test_triples, "mapped_triples"):
@@ -180,7 +186,7 @@ class TracIn:
         """
         test = self._check_test(test_triples)
         scorer, blocks = self._blocks(test)
-        out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._reference.dtype)
+        out = torch.empty(test.shape[0], self.training_triples.shape[0], dtype=self._dtype)
         for part, rows in zip(blocks, out.split([b.shape[0] for b in blocks])):
             scorer.run(self.training_triples, part, DenseSink(rows))
         return out
@@ -199,6 +205,10 @@ class TracIn:
             with the same store resumes where an interrupted run stopped. One process at a time may use it. The
             caller removes it when done with :func:`kgtracin.remove_store`, which deletes only the
             store's own files.
+
+        With ``candidates="neighbourhood"`` each test triple's candidates are the training triples sharing an
+        entity with it (:mod:`kgtracin.runners.neighbourhood`); where fewer than k have an influence of a sign,
+        the rest are filler entries (index -1, influence -inf / +inf), which ``to_frame`` leaves out.
         """
         from .runners import sharded_topk
         from .runners.store import with_test
@@ -207,7 +217,15 @@ class TracIn:
             raise KGTracinError(f"top_k must be an integer >= 1, got {top_k!r}")
         test = self._check_test(test_triples)
         k = min(top_k, self.training_triples.shape[0])
+        if self.config.candidates == "neighbourhood" and store is not None:
+            raise KGTracinError("a store is for candidates='all' (a neighbourhood is a small part of one pass)")
         scorer, blocks = self._blocks(test)
+        if self.config.candidates == "neighbourhood":
+            from .runners.neighbourhood import neighbourhood_topk
+
+            return self._result(
+                test, [neighbourhood_topk(scorer, self.training_triples, p, k, self._dtype) for p in blocks]
+            )
         folder = None if store is None else _open_store(store)
         identity = None if folder is None else self._fingerprint(None, k)  # files hashed once, not per block
         parts = []
@@ -222,7 +240,7 @@ class TracIn:
                         self.training_triples,
                         part,
                         k,
-                        self._reference.dtype,
+                        self._dtype,
                         self.config.shard_size,
                         shard_store,
                     )
@@ -230,6 +248,10 @@ class TracIn:
         finally:
             if folder is not None:
                 folder.close()
+        return self._result(test, parts)
+
+    def _result(self, test: torch.Tensor, parts) -> InfluenceResult:
+        """One result from the test blocks' sinks (``top_indices``, ``top_values``, ``bottom_*``: (m, k) each)."""
         return InfluenceResult(
             proponents=TopK(torch.cat([p.top_indices for p in parts]), torch.cat([p.top_values for p in parts])),
             opponents=TopK(torch.cat([p.bottom_indices for p in parts]), torch.cat([p.bottom_values for p in parts])),
@@ -260,7 +282,7 @@ class TracIn:
         """
         test = self._check_test(test_triples)
         scorer, blocks = self._blocks(test)
-        sink = SumSink(self.training_triples.shape[0], self._reference.dtype)
+        sink = SumSink(self.training_triples.shape[0], self._dtype)
         for part in blocks:
             scorer.run(self.training_triples, part, sink)
         return sink.values
@@ -270,6 +292,6 @@ class TracIn:
 
         :return: shape: (N,)
         """
-        sink = VectorSink(self.training_triples.shape[0], self._reference.dtype)
+        sink = VectorSink(self.training_triples.shape[0], self._dtype)
         self._scorer().run_self(self.training_triples, sink)
         return sink.values

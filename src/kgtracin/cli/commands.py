@@ -18,6 +18,7 @@ from .options import (
     _setup_logging,
     _top_k,
     batch_option,
+    candidates_option,
     compile_option,
     dataset_option,
     device_option,
@@ -135,6 +136,7 @@ def train(
 @shard_option
 @loss_option
 @normalize_option
+@candidates_option
 @projection_option
 @click.option(
     "--store",
@@ -164,6 +166,7 @@ def explain(
     shard_size,
     loss,
     normalize,
+    candidates,
     projection_dim,
     projection_seed,
     store,
@@ -206,22 +209,28 @@ def explain(
         shard_size=shard_size,
         progress=rank == 0,
         normalize=normalize,
+        candidates=candidates,
         projection_dim=projection_dim,
         projection_seed=projection_seed,
     )
-    if store is None:  # one store per output: a second process writing the same output is refused
+    if candidates == "neighbourhood":  # a small part of one pass: nothing worth storing
+        if store is not None:
+            raise KGTracinError("--store is for --candidates all (a neighbourhood is a small part of one pass)")
+    elif store is None:  # one store per output: a second process writing the same output is refused
         store = Path(os.path.abspath(output_path)).parent / f".{short_name(output_path.name)}.kgtracin-store"
     try:
         result = tracin.influence(test, top_k=top_k, store=store)
     except KGTracinError:
-        remove_store(store, unless_resumable=True)  # a store with finished shards is kept for the re-run
+        if store is not None:
+            remove_store(store, unless_resumable=True)  # a store with finished shards is kept for the re-run
         raise
     if rank == 0:
         scores, ranks = model_view(run, test, head=bool(predict_head))
         notes = unseen_notes(test, run.training_triples)
         frame = result.to_frame(model_view=(scores, ranks), notes=notes, rank_of="head" if predict_head else "tail")
         write_table(frame, output_path)
-        remove_store(store)
+        if store is not None:
+            remove_store(store)
         normalised = f"; training gradients normalised ({normalize})" if normalize is not None else ""
         click.echo(f"TracIn loss: {loss} (the model was trained with {run.training_loss}){normalised}")
         print_table(frame, top_k=top_k)

@@ -21,6 +21,7 @@ __all__ = [
     "run_folders",
     "dataset_option",
     "field_option",
+    "candidates_option",
 ]
 
 
@@ -137,6 +138,7 @@ loss_option = field_option(
     "loss, else bce]",
 )
 normalize_option = field_option(TracInConfig, "normalize")
+candidates_option = field_option(TracInConfig, "candidates")
 
 
 def projection_option(command):

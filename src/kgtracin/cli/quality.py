@@ -145,7 +145,16 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     show_default=True,
     help="all: every TracIn loss x normalisation; default: kgtracin's default explanation only",
 )
-@click.option("--noisy", type=float, default=None, help="also corrupt this fraction of tails and score detectors")
+@click.option(
+    "--noisy", type=float, default=None, help="also corrupt this fraction of training triples and score detectors"
+)
+@click.option(
+    "--corruption",
+    type=click.Choice(["triples", "tails"]),
+    default="triples",
+    show_default=True,
+    help="with --noisy: replace the head, relation or tail, chosen uniformly (the field's protocol), or tails only",
+)
 @click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
 @trust_option
 @verbose_option
@@ -164,6 +173,7 @@ def evaluate(
     constrained,
     arms,
     noisy,
+    corruption,
     no_deletion,
     trust_pickle,
     verbose,
@@ -173,8 +183,8 @@ def evaluate(
     Deletion: for test triples the model ranks first, delete k training triples (TracIn's proponents under
     each loss and normalisation, NH-k random neighbours, RG-k random far triples), retrain, and report PD
     (probability dropped) and TC (top-1 changed). The deletion protocol retrains a small stand-in model (DistMult
-    d=32 by default), not the run's recipe. --noisy F: corrupt a fraction F of training tails, retrain, and report
-    each audit detector's ROC AUC beside the plain-loss baseline.
+    d=32 by default), not the run's recipe. --noisy F: corrupt a fraction F of training triples, retrain, and report
+    each audit detector's ROC AUC and precision / recall at 1%, 5% and 10% beside the plain-loss baseline.
 
     --protocol end-to-end: the field's protocol (Kelpie, eXpath) with the run's own recipe and seed. Explain N
     predictions ranked first with k facts each, delete the union, retrain once per arm (each --variant, NH-k
@@ -278,7 +288,7 @@ def evaluate(
     if not no_deletion:
         result["deletion"] = run_deletion(factory, dict(run.splits), config)
     if noisy is not None:
-        result["noisy"] = run_noisy(factory, dict(run.splits), config, noisy, run.tracin_loss)
+        result["noisy"] = run_noisy(factory, dict(run.splits), config, noisy, run.tracin_loss, corruption)
     write_outputs(result, out)
     click.echo((out / "evaluation.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out / 'evaluation.md'}, evaluation.json and evaluation.png")

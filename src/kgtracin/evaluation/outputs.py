@@ -41,14 +41,20 @@ def _noisy_markdown(noisy: dict) -> list[str]:
     lines = [
         "## Noisy facts",
         "",
-        f"{noisy['fraction']:.0%} of training tails corrupted ({noisy['num_noisy']} triples); retrained model "
-        f"filtered test MRR {noisy['base']['mrr']:.3f}; TracIn loss {noisy['loss']}.",
+        f"{noisy['fraction']:.0%} of training triples corrupted "
+        f"({'tails only' if noisy.get('corruption') == 'tails' else 'head, relation or tail, chosen uniformly'}; "
+        f"{noisy['num_noisy']} triples); retrained model filtered test MRR {noisy['base']['mrr']:.3f}; TracIn loss "
+        f"{noisy['loss']}.",
         "",
-        "| detector | ROC AUC | recall in top 10% |",
-        "| --- | --- | --- |",
+        "| detector | ROC AUC | P@1% | R@1% | P@5% | R@5% | P@10% | R@10% |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, values in sorted(noisy["detectors"].items(), key=lambda kv: -kv[1]["auc"]):
-        lines.append(f"| {name} | {values['auc']:.3f} | {values['recall_at_10pct']:.3f} |")
+    for name, v in sorted(noisy["detectors"].items(), key=lambda kv: -kv[1]["auc"]):
+        lines.append(
+            f"| {name} | {v['auc']:.3f} | {v['precision_at_1pct']:.3f} | {v['recall_at_1pct']:.3f} | "
+            f"{v['precision_at_5pct']:.3f} | {v['recall_at_5pct']:.3f} | {v['precision_at_10pct']:.3f} | "
+            f"{v['recall_at_10pct']:.3f} |"
+        )
     return lines + [""]
 
 

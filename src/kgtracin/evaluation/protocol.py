@@ -128,17 +128,26 @@ def summarise(per_seed: list[dict]) -> list[dict]:
     return rows
 
 
-def run_noisy(factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float, loss: str) -> dict:
-    """Corrupt ``fraction`` of the training tails, retrain, and score every detector against the truth."""
+def run_noisy(
+    factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float, loss: str, corruption="triples"
+) -> dict:
+    """Corrupt ``fraction`` of the training triples (``triples``: head, relation or tail, the field's protocol;
+    ``tails``: tails only), retrain, and score every detector against the truth."""
     from pykeen.triples import TriplesFactory
 
     from ..audit import DETECTORS, detector_scores
-    from .noisy import corrupt_tails, detection_metrics
+    from .noisy import corrupt_tails, corrupt_triples, detection_metrics
 
     known = set()
     for part in splits.values():
         known |= set(map(tuple, part.tolist()))
-    corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, config.retrain.seed, known)
+    seed = config.retrain.seed
+    if corruption == "tails":
+        corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, seed, known)
+    else:
+        corrupted, noisy = corrupt_triples(
+            factory.mapped_triples, fraction, factory.num_entities, factory.num_relations, seed, known
+        )
     noisy_factory = TriplesFactory(
         corrupted, factory.entity_to_id, factory.relation_to_id, create_inverse_triples=factory.create_inverse_triples
     )
@@ -154,4 +163,11 @@ def run_noisy(factory, splits: dict[str, torch.Tensor], config: EvaluationConfig
     metrics[f"loss ({other})"] = detection_metrics(
         detector_scores(model, noisy_factory.mapped_triples, None, checkpoints, ("loss",), loss=other), noisy
     )["loss"]
-    return {"fraction": fraction, "num_noisy": int(noisy.sum()), "loss": loss, "base": quality, "detectors": metrics}
+    return {
+        "fraction": fraction,
+        "corruption": corruption,
+        "num_noisy": int(noisy.sum()),
+        "loss": loss,
+        "base": quality,
+        "detectors": metrics,
+    }
