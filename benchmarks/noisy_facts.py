@@ -1,9 +1,16 @@
-"""Noisy-fact detection on UMLS: 5% of training tails corrupted, trained by ``kgtracin train`` defaults.
+"""Noisy-fact detection by the field's protocol (CKRL, KGTtm, CAGED), on a model trained by ``kgtracin train``.
 
-Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--schedule linear|log]`` (default: DistMult ConvE, log,
-as ``kgtracin train``). For each model it prints the
-filtered test MRR of the model trained on the corrupted data, then every audit detector's ROC AUC and recall in
-the top 10%, under both TracIn losses, so that the plain-loss baseline of either loss stands beside them.
+Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|tails]
+[--validation-sample N] [--schedule log|linear]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
+train``'s defaults).
+
+``--corruption triples`` (default) adds ``fraction`` x N fake triples, each a copy of a real one with its head,
+relation or tail (chosen uniformly) replaced by a random one; ``tails`` replaces a fraction of the tails, as
+kgtracin's earlier figures did. ``--graph DIR`` reads ``train.tsv``, ``valid.tsv`` and ``test.tsv`` (e.g. the
+WordNet graph of ``benchmarks/wordnet_graph.py``) instead of UMLS. For each model it trains on the corrupted
+data, prints the filtered test MRR, then every audit detector's ROC AUC and precision / recall at 1%, 5% and
+10% of the training triples, under both TracIn losses, so that the plain-loss baseline of either loss stands
+beside them. The validation detectors use ``--validation-sample`` validation triples (default: all).
 """
 
 from __future__ import annotations
@@ -15,28 +22,42 @@ from pathlib import Path
 import torch
 
 
-def main(models: list[str], fraction: float = 0.05, schedule: str = "log") -> None:
-    from pykeen.datasets import UMLS
+def _splits(graph: Path | None):
+    """Labels and (training, validation, testing) ids: UMLS, or a folder of labelled TSV files."""
+    from kgtracin.triples import Labels, read_labeled_triples
 
+    if graph is None:
+        from pykeen.datasets import UMLS
+
+        dataset = UMLS()
+        labels = Labels.from_maps(dataset.training.entity_to_id, dataset.training.relation_to_id)
+        return labels, [p.mapped_triples for p in (dataset.training, dataset.validation, dataset.testing)]
+    parts = [read_labeled_triples(graph / f"{name}.tsv") for name in ("train", "valid", "test")]
+    entities = sorted({x for p in parts for x in set(p[:, 0]) | set(p[:, 2])})
+    relations = sorted({x for p in parts for x in set(p[:, 1])})
+    labels = Labels(tuple(entities), tuple(relations))
+    return labels, [labels.to_ids(p) for p in parts]
+
+
+def main(models, graph, fraction, corruption, validation_sample, schedule) -> None:
     from kgtracin.audit import detector_scores
-    from kgtracin.evaluation.noisy import corrupt_tails, detection_metrics
+    from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics
     from kgtracin.runs import load_run
     from kgtracin.training import TrainingConfig, train_run
-    from kgtracin.triples import Labels, write_labeled_triples
+    from kgtracin.triples import write_labeled_triples
 
-    dataset = UMLS()
-    labels = Labels.from_maps(dataset.training.entity_to_id, dataset.training.relation_to_id)
+    labels, (training, validation, testing) = _splits(graph)
     known = set()
-    for part in (dataset.training, dataset.validation, dataset.testing):
-        known |= set(map(tuple, part.mapped_triples.tolist()))
-    train, noisy = corrupt_tails(dataset.training.mapped_triples, fraction, dataset.num_entities, 0, known)
+    for part in (training, validation, testing):
+        known |= set(map(tuple, part.tolist()))
+    num_entities, num_relations = len(labels.entities), len(labels.relations)
+    if corruption == "tails":
+        train, noisy = corrupt_tails(training, fraction, num_entities, 0, known)
+    else:
+        train, noisy = corrupt_triples(training, fraction, num_entities, num_relations, 0, known)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        files = {
-            "training": train,
-            "validation": dataset.validation.mapped_triples,
-            "testing": dataset.testing.mapped_triples,
-        }
+        files = {"training": train, "validation": validation, "testing": testing}
         for name, triples in files.items():
             write_labeled_triples(scratch / f"{name}.tsv", labels.to_labels(triples))
         for model in models:
@@ -47,24 +68,25 @@ def main(models: list[str], fraction: float = 0.05, schedule: str = "log") -> No
                 progress=False,
             )
             run = load_run(path)
-            assert torch.equal(run.labels.to_ids(labels.to_labels(train)), run.training_triples)
+            fakes = set(map(tuple, labels.to_labels(train[noisy]).tolist()))
+            truth = torch.tensor([tuple(t) in fakes for t in run.labels.to_labels(run.training_triples).tolist()])
+            assert int(truth.sum()) == int(noisy.sum())
             epochs = [c["epoch"] for c in run.manifest["checkpoints"]]
             print(
-                f"{model}: trained on {fraction:.0%} corrupted tails ({int(noisy.sum())} triples), filtered test "
-                f"MRR {run.manifest['evaluation']['mrr']:.3f}, checkpoints at epochs {epochs}",
+                f"{model}: {corruption} corruption, {int(noisy.sum())} noisy of {train.shape[0]} training triples, "
+                f"filtered test MRR {run.manifest['evaluation']['mrr']:.3f}, checkpoints at epochs {epochs}",
                 flush=True,
             )
+            valid = run.splits["validation"]
+            if validation_sample:
+                order = torch.randperm(valid.shape[0], generator=torch.Generator().manual_seed(0))
+                valid = valid[order[:validation_sample]]
             for loss in ("softmax", "bce"):
                 scores = detector_scores(
-                    run.model,
-                    run.training_triples,
-                    run.splits["validation"],
-                    run.checkpoints,
-                    loss=loss,
-                    progress=False,
+                    run.model, run.training_triples, valid, run.checkpoints, loss=loss, progress=False
                 )
                 metrics = {
-                    k: {m: round(v, 3) for m, v in d.items()} for k, d in detection_metrics(scores, noisy).items()
+                    k: {m: round(v, 3) for m, v in d.items()} for k, d in detection_metrics(scores, truth).items()
                 }
                 print(f"  TracIn loss {loss}: {json.dumps(metrics)}", flush=True)
 
@@ -74,6 +96,10 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", nargs="*", default=["DistMult", "ConvE"])
+    parser.add_argument("--graph", type=Path, default=None, help="folder with train.tsv, valid.tsv, test.tsv")
+    parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--corruption", choices=["triples", "tails"], default="triples")
+    parser.add_argument("--validation-sample", type=int, default=None)
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
     args = parser.parse_args()
-    main(args.models, schedule=args.schedule)
+    main(args.models, args.graph, args.fraction, args.corruption, args.validation_sample, args.schedule)

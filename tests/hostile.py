@@ -9,7 +9,9 @@ import sys
 
 
 def _explain(run_dir, *extra):
-    return ["explain", run_dir, "--split", "test", "--limit", "2", "--top-k", "3", *extra]
+    """An explain command line; with ``--store``, over all candidates (the neighbourhood default keeps no store)."""
+    candidates = ["--candidates", "all"] if "--store" in map(str, extra) else []
+    return ["explain", run_dir, "--split", "test", "--limit", "2", "--top-k", "3", *candidates, *extra]
 
 
 def _cli(*args, cwd=None, env_extra=None, unprivileged=False, **kwargs):

@@ -90,14 +90,14 @@ def test_a_second_process_on_the_same_store_is_refused(distmult_run, tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = _cli(*_explain(distmult_run, "--output", out))
+        result = _cli(*_explain(distmult_run, "--candidates", "all", "--output", out))
         assert result.returncode != 0
         assert result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert "in use by another kgtracin process" in result.stderr and "Traceback" not in result.stderr
         assert not out.exists()
     finally:
         holder.communicate("")
-    result = _cli(*_explain(distmult_run, "--output", out))  # once the other process has ended, the store is free
+    result = _cli(*_explain(distmult_run, "--candidates", "all", "--output", out))  # the other has ended: store free
     assert result.returncode == 0, result.stderr
     assert not store.exists()
 
@@ -261,6 +261,8 @@ def test_top_k_above_n_labels_by_sign(distmult_run, tmp_path, capsys):
         "100000",
         "--loss",
         "bce",
+        "--candidates",
+        "all",
         "--output",
         out,
     )

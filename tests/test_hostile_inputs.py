@@ -503,7 +503,7 @@ def test_parents_named_through_dot_dot_are_not_created(distmult_run, tmp_path, c
 
 def test_jsonl_keeps_every_digit(distmult_run, tmp_path, capsys):
     out = tmp_path / "o.jsonl"
-    code, _, err = run_cli(capsys, *_explain(distmult_run, "--output", out))
+    code, _, err = run_cli(capsys, *_explain(distmult_run, "--candidates", "all", "--output", out))
     assert code == 0, err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     loaded = load_run(distmult_run)

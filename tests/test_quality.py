@@ -115,20 +115,24 @@ def test_corrupt_tails_changes_only_tails_of_the_chosen(run):
     assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
 
 
-def test_corrupt_triples_changes_one_position_of_the_chosen(run):
-    """The field's protocol: head, relation or tail replaced (each of the three occurs), never a known triple."""
+def test_corrupt_triples_adds_fakes_that_differ_in_one_position(run):
+    """The field's protocol: 10% fakes added, each a real triple with its head, relation or tail replaced (each of
+    the three occurs), never a known triple, a duplicate or a self-loop; the real triples are all kept."""
     train = run.training_triples
     known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
     model = run.model
-    corrupted, noisy = corrupt_triples(train, 0.1, model.num_entities, model.num_relations, seed=3, known=known)
-    assert int(noisy.sum()) == round(0.1 * train.shape[0])
-    assert torch.equal(corrupted[~noisy], train[~noisy])
-    changed = corrupted[noisy] != train[noisy]
-    assert (changed.sum(dim=1) == 1).all()
-    assert changed.any(dim=0).all()  # heads, relations and tails are all replaced somewhere
-    assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
-    assert len({tuple(t) for t in corrupted.tolist()}) == train.shape[0]
-    assert (corrupted[noisy, 0] != corrupted[noisy, 2]).all()
+    combined, noisy = corrupt_triples(train, 0.1, model.num_entities, model.num_relations, seed=3, known=known)
+    assert int(noisy.sum()) == round(0.1 * train.shape[0]) and combined.shape[0] == train.shape[0] + int(noisy.sum())
+    assert sorted(map(tuple, combined[~noisy].tolist())) == sorted(map(tuple, train.tolist()))
+    real = train.tolist()
+    positions = set()
+    for fake in combined[noisy].tolist():
+        assert tuple(fake) not in known and fake[0] != fake[2]
+        close = [[i for i in range(3) if a[i] != fake[i]] for a in real]
+        assert [1] in close or [0] in close or [2] in close  # a copy of some real triple with one slot replaced
+        positions.update(d[0] for d in close if len(d) == 1)
+    assert positions == {0, 1, 2}
+    assert len({tuple(t) for t in combined.tolist()}) == combined.shape[0]
 
 
 def test_detection_metrics_against_counting():

@@ -38,6 +38,7 @@ def test_shards_give_the_top_k_of_the_matrix(run, shard_size):
 
 def test_killed_explain_resumes_with_identical_output(nations_run, tmp_path, capsys, monkeypatch, caplog):
     args = ["explain", nations_run, "--split", "test", "--limit", LIMIT, "--top-k", "5", "--shard-size", "200"]
+    args += ["--candidates", "all"]  # the resumable store serves a pass over all training triples
     fresh = tmp_path / "fresh.tsv"
     code, _, err = run_cli(capsys, *args, "--output", fresh)
     assert code == 0, err
@@ -71,6 +72,7 @@ def test_killed_explain_resumes_with_identical_output(nations_run, tmp_path, cap
 def test_store_for_other_work_starts_afresh(nations_run, tmp_path, capsys, monkeypatch):
     store = tmp_path / "store"
     base = ["explain", nations_run, "--split", "test", "--limit", LIMIT, "--shard-size", "400", "--store", store]
+    base += ["--candidates", "all"]
     original = Scorer.run_range
     calls = []
 

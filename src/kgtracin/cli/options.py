@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..config import TracInConfig
+from ..config import EXPLAIN_CANDIDATES, TracInConfig
 from ..errors import KGTracinError
 
 __all__ = [
@@ -138,7 +138,13 @@ loss_option = field_option(
     "loss, else bce]",
 )
 normalize_option = field_option(TracInConfig, "normalize")
-candidates_option = field_option(TracInConfig, "candidates")
+candidates_option = field_option(
+    TracInConfig,
+    "candidates",
+    default=EXPLAIN_CANDIDATES,
+    help="neighbourhood: explain with the training triples that share an entity with the test triple (Kelpie's "
+    "candidates; exact scores, a fraction of the time); all: every training triple, TracIn over all of them",
+)
 
 
 def projection_option(command):

@@ -9,6 +9,7 @@ from .options import (
     _setup_logging,
     _top_k,
     batch_option,
+    candidates_option,
     device_option,
     loss_option,
     method_option,
@@ -52,6 +53,7 @@ from .selection import choose_triples
 @batch_option
 @device_option
 @loss_option
+@candidates_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.html")
 @run_options
 @verbose_option
@@ -72,6 +74,7 @@ def report(
     batch_size,
     device,
     loss,
+    candidates,
     output,
     run_source,
     verbose,
@@ -94,7 +97,9 @@ def report(
     )
     run = open_run(run_dir, run_source)
     test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
-    tracin = run_tracin(run, parameters, loss, method=method, batch_size=batch_size, device=device)
+    tracin = run_tracin(
+        run, parameters, loss, method=method, batch_size=batch_size, device=device, candidates=candidates
+    )
     page = build_report(run, tracin, test, top_k=top_k, self_influence=with_self_influence, audit=audit)
     write_text(page, output, (".html", ".htm"))
     click.echo(f"wrote a report on {len(test)} triple(s) to {output} ({len(page) // 1024} KiB, self-contained)")

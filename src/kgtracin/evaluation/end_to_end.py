@@ -52,7 +52,8 @@ LOCALITY_DEPTH = 4
 
 @dataclass(frozen=True)
 class Variant:
-    """An explanation variant: TracIn options by name (``TracInConfig`` fields), over the run's defaults.
+    """An explanation variant: TracIn options by name (``TracInConfig`` fields), over what ``kgtracin explain``
+    does by default (the run's TracIn loss, :data:`~kgtracin.config.EXPLAIN_CANDIDATES`).
 
     :param options: ``((name, value), ...)``; empty for kgtracin's default explanation
     """
@@ -229,9 +230,15 @@ class _Retrainer:
 
 
 def _explain(run, variant: Variant, targets: torch.Tensor, depth: int, config: EndToEndConfig) -> dict:
+    from ..config import EXPLAIN_CANDIDATES
     from ..tracin import TracIn
 
-    options = {"loss": run.tracin_loss, "progress": config.progress, **dict(config.tracin_options)}
+    options = {
+        "loss": run.tracin_loss,
+        "candidates": EXPLAIN_CANDIDATES,
+        "progress": config.progress,
+        **dict(config.tracin_options),
+    }
     options.update(dict(variant.options))
     start = time.perf_counter()
     result = TracIn(run.model, run.training_triples, run.checkpoints, labels=run.labels, **options).influence(

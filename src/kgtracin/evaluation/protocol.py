@@ -131,8 +131,9 @@ def summarise(per_seed: list[dict]) -> list[dict]:
 def run_noisy(
     factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float, loss: str, corruption="triples"
 ) -> dict:
-    """Corrupt ``fraction`` of the training triples (``triples``: head, relation or tail, the field's protocol;
-    ``tails``: tails only), retrain, and score every detector against the truth."""
+    """Corrupt the training set (``triples``: add ``fraction`` x N fakes, each a real triple with its head, relation
+    or tail replaced, the field's protocol; ``tails``: replace a fraction of the tails), retrain, and score every
+    detector against the truth."""
     from pykeen.triples import TriplesFactory
 
     from ..audit import DETECTORS, detector_scores
