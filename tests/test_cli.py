@@ -432,7 +432,7 @@ def test_audit(nations_run, tmp_path, capsys):
         "self_influence",
         "loss",
     ]
-    assert len(frame) == 15 and frame["validation_cosine"].is_monotonic_decreasing
+    assert len(frame) == 15 and frame["validation"].is_monotonic_decreasing  # the default order
     code, _, err = run_cli(capsys, "audit", nations_run, "--order-by", "loss", "--output", out)
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")

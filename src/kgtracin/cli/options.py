@@ -22,6 +22,7 @@ __all__ = [
     "dataset_option",
     "field_option",
     "candidates_option",
+    "audit_loss_option",
 ]
 
 
@@ -136,6 +137,14 @@ loss_option = field_option(
     show_default=False,
     help="TracIn loss [default: follows the run: softmax for a model trained with a softmax / cross-entropy "
     "loss, else bce]",
+)
+audit_loss_option = field_option(
+    TracInConfig,
+    "loss",
+    default=None,
+    show_default=False,
+    help="TracIn loss [default: bce, which found noisy facts best on every model measured "
+    "(docs/quality/umls-noisy-field-protocol.md)]",
 )
 normalize_option = field_option(TracInConfig, "normalize")
 candidates_option = field_option(

@@ -15,9 +15,9 @@ from .options import (
     _positive,
     _setup_logging,
     _top_k,
+    audit_loss_option,
     batch_option,
     device_option,
-    loss_option,
     method_option,
     open_run,
     parameters_option,
@@ -35,13 +35,13 @@ from .options import (
     "--order-by",
     type=click.Choice(list(DETECTORS)),
     default=None,
-    help="the detector that orders the rows [default: validation_cosine]",
+    help="the detector that orders the rows [default: validation; self_influence without validation triples]",
 )
 @parameters_option
 @method_option
 @batch_option
 @device_option
-@loss_option
+@audit_loss_option
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
 @verbose_option
@@ -49,11 +49,12 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
     Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
-    validation loss, gradient-cosine TracIn), validation (the same, raw TracIn), self_influence, and loss (the
-    final model's loss of the triple alone: the baseline).
+    validation loss, gradient-cosine TracIn), validation (the same, raw TracIn: the default order), self_influence,
+    and loss (the final model's loss of the triple alone: the baseline). The TracIn loss is bce unless --loss says
+    otherwise: it found noisy facts best on every model measured.
     """
     _setup_logging(verbose)
-    from ..audit import audit_frame, detector_scores, detectors_for
+    from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
     check_output(output, input_folders=run_folders(run_dir, run_source))
@@ -71,7 +72,7 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
         method=method,
         batch_size=batch_size,
         device=device,
-        loss=loss or run.tracin_loss,
+        loss=loss or AUDIT_LOSS,
         labels=run.labels,
     )
     frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)

@@ -58,7 +58,7 @@ def build_report(
 
         top_self = self_influence_frame(values, run.training_triples, run.labels, top_k=10).drop(columns="train_index")
     if audit:
-        from ..audit import audit_frame, detector_scores, detectors_for
+        from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
 
         validation = run.splits.get("validation")
         detectors, order_by = detectors_for(validation is not None)
@@ -68,7 +68,7 @@ def build_report(
             validation,
             tracin.checkpoints,
             detectors,
-            loss=tracin.config.loss,
+            loss=AUDIT_LOSS,
             method=tracin.config.method,
             progress=False,
         )
