@@ -324,8 +324,9 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         if record is None or record.get("arm") != name or record.get("k") != k:
             bar.set_postfix_str(f"{name}, k={k}: {len(rows)} facts deleted")
             start = time.perf_counter()
-            after = _quality(_ranks(retrainer(rows), targets, known))
-            record = {"arm": name, "k": k, "deleted": len(rows), **after, "seconds": time.perf_counter() - start}
+            ranks = _ranks(retrainer(rows), targets, known)
+            record = {"arm": name, "k": k, "deleted": len(rows), **_quality(ranks)}
+            record.update(seconds=time.perf_counter() - start, ranks=ranks.tolist())
             workspace.write(file, record)
         record = dict(record)
         record["delta_hits_at_1"] = record["hits_at_1"] - before["hits_at_1"]
