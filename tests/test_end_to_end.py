@@ -182,3 +182,37 @@ def test_end_to_end_needs_the_runs_recipe(distmult_run_copy, tmp_path, capsys):
     )
     assert_clean_error(code, err, "recipe", "kgtracin train")
     assert not (tmp_path / "ev").exists()
+
+
+def test_check_is_adam_on_the_neighbourhood_without_the_explanations(distmult_run):
+    """The cheap check, written out independently: Adam steps on the mean 1-N cross-entropy (both directions) of
+    the training triples sharing an entity with a prediction, without the explanations, then the filtered rank."""
+    import copy
+
+    from torch.nn import functional as F
+
+    from kgtracin.evaluation.check import CheckConfig, check_explanations
+
+    run = load_run(distmult_run)
+    train, targets = run.training_triples, run.splits["testing"][:3]
+    known = KnownTriples(run.splits.values())
+    explanations = [[0, 5], [7], []]
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    config = CheckConfig(steps=3, learning_rate=0.01, chunk=50)
+    result = check_explanations(run.model, train, targets, explanations, known, config)
+    assert all(torch.equal(v, before[k]) for k, v in run.model.state_dict().items())  # the model is untouched
+
+    ends = set(targets[:, [0, 2]].reshape(-1).tolist())
+    for removed, key in (({0, 5, 7}, "rank_without"), (set(), "rank_with")):
+        rows = [i for i, (h, _, t) in enumerate(train.tolist()) if {h, t} & ends and i not in removed]
+        model = copy.deepcopy(run.model)
+        optimizer = torch.optim.Adam(model.get_grad_params(), lr=0.01)
+        batch = train[rows]
+        for _ in range(3):
+            optimizer.zero_grad()
+            tails = F.cross_entropy(model.score_t(batch[:, :2]), batch[:, 2], reduction="sum")
+            heads = F.cross_entropy(model.score_h(batch[:, 1:]), batch[:, 0], reduction="sum")
+            ((tails + heads) / len(rows)).backward()
+            optimizer.step()
+        expected = [_filtered_tail_rank(model.eval(), t, known) for t in targets]
+        assert [r[key] for r in result] == expected

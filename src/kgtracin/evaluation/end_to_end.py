@@ -107,6 +107,8 @@ class EndToEndConfig:
     progress: bool = True
     #: extra TracIn options for every variant (batch size, device)
     tracin_options: tuple[tuple[str, object], ...] = field(default=())
+    #: steps of the cheap check (:mod:`.check`) of every explanation; 0: no check
+    check_steps: int = 10
 
 
 def retraining_config(run):
@@ -252,6 +254,33 @@ def _explain(run, variant: Variant, targets: torch.Tensor, depth: int, config: E
     }
 
 
+def _check(run, targets: torch.Tensor, explanation: dict, config: EndToEndConfig, known: KnownTriples) -> dict:
+    """The cheap check (:mod:`.check`) of the predictions' top-k explanations, per k:
+    ``{k: [{rank_without, rank_with}, ...]}``."""
+    from .check import CheckConfig, check_explanations
+
+    rate = float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
+    check = CheckConfig(steps=config.check_steps, learning_rate=rate)
+    start = time.perf_counter()
+    out = {}
+    for k in config.ks:
+        rows = [
+            _deleted({"indices": [i], "scores": [s]}, k) for i, s in zip(explanation["indices"], explanation["scores"])
+        ]
+        out[str(k)] = check_explanations(run.model, run.training_triples, targets, rows, known, check)
+    explanation["check_seconds"] = time.perf_counter() - start
+    return out
+
+
+def _check_summary(checks: list[dict]) -> dict:
+    """Share of predictions still ranked first after the check, without and with the explanation."""
+    n = max(1, len(checks))
+    return {
+        "hits_at_1_without": sum(c["rank_without"] <= 1 for c in checks) / n,
+        "hits_at_1_with": sum(c["rank_with"] <= 1 for c in checks) / n,
+    }
+
+
 def _locality(explanation: dict, links: list[set[int]]) -> dict:
     """Of the predictions with a directly linking training fact: how often one is in the top 4, and first."""
     linked = [i for i, rows in enumerate(links) if rows]
@@ -295,6 +324,8 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
             logger.info("explaining %d predictions: %s", targets.shape[0], variant.name)
             record = _explain(run, variant, targets, depth, config)
             record["locality"] = _locality(record, links)
+            if config.check_steps:
+                record["check"] = _check(run, targets, record, config, known)
             workspace.write(name, record)
         explanations[variant.name] = record
 
@@ -333,13 +364,21 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         record["delta_mrr"] = record["mrr"] - before["mrr"]
         record["delta_hits_at_1_vs_control"] = record["hits_at_1"] - control["hits_at_1"]
         record["delta_mrr_vs_control"] = record["mrr"] - control["mrr"]
+        checks = (explanations.get(name) or {}).get("check", {}).get(str(k))
+        if checks:
+            record["check"] = _check_summary(checks)
         arms.append(record)
     return {
         "predictions": targets.tolist(),
         "before": before,
         "control": control,
         "explanations": {
-            name: {"seconds": r["seconds"], "locality": r["locality"], "top_1": [row[0] for row in r["indices"]]}
+            name: {
+                "seconds": r["seconds"],
+                "check_seconds": r.get("check_seconds"),
+                "locality": r["locality"],
+                "top_1": [row[0] for row in r["indices"]],
+            }
             for name, r in explanations.items()
         },
         "arms": arms,
