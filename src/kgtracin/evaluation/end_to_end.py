@@ -320,12 +320,15 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
     for number, variant in enumerate(config.variants):
         name = f"explanation-{number}.json"
         record = workspace.read(name)
-        if record is None:
+        changed = record is None
+        if changed:
             logger.info("explaining %d predictions: %s", targets.shape[0], variant.name)
             record = _explain(run, variant, targets, depth, config)
             record["locality"] = _locality(record, links)
-            if config.check_steps:
-                record["check"] = _check(run, targets, record, config, known)
+        if config.check_steps and "check" not in record:  # also for an explanation kept without its check
+            record["check"] = _check(run, targets, record, config, known)
+            changed = True
+        if changed:
             workspace.write(name, record)
         explanations[variant.name] = record
 
