@@ -20,7 +20,7 @@ import torch
 
 from ..compat import embedding_table, entity_slots, to_internal
 from ..losses import SoftmaxLoss
-from ..predictions import KnownTriples, _rank, tail_scores
+from ..predictions import KnownTriples, tail_view
 from ..scorers import matrix_products
 
 __all__ = ["CheckConfig", "check_explanations"]
@@ -38,9 +38,7 @@ class CheckConfig:
 
 
 def _ranks(model, targets: torch.Tensor, known: KnownTriples) -> list[float]:
-    scores = tail_scores(model, targets[:, :2])
-    mask = known.mask(targets[:, :2], scores.shape[1], keep=targets[:, 2])
-    return _rank(scores.masked_fill(mask, float("-inf")), targets[:, 2])[1].tolist()
+    return tail_view(model, targets, known)[1].tolist()
 
 
 def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):

@@ -30,8 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import KGTracinError
-from ..predictions import KnownTriples, _rank, tail_scores
-from .deletion import choose_targets
+from ..predictions import KnownTriples, tail_view
+from .deletion import choose_targets, far_rows
 from .workspace import Workspace
 
 __all__ = [
@@ -146,9 +146,7 @@ def linking_rows(train: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _ranks(model, targets: torch.Tensor, known: KnownTriples) -> torch.Tensor:
     """Filtered (realistic) rank of each target's tail. :return: shape: (T,), float64"""
-    scores = tail_scores(model.eval(), targets[:, :2])
-    mask = known.mask(targets[:, :2], scores.shape[1], keep=targets[:, 2])
-    return _rank(scores.masked_fill(mask, float("-inf")), targets[:, 2])[1]
+    return tail_view(model, targets, known)[1]
 
 
 def _quality(ranks: torch.Tensor) -> dict:
@@ -164,11 +162,10 @@ def _baseline_rows(train: torch.Tensor, targets: torch.Tensor, k: int, seed: int
     """Per prediction, k random facts mentioning its head (NH-k), and k sharing no entity with it (RG-k)."""
     generator = torch.Generator().manual_seed(seed)
     near, far = [], []
-    for h, _, t in targets.tolist():
-        mentions_head = (train[:, 0] == h) | (train[:, 2] == h)
+    for target in targets:
+        mentions_head = (train[:, 0] == target[0]) | (train[:, 2] == target[0])
         near.append(_random_rows(mentions_head, k, generator))
-        touches = mentions_head | (train[:, 0] == t) | (train[:, 2] == t)
-        far.append(_random_rows(~touches, k, generator))
+        far.append(far_rows(train, target, k, generator).tolist())
     return {f"NH-{k}": near, f"RG-{k}": far}
 
 
