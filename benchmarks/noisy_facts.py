@@ -1,7 +1,7 @@
 """Noisy-fact detection by the field's protocol (CKRL, KGTtm, CAGED), on a model trained by ``kgtracin train``.
 
 Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|tails]
-[--validation-sample N] [--schedule log|linear]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
+[--validation-sample N] [--schedule log|linear] [--losses softmax bce]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
 train``'s defaults).
 
 ``--corruption triples`` (default) adds ``fraction`` x N fake triples, each a copy of a real one with its head,
@@ -9,8 +9,9 @@ relation or tail (chosen uniformly) replaced by a random one; ``tails`` replaces
 kgtracin's earlier figures did. ``--graph DIR`` reads ``train.tsv``, ``valid.tsv`` and ``test.tsv`` (e.g. the
 WordNet graph of ``benchmarks/wordnet_graph.py``) instead of UMLS. For each model it trains on the corrupted
 data, prints the filtered test MRR, then every audit detector's ROC AUC and precision / recall at 1%, 5% and
-10% of the training triples, under both TracIn losses, so that the plain-loss baseline of either loss stands
-beside them. The validation detectors use ``--validation-sample`` validation triples (default: all).
+10% of the training triples, under each TracIn loss of ``--losses`` (default both), so that the plain-loss
+baseline of either loss stands beside them. ``softmax`` validation detectors form (validation x batch) kernels
+over all entities: on a graph of tens of thousands of entities, sample the validation triples or take ``bce``. The validation detectors use ``--validation-sample`` validation triples (default: all).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _splits(graph: Path | None):
     return labels, [labels.to_ids(p) for p in parts]
 
 
-def main(models, graph, fraction, corruption, validation_sample, schedule) -> None:
+def main(models, graph, fraction, corruption, validation_sample, schedule, losses) -> None:
     from kgtracin.audit import detector_scores
     from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics
     from kgtracin.runs import load_run
@@ -81,7 +82,7 @@ def main(models, graph, fraction, corruption, validation_sample, schedule) -> No
             if validation_sample:
                 order = torch.randperm(valid.shape[0], generator=torch.Generator().manual_seed(0))
                 valid = valid[order[:validation_sample]]
-            for loss in ("softmax", "bce"):
+            for loss in losses:
                 scores = detector_scores(
                     run.model, run.training_triples, valid, run.checkpoints, loss=loss, progress=False
                 )
@@ -101,5 +102,6 @@ if __name__ == "__main__":
     parser.add_argument("--corruption", choices=["triples", "tails"], default="triples")
     parser.add_argument("--validation-sample", type=int, default=None)
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
+    parser.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])
     args = parser.parse_args()
-    main(args.models, args.graph, args.fraction, args.corruption, args.validation_sample, args.schedule)
+    main(args.models, args.graph, args.fraction, args.corruption, args.validation_sample, args.schedule, args.losses)

@@ -57,6 +57,25 @@ class GenericModelCase:
         ).self_influence()
         assert_exact(actual, expected)
 
+    @pytest.mark.parametrize("method", ["vmap", "fast"])
+    @pytest.mark.parametrize("normalize", [None, "cosine"])
+    def test_pair_scores_match_the_dense_scores(self, setup, method, normalize, monkeypatch):
+        """``Scorer.run_pairs`` (the neighbourhood's path) gives the dense matrix's entries at the pairs, in
+        chunks that split batches."""
+        from kgtracin import scoring
+
+        model, checkpoints, train, test, expected, _, loss = setup
+        options = {"method": method, "batch_size": 32, "progress": False, "loss": loss, "normalize": normalize}
+        tracin = TracIn(model, train, checkpoints, **options)
+        if normalize is not None:
+            expected = tracin.scores(test)  # equal to scaled loop scores: test_normalized_is_scaled_raw
+        generator = torch.Generator().manual_seed(0)
+        i = torch.randint(NUM_TRAIN, (300,), generator=generator).sort().values
+        j = torch.randint(NUM_TEST, (300,), generator=generator)
+        monkeypatch.setattr(scoring, "_PAIR_CHUNK", 7)
+        actual = tracin._scorer().run_pairs(train, test, i, j)
+        assert_exact(actual, expected[j, i])
+
     def test_reference_is_not_trivial(self, setup):
         *_, expected, self_expected, _ = setup
         assert expected.abs().max() > 0 and expected.std() > 0

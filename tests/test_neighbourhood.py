@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kgtracin import TracIn
 from kgtracin.errors import KGTracinError
@@ -16,8 +18,8 @@ from .conftest import assert_exact
 def _masked_reference(scores: torch.Tensor, train: torch.Tensor, test: torch.Tensor, k: int, largest: bool):
     """Per test triple, by plain sorting: the k best influences among its neighbours, ties to the smaller row."""
     values, indices = [], []
-    for j, (h, _, t) in enumerate(test.tolist()):
-        rows = [i for i, (a, _, b) in enumerate(train.tolist()) if {a, b} & {h, t}]
+    for j in range(test.shape[0]):
+        rows = near_rows(train, test[j])
         ranked = sorted(rows, key=lambda i: ((-1 if largest else 1) * float(scores[j, i]), i))[:k]
         values.append(
             [float(scores[j, i]) for i in ranked] + [float("-inf") if largest else float("inf")] * (k - len(ranked))
@@ -36,11 +38,25 @@ def test_neighbourhood_is_the_masked_top_k(run_factory, model, inverse, loss):
     k = 7
     result = near.influence(test, top_k=k)
     for top, largest in ((result.proponents, True), (result.opponents, False)):
-        values, indices = _masked_reference(full, run.training_triples, test, k, largest)
-        assert torch.equal(top.indices, indices)
+        values, _ = _masked_reference(full, run.training_triples, test, k, largest)
         finite = torch.isfinite(values)
         assert torch.equal(torch.isfinite(top.scores), finite)
+        assert torch.equal(top.indices == -1, ~finite)
+        # the k best values, each the full matrix's entry of the row it names; rows differ from the reference's
+        # only among values equal to rounding (symmetric facts tie exactly in exact arithmetic)
         assert_exact(top.scores[finite], values[finite])
+        chosen = top.indices.clamp_min(0)
+        assert_exact(top.scores[finite], full.gather(1, chosen)[finite])
+        for j in range(test.shape[0]):
+            named = top.indices[j][finite[j]].tolist()
+            assert len(set(named)) == len(named)
+            assert set(named) <= set(near_rows(run.training_triples, test[j]))
+
+
+def near_rows(train: torch.Tensor, triple: torch.Tensor) -> list[int]:
+    """The rows of ``train`` that share an entity with ``triple``."""
+    h, _, t = triple.tolist()
+    return [i for i, (a, _, b) in enumerate(train.tolist()) if {a, b} & {h, t}]
 
 
 def test_neighbourhood_fills_short_lists_and_the_table_leaves_them_out(distmult_run):
@@ -86,3 +102,17 @@ def test_explain_cli_with_neighbourhood(distmult_run, tmp_path, capsys):
         capsys, *args, "--candidates", "neighbourhood", "--store", tmp_path / "s", "--output", tmp_path / "x.tsv"
     )
     assert_clean_error(code, err, "--store")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 2), st.integers(0, 6)), min_size=1, max_size=25),
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 2), st.integers(0, 8)), min_size=1, max_size=8),
+)
+def test_neighbourhood_pairs_are_every_touching_pair_once(train, test):
+    """Self-loops, repeated triples, entities only on one side: the join gives exactly the touching pairs."""
+    from kgtracin.runners.neighbourhood import neighbourhood_pairs
+
+    rows, tests = neighbourhood_pairs(torch.tensor(train), torch.tensor(test))
+    expected = sorted((i, j) for i, a in enumerate(train) for j, b in enumerate(test) if {a[0], a[2]} & {b[0], b[2]})
+    assert list(zip(rows.tolist(), tests.tolist())) == expected

@@ -10,19 +10,31 @@ import torch
 from kgtracin.scorers import matrix_products, use_matrix_products
 
 
-def _model(name: str, inverse: bool):
+def _model(name: str, inverse: bool, **kwargs):
     from pykeen.datasets import Nations
     from pykeen.models import model_resolver
 
     factory = Nations(create_inverse_triples=inverse).training
-    model = model_resolver.make(name, dict(embedding_dim=12), triples_factory=factory, random_seed=3)
+    model = model_resolver.make(name, dict(embedding_dim=12, **kwargs), triples_factory=factory, random_seed=3)
     return model.double().eval(), factory  # eval: ConvE's dropout would differ between two forwards
 
 
-@pytest.mark.parametrize("name", ["DistMult", "ComplEx", "ConvE"])
+#: every interaction with a form, and TransE's other norms
+FORMS = [
+    ("DistMult", {}),
+    ("ComplEx", {}),
+    ("ConvE", {}),
+    ("TransE", {}),  # PyKEEN's default: the L1 norm
+    ("TransE", {"scoring_fct_norm": 2}),
+    ("TransE", {"scoring_fct_norm": 2, "power_norm": True}),
+    ("RotatE", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), FORMS)
 @pytest.mark.parametrize("inverse", [False, True])
-def test_scores_and_gradients_match_pykeens_forward(name, inverse):
-    model, factory = _model(name, inverse)
+def test_scores_and_gradients_match_pykeens_forward(name, kwargs, inverse):
+    model, factory = _model(name, inverse, **kwargs)
     reference = copy.deepcopy(model)
     assert use_matrix_products(model) == ["interaction"]
     assert type(model) is type(reference) and type(model.interaction) is type(reference.interaction)
@@ -43,27 +55,27 @@ def _compare(model, reference, batch):
             p.grad, q.grad = None, None
 
 
-@pytest.mark.parametrize("name", ["DistMult", "ComplEx"])
+@pytest.mark.parametrize("name", ["DistMult", "ComplEx", "TransE", "RotatE"])
 @pytest.mark.parametrize("batch", [5, 37])  # fewer and more queries than Nations' 14 entities
-def test_no_broadcast_temporary_when_scoring_all_heads_or_tails(name, batch):
+def test_no_broadcast_temporary_when_scoring_all_heads_or_tails(name, batch, monkeypatch):
     model, factory = _model(name, False)
     use_matrix_products(model)
     seen = []
-    original_mul = torch.Tensor.__mul__
+    for operator in ("__mul__", "__add__", "__sub__", "__rsub__", "__neg__"):
+        original = getattr(torch.Tensor, operator)
 
-    def recording_mul(a, b):
-        out = original_mul(a, b)
-        seen.append(out.numel())
-        return out
+        def recording(*args, original=original):
+            out = original(*args)
+            seen.append(out.numel())
+            return out
 
-    torch.Tensor.__mul__ = recording_mul
-    try:
-        triples = factory.mapped_triples[:batch]
-        model.score_t(triples[:, :2])
-        model.score_h(triples[:, 1:])
-    finally:
-        torch.Tensor.__mul__ = original_mul
-    assert seen and max(seen) <= batch * 12 * 2  # the batch's own rows (as real pairs), never (B, E, d)
+        monkeypatch.setattr(torch.Tensor, operator, recording)
+    triples = factory.mapped_triples[:batch]
+    model.score_t(triples[:, :2])
+    model.score_h(triples[:, 1:])
+    monkeypatch.undo()
+    # the batch's own rows (as real pairs) or its (B, E) scores, never a (B, E, d) tensor
+    assert seen and max(seen) <= max(batch * 12 * 2, batch * 14)
 
 
 def test_the_context_restores_pykeens_forward():
@@ -75,7 +87,7 @@ def test_the_context_restores_pykeens_forward():
 
 
 def test_models_without_a_matrix_product_form_are_left_alone():
-    model, _ = _model("TransE", False)
+    model, _ = _model("ERMLP", False)
     assert use_matrix_products(model) == []
     assert "forward" not in model.interaction.__dict__
 

@@ -44,6 +44,16 @@ class Normalization:
         """
         return part
 
+    def pair_values(self, part: torch.Tensor, train, test, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """:meth:`pair` for the pairs ``(i_p, j_p)`` only.
+
+        :param part: shape: (P,), ``lr <g(train_i), g(test_j)>``
+        :param i: shape: (P,), rows of the training batch
+        :param j: shape: (P,), rows of the test side
+        :return: shape: (P,)
+        """
+        return part
+
     def self_term(self, part: torch.Tensor, lr: float) -> torch.Tensor:
         """One checkpoint's self-influence, normalised.
 
@@ -60,6 +70,9 @@ class TrainNorm(Normalization):
     def pair(self, part, train, test):
         return part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
 
+    def pair_values(self, part, train, test, i, j):
+        return part / train.self_kernel().clamp_min(_FLOOR).sqrt()[i]
+
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR).sqrt()  # <g / |g|, g> = |g|
 
@@ -75,6 +88,9 @@ class Cosine(TrainNorm):
 
     def pair(self, part, train, test):
         return super().pair(part, train, test) / test.norms.unsqueeze(1)
+
+    def pair_values(self, part, train, test, i, j):
+        return super().pair_values(part, train, test, i, j) / test.norms[j]
 
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR)  # always lr

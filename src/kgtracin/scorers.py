@@ -11,8 +11,10 @@ model's view of a prediction use it; TracIn's gradients keep PyKEEN's own forwar
 and its state dict (the interaction holds no parameters), and every score
 and gradient is the same up to floating-point rounding (tested against PyKEEN's own forward in float64).
 ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets one real matrix product of (re, im) rows.
-Interactions whose scores are distances (TransE, RotatE with a p-norm) have no exact matrix-product form and are
-left as they are.
+Interactions whose scores are distances (TransE, RotatE) have no matrix-product form that keeps the scores to
+rounding (``|x|^2 + |y|^2 - 2 <x, y>`` cancels); for all candidates they get ``torch.cdist`` in its direct mode,
+which forms each (query, candidate) distance from the coordinates as PyKEEN does, without the ``(B, E, d)``
+difference tensor.
 """
 
 from __future__ import annotations
@@ -107,8 +109,63 @@ def _conve(self, h: torch.Tensor, r: torch.Tensor, t: tuple[torch.Tensor, torch.
     return forward(self, h, r, t)
 
 
-#: interaction class name -> its matrix-product forward
-MATRIX_PRODUCT_FORMS = {"DistMultInteraction": _distmult, "ComplExInteraction": _complex, "ConvEInteraction": _conve}
+def _distances(queries: torch.Tensor, candidates: torch.Tensor, p, power_norm: bool) -> torch.Tensor:
+    """``-|q_b - c_e|_p`` (``-|q_b - c_e|_p^p`` with ``power_norm``), every query against every candidate.
+
+    :param queries: shape: (B, d), real or complex (complex: the 2 d real coordinates)
+    :param candidates: shape: (E, d)
+    :return: shape: (B, E)
+    """
+    if queries.is_complex():
+        queries = torch.view_as_real(queries).reshape(queries.shape[0], -1)
+        candidates = torch.view_as_real(candidates).reshape(candidates.shape[0], -1)
+    norms = torch.cdist(queries, candidates, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+    return -(norms**p) if power_norm else -norms
+
+
+def _all_candidates(h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> str | None:
+    """``"tails"`` for (B, 1, d) queries against (1, E, d) tails, ``"heads"`` for (1, E, d) heads against (B, 1, d)
+    queries, else None."""
+    if not h.dim() == r.dim() == t.dim() == 3 or r.shape[1] != 1:
+        return None
+    if t.shape[0] == 1 and h.shape[1] == 1 and h.shape[0] == r.shape[0]:
+        return "tails"
+    if h.shape[0] == 1 and t.shape[1] == 1 and t.shape[0] == r.shape[0]:
+        return "heads"
+    return None
+
+
+def _transe(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """TransE: ``-|h + r - t|_p``. All tails: the distance of ``h + r`` to each tail; all heads: of ``t - r`` to each
+    head. Other shapes: PyKEEN's forward. :return: shape: ``batch_dims``"""
+    side = _all_candidates(h, r, t)
+    if side is None or isinstance(self.p, str):
+        return type(self).forward(self, h, r, t)
+    if side == "tails":
+        return _distances((h + r)[:, 0], t[0], self.p, self.power_norm)
+    return _distances((t - r)[:, 0], h[0], self.p, self.power_norm)
+
+
+def _rotate(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """RotatE: ``-|h r - t|_2`` on complex rows, as PyKEEN computes it: all tails, the distance of ``h r`` to each
+    tail; all heads, of ``t conj(r)`` to each head (PyKEEN's own choice for that shape). Other shapes: PyKEEN's
+    forward. :return: shape: ``batch_dims``"""
+    side = _all_candidates(h, r, t)
+    if side is None or not (h.is_complex() and r.is_complex() and t.is_complex()):
+        return type(self).forward(self, h, r, t)
+    if side == "tails":
+        return _distances((h * r)[:, 0], t[0], 2, False)
+    return _distances((t * torch.conj(r))[:, 0], h[0], 2, False)
+
+
+#: interaction class name -> its matrix-product (or direct-distance) forward
+MATRIX_PRODUCT_FORMS = {
+    "DistMultInteraction": _distmult,
+    "ComplExInteraction": _complex,
+    "ConvEInteraction": _conve,
+    "TransEInteraction": _transe,
+    "RotatEInteraction": _rotate,
+}
 
 
 def use_matrix_products(model: nn.Module) -> list[str]:

@@ -276,6 +276,45 @@ class Scorer:
                     block = part if block is None else block + part
                 sink.add(offset + start, block)
 
+    def run_pairs(
+        self, train: torch.Tensor, test: torch.Tensor, train_index: torch.Tensor, test_index: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_c lr_c <g_c(train_i), g_c(test_j)>`` (normalised) of the pairs ``(i_p, j_p)`` only.
+
+        Checkpoint by checkpoint: the test side's factors of one checkpoint are held at a time, every training
+        triple is differentiated once per checkpoint, and only the pairs' inner products are formed (never a
+        test x batch block), so the cost is that of the gradients, not of ``M x n`` kernels.
+
+        :param train: shape: (n, 3), dtype: long, dataset ids
+        :param test: shape: (M, 3), dtype: long, dataset ids
+        :param train_index: shape: (P,), dtype: long, rows of ``train``, sorted ascending
+        :param test_index: shape: (P,), dtype: long, rows of ``test``
+        :return: shape: (P,), in the kernels' dtype
+        """
+        total = None
+        with torch.no_grad():
+            for c, (adapter, lr) in enumerate(zip(self.adapters, self.learning_rates)):
+                tests = self._featurize_all(adapter, test)
+                self.normalization.prepare_tests([tests])
+                values = None
+                desc = f"pairs (checkpoint {c + 1}/{len(self.adapters)})"
+                for start, batch in self._batches(train, desc):
+                    lo, hi = torch.searchsorted(train_index, torch.tensor([start, start + batch.shape[0]])).tolist()
+                    if lo == hi:
+                        continue
+                    features = self.computer.featurize(adapter, batch)
+                    for a in range(lo, hi, _PAIR_CHUNK):
+                        part = slice(a, min(hi, a + _PAIR_CHUNK))
+                        i, j = train_index[part] - start, test_index[part]
+                        got = features.pair_kernel(tests, i, j).mul_(lr)
+                        got = self.normalization.pair_values(got, features, tests, i, j)
+                        if values is None:
+                            values = got.new_zeros(train_index.shape[0])
+                        values[part] = got
+                if values is not None:
+                    total = values if total is None else total.add_(values.to(total.dtype))
+        return torch.zeros(train_index.shape[0]) if total is None else total
+
     def run(self, train: torch.Tensor, test: torch.Tensor, sink) -> None:
         """All training triples against all test triples.
 
@@ -298,11 +337,16 @@ class Scorer:
 
 #: test triples featurised to measure the automatic test block
 _PROBE = 32
+#: pairs whose factors :meth:`Scorer.run_pairs` gathers at once
+_PAIR_CHUNK = 256
 
 
-def test_block_size(scorer: Scorer, test: torch.Tensor, configured: int | None, budget: int, dtype: torch.dtype) -> int:
+def test_block_size(
+    scorer: Scorer, test: torch.Tensor, configured: int | None, budget: int, dtype: torch.dtype, pairs: bool = False
+) -> int:
     """The configured test block size, or as many test triples as fit in ``budget`` bytes: the test factors of
-    every checkpoint (twice: once batched, once concatenated) and four (test x batch) kernel blocks.
+    every checkpoint (twice: once batched, once concatenated) and four (test x batch) kernel blocks; with
+    ``pairs`` (:meth:`Scorer.run_pairs`), the test factors of one checkpoint, twice, and no kernel block.
 
     :param test: shape: (M, 3), dataset ids; the first few are featurised to measure a test triple's factors
     :param dtype: the dtype of the kernel blocks' numbers
@@ -315,7 +359,10 @@ def test_block_size(scorer: Scorer, test: torch.Tensor, configured: int | None, 
     size = min(_PROBE, scorer.batch_size)  # never more than a training batch holds (vmap, loop)
     with torch.no_grad():
         probe = scorer.computer.featurize(scorer.adapters[0], test[:size])
-    per_triple = 2 * len(scorer.adapters) * probe.nbytes / size + 4 * scorer.batch_size * dtype.itemsize
+    if pairs:
+        per_triple = 2 * probe.nbytes / size
+    else:
+        per_triple = 2 * len(scorer.adapters) * probe.nbytes / size + 4 * scorer.batch_size * dtype.itemsize
     block = max(1, min(test.shape[0], int(budget // per_triple)))
     if block < test.shape[0]:
         logger.info(

@@ -150,11 +150,11 @@ class TracIn:
             normalize=self.config.normalize,
         )
 
-    def _blocks(self, test: torch.Tensor) -> tuple[Scorer, list[torch.Tensor]]:
+    def _blocks(self, test: torch.Tensor, pairs: bool = False) -> tuple[Scorer, list[torch.Tensor]]:
         """The scorer, and the test triples in blocks of :func:`~kgtracin.scoring.test_block_size`: every
         public computation loops over these, one pass over the training triples per block."""
         scorer = self._scorer()  # loads the checkpoints first: a bad one fails before anything is stored
-        block = test_block_size(scorer, test, self.config.test_block_size, TEST_BLOCK_BYTES, self._dtype)
+        block = test_block_size(scorer, test, self.config.test_block_size, TEST_BLOCK_BYTES, self._dtype, pairs)
         return scorer, list(test.split(block))
 
     @property
@@ -219,7 +219,7 @@ class TracIn:
         k = min(top_k, self.training_triples.shape[0])
         if self.config.candidates == "neighbourhood" and store is not None:
             raise KGTracinError("a store is for candidates='all' (a neighbourhood is a small part of one pass)")
-        scorer, blocks = self._blocks(test)
+        scorer, blocks = self._blocks(test, pairs=self.config.candidates == "neighbourhood")
         if self.config.candidates == "neighbourhood":
             from .runners.neighbourhood import neighbourhood_topk
 

@@ -42,6 +42,16 @@ class Group(ABC):
         """
         out += self.kernel(other).T if transposed else self.kernel(other)
 
+    def pair_kernel(self, other: Group, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The inner products of the pairs ``(i_p, j_p)`` only: ``self.kernel(other)[i, j]`` without the rest of
+        the block. Groups override it to touch only the pairs' factors.
+
+        :param i: shape: (P,), dtype: long, rows of this batch
+        :param j: shape: (P,), dtype: long, rows of ``other``
+        :return: shape: (P,)
+        """
+        return self.kernel(other)[i, j]
+
     @abstractmethod
     def self_kernel(self) -> torch.Tensor:
         """Squared norms of each triple's gradient. :return: shape: (B,)"""
@@ -73,6 +83,9 @@ class DenseGroup(Group):
             out.addmm_(other.grads, self.grads.T)
         else:
             out.addmm_(self.grads, other.grads.T)
+
+    def pair_kernel(self, other: DenseGroup, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return (self.grads[i] * other.grads[j]).sum(dim=1)
 
     def self_kernel(self) -> torch.Tensor:
         return (self.grads * self.grads).sum(dim=1)
@@ -132,6 +145,11 @@ class RowGroup(Group):
         strides = (1, self.size) if transposed else (other.size, 1)
         add_row_products(out.view(-1), train, test, lo[keep], hi[keep], strides)
 
+    def pair_kernel(self, other: RowGroup, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        gram = self.grads[i] @ other.grads[j].transpose(1, 2)  # (P, S, S')
+        same = self.index[i].unsqueeze(2) == other.index[j].unsqueeze(1)
+        return (gram * same).sum(dim=(1, 2))
+
     def self_kernel(self) -> torch.Tensor:
         gram = self.grads @ self.grads.transpose(1, 2)  # (B, S, S)
         same = self.index.unsqueeze(2) == self.index.unsqueeze(1)
@@ -190,6 +208,11 @@ class OuterGroup(Group):
             return
         out += self.kernel(other).T if transposed else self.kernel(other)
 
+    def pair_kernel(self, other: OuterGroup, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        dd = self.deltas[i] @ other.deltas[j].transpose(1, 2)  # (P, p, q)
+        xx = None if self.inputs is None else self.inputs[i] @ other.inputs[j].transpose(1, 2)
+        return self._combine(dd, xx).sum(dim=(1, 2))
+
     def self_kernel(self) -> torch.Tensor:
         dd = self.deltas @ self.deltas.transpose(1, 2)
         xx = None if self.inputs is None else self.inputs @ self.inputs.transpose(1, 2)
@@ -234,6 +257,16 @@ class Features:
             return sum(size(v) for v in vars(value).values()) if isinstance(value, Group) else 0
 
         return sum(size(group) for group in self.groups.values())
+
+    def pair_kernel(self, other: Features, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The inner products of the pairs ``(i_p, j_p)`` only, ``self.kernel(other)[i, j]``, summed over the
+        groups.
+
+        :param i: shape: (P,), dtype: long, rows of this batch
+        :param j: shape: (P,), dtype: long, rows of ``other``
+        :return: shape: (P,)
+        """
+        return sum(group.pair_kernel(other.groups[key], i, j) for key, group in self.groups.items())
 
     def self_kernel(self) -> torch.Tensor:
         """:return: shape: (B,), the squared norms of the per-triple gradients"""

@@ -16,13 +16,14 @@ section 4): no per-triple gradient of an entity table is ever built. The loss su
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from ._factors import Group, RowGroup
 
-__all__ = ["CandidateGroup", "attach_candidates"]
+__all__ = ["CandidateGroup", "attach_candidates", "sampled_products"]
 
 
 @dataclass
@@ -65,6 +66,19 @@ class CandidateGroup(Group):
             out += self.rows.kernel(other.rows)
         return out
 
+    def pair_kernel(self, other: CandidateGroup, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The pairs' inner products without gathering any E-length row: the ``delta`` dot products are sampled
+        from the (B K, M J) product at the pairs only (:func:`sampled_products`), the cross terms read the
+        ``delta`` entries at the other side's row indices."""
+        dd = sampled_products(self.deltas, other.deltas, i, j)  # (P, K, J)
+        qq = self.queries[i] @ other.queries[j].transpose(1, 2)
+        out = (dd * qq).sum(dim=(1, 2))
+        out += _pair_cross(self.deltas, self.queries, i, other.rows, j)
+        out += _pair_cross(other.deltas, other.queries, j, self.rows, i)
+        if self.rows.index.shape[1] and other.rows.index.shape[1]:
+            out += self.rows.pair_kernel(other.rows, i, j)
+        return out
+
     def self_kernel(self) -> torch.Tensor:
         dd = self.deltas @ self.deltas.transpose(1, 2)  # (B, K, K)
         qq = self.queries @ self.queries.transpose(1, 2)
@@ -83,6 +97,42 @@ class CandidateGroup(Group):
             torch.cat([g.deltas for g in groups]),
             torch.cat([g.queries for g in groups]),
         )
+
+
+def sampled_products(first: torch.Tensor, second: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """``first[i_p, k] . second[j_p, l]`` for every pair p and directions k, l: the product
+    ``(A K, E) @ (E, C L)`` sampled at the pairs only (``torch.sparse.sampled_addmm``), no row gathered.
+
+    :param first: shape: (A, K, E)
+    :param second: shape: (C, L, E)
+    :param i: shape: (P,), rows of ``first``; ``j``: shape (P,), rows of ``second``; the pairs are distinct
+    :return: shape: (P, K, L)
+    """
+    (a, k, e), (c, l_, _) = first.shape, second.shape
+    rows = (i.view(-1, 1, 1) * k + torch.arange(k, device=i.device).view(1, k, 1)).expand(-1, k, l_).reshape(-1)
+    cols = (j.view(-1, 1, 1) * l_ + torch.arange(l_, device=i.device).view(1, 1, l_)).expand(-1, k, l_).reshape(-1)
+    order = torch.argsort(rows * (c * l_) + cols)  # CSR: by row, then column
+    crow = torch.zeros(a * k + 1, dtype=torch.long, device=i.device)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=a * k), 0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": sampled_addmm is what is used of it
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, cols[order], first.new_zeros(rows.shape[0]), (a * k, c * l_))
+    sampled = torch.sparse.sampled_addmm(pattern, first.reshape(a * k, e), second.reshape(c * l_, e).T).values()
+    out = torch.empty_like(sampled)
+    out[order] = sampled
+    return out.view(-1, k, l_)
+
+
+def _pair_cross(deltas: torch.Tensor, queries: torch.Tensor, a: torch.Tensor, rows: RowGroup, b: torch.Tensor):
+    """``sum_{k, s} delta_k(a_p)[idx_s(b_p)] <q_k(a_p), g_s(b_p)>`` per pair: only the ``delta`` entries at the
+    other side's rows are read. :param deltas: shape: (A, K, E); ``queries``: (A, K, D). :return: shape: (P,)"""
+    if rows.index.shape[1] == 0:
+        return deltas.new_zeros(a.shape[0])
+    index = rows.index[b]  # (P, S)
+    directions = torch.arange(deltas.shape[1], device=a.device).view(1, -1, 1)
+    picked = deltas[a.view(-1, 1, 1), directions, index.unsqueeze(1)]  # (P, K, S)
+    dots = queries[a] @ rows.grads[b].transpose(1, 2)  # (P, K, S)
+    return (picked * dots).sum(dim=(1, 2))
 
 
 def attach_candidates(

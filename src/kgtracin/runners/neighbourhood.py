@@ -3,10 +3,11 @@
 Kelpie (SIGMOD 2022) looks for explanations among the facts that mention the prediction's entities; so does
 ``candidates="neighbourhood"``. The TracIn scores are the exact ones; only the candidates differ: for a test
 triple ``(h, r, t)`` they are the training triples whose head or tail is ``h`` or ``t``. Only those training
-triples are ever differentiated, so a few hundred predictions cost a small part of one pass over the training
-set. A test triple with fewer than k candidates of a sign gets filler entries (index -1, influence -inf among
-the proponents and +inf among the opponents), which :meth:`kgtracin.results.InfluenceResult.to_frame` leaves
-out as it leaves out every entry of the wrong sign.
+triples are ever differentiated, each once per checkpoint, and only the (test, neighbour) pairs' inner products
+are formed (:meth:`kgtracin.scoring.Scorer.run_pairs`), so the cost is that of the neighbours' gradients. A test
+triple with fewer than k candidates of a sign gets filler entries (index -1, influence -inf among the proponents
+and +inf among the opponents), which :meth:`kgtracin.results.InfluenceResult.to_frame` leaves out as it leaves
+out every entry of the wrong sign.
 """
 
 from __future__ import annotations
@@ -15,20 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..scoring import Scorer, select_top
+from ..scoring import Scorer
 
-__all__ = ["neighbourhood_rows", "touches", "NeighbourhoodSink", "neighbourhood_topk"]
-
-
-def touches(test: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
-    """Whether each training triple shares an entity (head or tail) with each test triple's head or tail.
-
-    :param test: shape: (M, 3)
-    :param train: shape: (B, 3)
-    :return: shape: (M, B), dtype: bool
-    """
-    ends = test[:, [0, 2]].unsqueeze(2)  # (M, 2, 1)
-    return ((ends == train[:, 0]) | (ends == train[:, 2])).any(dim=1)
+__all__ = ["neighbourhood_rows", "neighbourhood_pairs", "NeighbourhoodTopK", "neighbourhood_topk"]
 
 
 def neighbourhood_rows(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
@@ -37,77 +27,76 @@ def neighbourhood_rows(train: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     return (torch.isin(train[:, 0], entities) | torch.isin(train[:, 2], entities)).nonzero().squeeze(1)
 
 
-@dataclass
-class NeighbourhoodSink:
-    """Keeps, per test triple, the k largest and k smallest influences among its own neighbourhood.
+def _ends(triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each triple's distinct end entities: (entity, row) pairs, a self-loop counted once. :return: (Q,), (Q,)"""
+    rows = torch.arange(triples.shape[0])
+    loop = triples[:, 0] == triples[:, 2]
+    return torch.cat([triples[:, 0], triples[~loop, 2]]), torch.cat([rows, rows[~loop]])
 
+
+def neighbourhood_pairs(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (training row, test row) pair that shares an end entity, each pair once, without an (M x N) mask.
+
+    :param train: shape: (N, 3)
     :param test: shape: (M, 3)
-    :param train: shape: (R, 3), the candidate training triples, in the order the scorer sees them
-    :param rows: shape: (R,), their rows in the full training set
+    :return: training rows (P,) and test rows (P,), sorted by training row, then test row
     """
-
-    test: torch.Tensor
-    train: torch.Tensor
-    rows: torch.Tensor
-    k: int
-    dtype: torch.dtype
-
-    def __post_init__(self) -> None:
-        m = self.test.shape[0]
-        empty = torch.empty(m, 0, dtype=self.dtype), torch.empty(m, 0, dtype=torch.long)
-        self.top, self.bottom = empty, empty
-
-    def add(self, start: int, block: torch.Tensor) -> None:
-        """:param block: shape: (M, B), scores of candidates ``start .. start + B``"""
-        block = block.to("cpu", self.dtype)
-        width = block.shape[1]
-        allowed = touches(self.test, self.train[start : start + width])
-        columns = self.rows[start : start + width].expand(block.shape[0], -1)
-        for largest in (True, False):
-            held = self.top if largest else self.bottom
-            values = block.masked_fill(~allowed, float("-inf") if largest else float("inf"))
-            merged = select_top(torch.cat([held[0], values], 1), torch.cat([held[1], columns], 1), self.k, largest)
-            if largest:
-                self.top = merged
-            else:
-                self.bottom = merged
-
-    def _final(self, held: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        values, indices = held
-        missing = self.k - values.shape[1]
-        if missing > 0:  # fewer candidates than k in all: filler entries
-            fill = float("-inf") if held is self.top else float("inf")
-            values = torch.cat([values, values.new_full((values.shape[0], missing), fill)], 1)
-            indices = torch.cat([indices, indices.new_full((indices.shape[0], missing), -1)], 1)
-        return values, indices.masked_fill(torch.isinf(values), -1)
-
-    @property
-    def top_values(self) -> torch.Tensor:
-        return self._final(self.top)[0]
-
-    @property
-    def top_indices(self) -> torch.Tensor:
-        return self._final(self.top)[1]
-
-    @property
-    def bottom_values(self) -> torch.Tensor:
-        return self._final(self.bottom)[0]
-
-    @property
-    def bottom_indices(self) -> torch.Tensor:
-        return self._final(self.bottom)[1]
+    train_entity, train_row = _ends(train)
+    order = torch.argsort(train_entity, stable=True)
+    train_entity, train_row = train_entity[order], train_row[order]
+    test_entity, test_row = _ends(test)
+    lo = torch.searchsorted(train_entity, test_entity, side="left")
+    counts = torch.searchsorted(train_entity, test_entity, side="right") - lo
+    starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+    rows = train_row[starts + torch.arange(int(counts.sum()))]
+    keys = torch.unique(rows * test.shape[0] + torch.repeat_interleave(test_row, counts))  # sorted, each pair once
+    return torch.div(keys, test.shape[0], rounding_mode="floor"), keys % test.shape[0]
 
 
-def neighbourhood_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, k: int, dtype) -> NeighbourhoodSink:
+def _rank(values: torch.Tensor, rows: torch.Tensor, tests: torch.Tensor, m: int, k: int, largest: bool):
+    """Per test row, the k best pair values, ties to the smaller training row; filler entries where fewer.
+
+    :param values: shape: (P,); ``rows``, ``tests``: shape (P,)
+    :return: values (m, k) and training rows (m, k)
+    """
+    order = torch.argsort(rows, stable=True)
+    order = order[torch.argsort(values[order], descending=largest, stable=True)]
+    order = order[torch.argsort(tests[order], stable=True)]  # by test, then by value, then by training row
+    counts = torch.bincount(tests, minlength=m)
+    position = torch.arange(order.shape[0]) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    keep = order[position < k]
+    out = values.new_full((m, k), float("-inf") if largest else float("inf"))
+    index = torch.full((m, k), -1, dtype=torch.long)
+    out[tests[keep], position[position < k]] = values[keep]
+    index[tests[keep], position[position < k]] = rows[keep]
+    return out, index.masked_fill(torch.isinf(out), -1)
+
+
+@dataclass(frozen=True)
+class NeighbourhoodTopK:
+    """Per test triple, the k largest and k smallest influences among its own neighbourhood, shape (M, k) each;
+    indices are training rows, -1 for a filler."""
+
+    top_values: torch.Tensor
+    top_indices: torch.Tensor
+    bottom_values: torch.Tensor
+    bottom_indices: torch.Tensor
+
+
+def neighbourhood_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, k: int, dtype) -> NeighbourhoodTopK:
     """Top-k proponents and opponents of each test triple among the training triples that share an entity with it.
 
     :param train: shape: (N, 3), all training triples
     :param test: shape: (M, 3)
-    :return: a sink with ``top_values``/``top_indices``/``bottom_values``/``bottom_indices`` (M, k); indices are
-        rows of ``train``
+    :return: ``top_values``/``top_indices``/``bottom_values``/``bottom_indices`` (M, k); indices are rows of
+        ``train``
     """
-    rows = neighbourhood_rows(train, test)
-    sink = NeighbourhoodSink(test, train[rows], rows, k, dtype)
+    rows, tests = neighbourhood_pairs(train, test)
+    candidates, local = torch.unique(rows, return_inverse=True)  # the neighbours, in training order
+    values = torch.zeros(0, dtype=dtype)
     if rows.numel():
-        scorer.run_range(train[rows], scorer.prepare(test), sink, desc="neighbourhood")
-    return sink
+        values = scorer.run_pairs(train[candidates], test, local, tests).to("cpu", dtype)
+    m = test.shape[0]
+    top = _rank(values, rows, tests, m, k, True)
+    bottom = _rank(values, rows, tests, m, k, False)
+    return NeighbourhoodTopK(*top, *bottom)
