@@ -46,6 +46,18 @@ def test_cuda_is_exact(cuda, distmult, method, loss):
     assert torch.equal(result.proponents.indices, reference.topk(5, dim=1).indices)
 
 
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_cuda_neighbourhood_pairs_are_exact(cuda, distmult, loss):
+    """The neighbourhood's pair path (sampled products, gathers) on the GPU, against the CPU's dense scores."""
+    from kgtracin.runners.neighbourhood import neighbourhood_pairs
+
+    model, checkpoints, train, test = distmult
+    reference = TracIn(model, train, checkpoints, loss=loss, progress=False).scores(test)
+    rows, tests = neighbourhood_pairs(train, test)
+    on_gpu = TracIn(model, train, checkpoints, loss=loss, device=cuda, progress=False)
+    assert_exact(on_gpu._scorer().run_pairs(train, test, rows, tests).cpu(), reference[tests, rows])
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_on_cuda_is_close_and_opt_in(cuda, distmult, precision):
     model, checkpoints, train, test = distmult

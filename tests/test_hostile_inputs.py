@@ -117,7 +117,8 @@ def test_an_unwritable_output_folder(distmult_run, tmp_path):
 def test_an_output_name_too_long_is_refused_before_any_work(distmult_run, tmp_path, capsys, monkeypatch):
     from kgtracin.scoring import Scorer
 
-    monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: pytest.fail("computed before refusing the name"))
+    for name in ("run_range", "run_pairs"):  # all candidates, and the neighbourhood (explain's default)
+        monkeypatch.setattr(Scorer, name, lambda *a, **k: pytest.fail("computed before refusing the name"))
     code, _, err = run_cli(capsys, *_explain(distmult_run, "--output", tmp_path / ("x" * 300 + ".tsv")))
     assert_clean_error(code, err, "longer than this file system allows")
     assert list(tmp_path.iterdir()) == []
@@ -215,12 +216,14 @@ def test_a_bug_is_one_line_without_v_and_a_traceback_with_it(distmult_run, tmp_p
     def broken(*args, **kwargs):
         raise RuntimeError("an index went wrong")
 
-    monkeypatch.setattr(Scorer, "run_range", broken)
+    for name in ("run_range", "run_pairs"):  # all candidates, and the neighbourhood (explain's default)
+        monkeypatch.setattr(Scorer, name, broken)
     code, _, err = run_cli(capsys, *_explain(distmult_run, "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, "internal error", "RuntimeError", "an index went wrong", "-v")
     with pytest.raises(RuntimeError, match="an index went wrong"):
         main([*map(str, _explain(distmult_run, "--output", tmp_path / "o.tsv")), "-v"])
-    monkeypatch.setattr(Scorer, "run_range", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    for name in ("run_range", "run_pairs"):
+        monkeypatch.setattr(Scorer, name, lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
     code, _, err = run_cli(capsys, *_explain(distmult_run, "--output", tmp_path / "o.tsv"))
     assert_clean_error(code, err, "out of memory")
 

@@ -116,3 +116,16 @@ def test_neighbourhood_pairs_are_every_touching_pair_once(train, test):
     rows, tests = neighbourhood_pairs(torch.tensor(train), torch.tensor(test))
     expected = sorted((i, j) for i, a in enumerate(train) for j, b in enumerate(test) if {a[0], a[2]} & {b[0], b[2]})
     assert list(zip(rows.tolist(), tests.tolist())) == expected
+
+
+def test_a_prediction_without_neighbours_gets_only_fillers(distmult_run):
+    """Training triples that never mention the test triples' entities: every entry is a filler, nothing scored."""
+    run = load_run(distmult_run)
+    test = run.splits["testing"][:2]
+    ends = test[:, [0, 2]].reshape(-1)
+    train = run.training_triples
+    far = train[~(torch.isin(train[:, 0], ends) | torch.isin(train[:, 2], ends))]
+    near = TracIn(run.model, far, run.checkpoints, candidates="neighbourhood", progress=False)
+    result = near.influence(test, top_k=3)
+    assert (result.proponents.indices == -1).all() and (result.opponents.indices == -1).all()
+    assert result.to_frame().empty

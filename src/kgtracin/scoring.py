@@ -305,7 +305,8 @@ class Scorer:
                     features = self.computer.featurize(adapter, batch)
                     for a in range(lo, hi, _PAIR_CHUNK):
                         part = slice(a, min(hi, a + _PAIR_CHUNK))
-                        i, j = train_index[part] - start, test_index[part]
+                        i = (train_index[part] - start).to(adapter.device)
+                        j = test_index[part].to(adapter.device)
                         got = features.pair_kernel(tests, i, j).mul_(lr)
                         got = self.normalization.pair_values(got, features, tests, i, j)
                         if values is None:
