@@ -70,8 +70,8 @@ class GenericModelCase:
         if normalize is not None:
             expected = tracin.scores(test)  # equal to scaled loop scores: test_normalized_is_scaled_raw
         generator = torch.Generator().manual_seed(0)
-        i = torch.randint(NUM_TRAIN, (300,), generator=generator).sort().values
-        j = torch.randint(NUM_TEST, (300,), generator=generator)
+        pairs = torch.randperm(NUM_TRAIN * NUM_TEST, generator=generator)[:300].sort().values  # distinct pairs
+        i, j = pairs // NUM_TEST, pairs % NUM_TEST
         monkeypatch.setattr(scoring, "_PAIR_CHUNK", 7)
         actual = tracin._scorer().run_pairs(train, test, i, j)
         assert_exact(actual, expected[j, i])

@@ -129,3 +129,23 @@ def test_a_prediction_without_neighbours_gets_only_fillers(distmult_run):
     result = near.influence(test, top_k=3)
     assert (result.proponents.indices == -1).all() and (result.opponents.indices == -1).all()
     assert result.to_frame().empty
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_sampled_products_are_the_pairs_products(dtype):
+    """The pairs' direction products, sampled from the (A K, C L) product (float64) or gathered (half precision,
+    which the sparse kernel does not take on every device)."""
+    from kgtracin.gradients.candidates import sampled_products
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(9, 2, 50, generator=generator, dtype=torch.float64)
+    second = torch.randn(7, 3, 50, generator=generator, dtype=torch.float64)
+    pairs = torch.randperm(9 * 7, generator=generator)[:40]
+    i, j = pairs // 7, pairs % 7
+    expected = torch.einsum("pke,ple->pkl", first[i], second[j])
+    actual = sampled_products(first.to(dtype), second.to(dtype), i, j)
+    assert actual.dtype == dtype and actual.shape == (40, 2, 3)
+    if dtype == torch.float64:
+        assert_exact(actual, expected)
+    else:
+        assert torch.allclose(actual.double(), expected, rtol=0.05, atol=0.5)

@@ -71,7 +71,9 @@ class TrainNorm(Normalization):
         return part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
 
     def pair_values(self, part, train, test, i, j):
-        return part / train.self_kernel().clamp_min(_FLOOR).sqrt()[i]
+        if train.norms is None:  # once per training batch, not per chunk of pairs
+            train.norms = train.self_kernel().clamp_min(_FLOOR).sqrt()
+        return part / train.norms[i]
 
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR).sqrt()  # <g / |g|, g> = |g|

@@ -14,7 +14,8 @@ ComplEx, which PyKEEN contracts with a three-operand ``einsum``, gets one real m
 Interactions whose scores are distances (TransE, RotatE) have no matrix-product form that keeps the scores to
 rounding (``|x|^2 + |y|^2 - 2 <x, y>`` cancels); for all candidates they get ``torch.cdist`` in its direct mode,
 which forms each (query, candidate) distance from the coordinates as PyKEEN does, without the ``(B, E, d)``
-difference tensor.
+difference tensor (on a CPU; PyTorch's CUDA backward of ``cdist`` allocates a buffer of that size, so on a GPU only
+the forward pass is spared it).
 """
 
 from __future__ import annotations

@@ -287,7 +287,8 @@ class Scorer:
 
         :param train: shape: (n, 3), dtype: long, dataset ids
         :param test: shape: (M, 3), dtype: long, dataset ids
-        :param train_index: shape: (P,), dtype: long, rows of ``train``, sorted ascending
+        :param train_index: shape: (P,), dtype: long, on the CPU, rows of ``train``, sorted ascending; the pairs
+            are distinct
         :param test_index: shape: (P,), dtype: long, rows of ``test``
         :return: shape: (P,), in the kernels' dtype
         """

@@ -99,6 +99,10 @@ class CandidateGroup(Group):
         )
 
 
+#: dtypes that ``torch.sparse.sampled_addmm`` takes on every device
+_SAMPLED_DTYPES = (torch.float32, torch.float64)
+
+
 def sampled_products(first: torch.Tensor, second: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """``first[i_p, k] . second[j_p, l]`` for every pair p and directions k, l: the product
     ``(A K, E) @ (E, C L)`` sampled at the pairs only (``torch.sparse.sampled_addmm``), no row gathered.
@@ -108,6 +112,8 @@ def sampled_products(first: torch.Tensor, second: torch.Tensor, i: torch.Tensor,
     :param i: shape: (P,), rows of ``first``; ``j``: shape (P,), rows of ``second``; the pairs are distinct
     :return: shape: (P, K, L)
     """
+    if first.dtype not in _SAMPLED_DTYPES:  # cuSPARSE's SDDMM takes no half precision: gather the pairs' rows
+        return first[i] @ second[j].transpose(1, 2)
     (a, k, e), (c, l_, _) = first.shape, second.shape
     rows = (i.view(-1, 1, 1) * k + torch.arange(k, device=i.device).view(1, k, 1)).expand(-1, k, l_).reshape(-1)
     cols = (j.view(-1, 1, 1) * l_ + torch.arange(l_, device=i.device).view(1, 1, l_)).expand(-1, k, l_).reshape(-1)
