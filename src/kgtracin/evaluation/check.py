@@ -37,10 +37,6 @@ class CheckConfig:
     chunk: int = 256
 
 
-def _ranks(model, targets: torch.Tensor, known: KnownTriples) -> list[float]:
-    return tail_view(model, targets, known)[1].tolist()
-
-
 def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):
     """A copy of ``model`` whose entity rows ``heads`` are relearned from zero on ``rows``, all else fixed."""
     model = copy.deepcopy(model).eval()
@@ -92,6 +88,6 @@ def check_explanations(
     facts = (torch.isin(train[:, 0], heads) | torch.isin(train[:, 2], heads)).nonzero().squeeze(1)
     removed = torch.as_tensor(sorted({row for rows in explanations for row in rows}), dtype=torch.long)
     keep = facts[~torch.isin(facts, removed)]
-    without = _ranks(_mimic(model, heads, train[keep], config), targets, known)
-    kept = _ranks(_mimic(model, heads, train[facts], config), targets, known)
+    without = tail_view(_mimic(model, heads, train[keep], config), targets, known)[1].tolist()
+    kept = tail_view(_mimic(model, heads, train[facts], config), targets, known)[1].tolist()
     return [{"rank_without": a, "rank_with": b} for a, b in zip(without, kept)]
