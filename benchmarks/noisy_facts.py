@@ -1,7 +1,7 @@
 """Noisy-fact detection by the field's protocol (CKRL, KGTtm, CAGED), on a model trained by ``kgtracin train``.
 
 Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|tails]
-[--validation-sample N] [--schedule log|linear] [--losses softmax bce]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
+[--validation-sample N] [--schedule log|linear] [--losses softmax bce] [--keep DIR]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
 train``'s defaults).
 
 ``--corruption triples`` (default) adds ``fraction`` x N fake triples, each a copy of a real one with its head,
@@ -40,7 +40,7 @@ def _splits(graph: Path | None):
     return labels, [labels.to_ids(p) for p in parts]
 
 
-def main(models, graph, fraction, corruption, validation_sample, schedule, losses) -> None:
+def main(models, graph, fraction, corruption, validation_sample, schedule, losses, keep=None) -> None:
     from kgtracin.audit import detector_scores
     from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics
     from kgtracin.runs import load_run
@@ -57,7 +57,8 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
     else:
         train, noisy = corrupt_triples(training, fraction, num_entities, num_relations, 0, known)
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+        scratch = Path(scratch) if keep is None else keep
+        scratch.mkdir(parents=True, exist_ok=True)
         files = {"training": train, "validation": validation, "testing": testing}
         for name, triples in files.items():
             write_labeled_triples(scratch / f"{name}.tsv", labels.to_labels(triples))
@@ -72,6 +73,7 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
             fakes = set(map(tuple, labels.to_labels(train[noisy]).tolist()))
             truth = torch.tensor([tuple(t) in fakes for t in run.labels.to_labels(run.training_triples).tolist()])
             assert int(truth.sum()) == int(noisy.sum())
+            torch.save(truth, path / "noisy-truth.pt")  # which run.training_triples rows are fake (kept with --keep)
             epochs = [c["epoch"] for c in run.manifest["checkpoints"]]
             print(
                 f"{model}: {corruption} corruption, {int(noisy.sum())} noisy of {train.shape[0]} training triples, "
@@ -103,5 +105,17 @@ if __name__ == "__main__":
     parser.add_argument("--validation-sample", type=int, default=None)
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
     parser.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])
+    parser.add_argument("--keep", type=Path, default=None, help="keep the corrupted splits and runs in this new folder")
     args = parser.parse_args()
-    main(args.models, args.graph, args.fraction, args.corruption, args.validation_sample, args.schedule, args.losses)
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep} exists; give a new folder")
+    main(
+        args.models,
+        args.graph,
+        args.fraction,
+        args.corruption,
+        args.validation_sample,
+        args.schedule,
+        args.losses,
+        args.keep,
+    )

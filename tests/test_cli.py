@@ -427,12 +427,13 @@ def test_audit(nations_run, tmp_path, capsys):
         "relation",
         "tail",
         "train_index",
+        "memorization",
         "validation_cosine",
         "validation",
         "self_influence",
         "loss",
     ]
-    assert len(frame) == 15 and frame["validation"].is_monotonic_decreasing  # the default order
+    assert len(frame) == 15 and frame["memorization"].is_monotonic_decreasing  # the default order
     code, _, err = run_cli(capsys, "audit", nations_run, "--order-by", "loss", "--output", out)
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")

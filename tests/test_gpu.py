@@ -46,6 +46,17 @@ def test_cuda_is_exact(cuda, distmult, method, loss):
     assert torch.equal(result.proponents.indices, reference.topk(5, dim=1).indices)
 
 
+@pytest.mark.parametrize("normalize", [None, "cosine"])
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_cuda_summed_influence_is_exact(cuda, distmult, loss, normalize):
+    """``total_influence`` along one summed gradient (forward mode on the GPU) against the CPU loop's sums."""
+    model, checkpoints, train, test = distmult
+    options = {"loss": loss, "normalize": normalize, "progress": False}
+    reference = TracIn(model, train, checkpoints, method="loop", **options).scores(test).sum(dim=0)
+    on_gpu = TracIn(model, train, checkpoints, device=cuda, **options)
+    assert_exact(on_gpu.total_influence(test).cpu(), reference)
+
+
 @pytest.mark.parametrize("loss", ["bce", "softmax"])
 def test_cuda_neighbourhood_pairs_are_exact(cuda, distmult, loss):
     """The neighbourhood's pair path (sampled products, gathers) on the GPU, against the CPU's dense scores."""

@@ -76,6 +76,26 @@ class GenericModelCase:
         actual = tracin._scorer().run_pairs(train, test, i, j)
         assert_exact(actual, expected[j, i])
 
+    @pytest.mark.parametrize(
+        ("normalize", "reverse_only"), [(None, False), ("train", False), ("cosine", False), (None, True)]
+    )
+    def test_summed_influence_matches_the_column_sums(self, setup, normalize, reverse_only, monkeypatch):
+        """``total_influence`` along one summed test gradient (``Scorer.run_summed``, forward mode or reverse
+        mode twice) equals the column sums of the loop reference's matrix, normalised as that matrix is."""
+        from kgtracin.gradients import directional
+
+        model, checkpoints, train, test, expected, _, loss = setup
+        if normalize is not None:
+            expected = TracIn(
+                model, train, checkpoints, method="loop", normalize=normalize, progress=False, loss=loss
+            ).scores(test)
+        if reverse_only:
+            monkeypatch.setattr(directional, "_forward_mode", lambda *args: None)
+        options = {"method": "fast", "batch_size": 32, "progress": False, "loss": loss, "normalize": normalize}
+        actual = TracIn(model, train, checkpoints, **options).total_influence(test)
+        assert actual.dtype == torch.float64
+        assert_exact(actual, expected.sum(dim=0))
+
     def test_reference_is_not_trivial(self, setup):
         *_, expected, self_expected, _ = setup
         assert expected.abs().max() > 0 and expected.std() > 0

@@ -4,7 +4,8 @@ Each model is built on Nations with small dimensions, with and without inverse t
 checkpoints at different learning rates. Before kgtracin sees it, the model scores a batch under ``no_grad`` as
 PyKEEN's evaluator does, which fills the caches of message-passing models. The reference is independent of
 kgtracin: for every triple a freshly built model, one ``torch.autograd.grad`` of the loss over all trainable
-parameters, and the TracIn sum of dot products.
+parameters, and the TracIn sum of dot products. ``total_influence`` (along one summed test gradient, except for
+``loop``) is checked against that matrix's column sums.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def test_exact_or_refused(case, loss):
         try:
             tracin = TracIn(model, train, checkpoints, method=method, batch_size=5, progress=False, loss=loss)
             actual, actual_self = tracin.scores(test), tracin.self_influence()
+            actual_total = tracin.total_influence(test)  # loop: the kernels' sums; else one summed gradient
         except KGTracinError as error:
             message = str(error)
             assert refusal is not None, f"{name} {method} refused: {message}"
@@ -204,6 +206,7 @@ def test_exact_or_refused(case, loss):
         assert refusal is None, f"{name} {method} should have been refused"
         assert_exact(actual, expected)
         assert_exact(actual_self, expected_self)
+        assert_exact(actual_total, expected.sum(dim=0))
 
 
 def test_every_model_is_swept():

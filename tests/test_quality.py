@@ -69,8 +69,9 @@ def test_total_influence_is_the_column_sum(run):
 
 
 def test_detectors_match_their_definitions(run):
-    """Each detector against its definition, computed here: TracIn sums from ``scores``, norms from
-    ``self_influence``, and the plain loss from the model's own scoring functions, in float64."""
+    """Each detector against its definition, computed here: TracIn sums from ``scores`` (memorization from the
+    loop reference's training x training matrix), norms from ``self_influence``, and the plain loss from the
+    model's own scoring functions, in float64."""
     from .test_models import _reference_loss
 
     model = copy.deepcopy(run.model).double()
@@ -87,6 +88,11 @@ def test_detectors_match_their_definitions(run):
         ).sqrt()
         cosine = cosine + one.scores(valid) / train_norm.unsqueeze(0) / test_norm.unsqueeze(1)
     assert_exact(scores["validation_cosine"], -cosine.sum(dim=0))
+    among = sum(
+        TracIn(model, train, [c], method="loop", loss="softmax", progress=False).scores(train) for c in run.checkpoints
+    )
+    assert_exact(scores["self_influence"], among.diagonal())
+    assert_exact(scores["memorization"], among.diagonal() / among.sum(dim=0).abs())
     with torch.no_grad():
         expected_loss = torch.stack([_reference_loss(model.eval(), hrt, "softmax") for hrt in train])
     assert_exact(scores["loss"], expected_loss)
@@ -94,6 +100,27 @@ def test_detectors_match_their_definitions(run):
     assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", *DETECTORS]
     assert frame["loss"].is_monotonic_decreasing and len(frame) == 10
     assert float(frame["loss"].iloc[0]) == float(scores["loss"].max())
+
+
+def test_shared_gradient_norms_give_the_same_cosine_influence(run):
+    """A cosine ``total_influence`` that reuses another TracIn's training norms equals one that computes its own;
+    TracIns of other gradients refuse to share."""
+    model = copy.deepcopy(run.model).double()
+    train, valid = run.training_triples[:50], run.splits["validation"][:6]
+    raw = TracIn(model, train, run.checkpoints, loss="bce", progress=False)
+    raw.self_influence()
+    own = TracIn(model, train, run.checkpoints, loss="bce", normalize="cosine", progress=False)
+    shared = TracIn(model, train, run.checkpoints, loss="bce", normalize="cosine", progress=False)
+    shared.share_gradient_norms(raw)
+    assert len(shared._train_norms) == len(run.checkpoints)
+    assert_exact(shared.total_influence(valid), own.total_influence(valid))
+    for other in (
+        TracIn(model, train, run.checkpoints, loss="softmax", progress=False),
+        TracIn(model, train[:40], run.checkpoints, loss="bce", progress=False),
+        TracIn(model, train, run.checkpoints[:1], loss="bce", progress=False),
+    ):
+        with pytest.raises(KGTracinError, match="same gradients"):
+            shared.share_gradient_norms(other)
 
 
 def test_roc_auc_matches_pairwise_count():

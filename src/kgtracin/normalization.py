@@ -11,6 +11,10 @@ which one it holds. At one checkpoint with learning rate ``lr``, for a training 
   uninformative.
 
 Norms are clamped below at ``1e-15`` (squared norms at ``1e-30``), so a zero gradient scores zero.
+
+Each is linear in the test gradient once the test side is scaled, so influence on a sum of test losses can be
+taken along one summed (and, for ``cosine``, norm-weighted) test gradient: :attr:`Normalization.test_norms`,
+:attr:`Normalization.train_norms` and :meth:`Normalization.summed_values` say how.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch-free at import, so that the configuration can list the names
     import torch
 
-__all__ = ["Normalization", "make_normalization", "NORMALIZATIONS"]
+__all__ = ["Normalization", "make_normalization", "NORMALIZATIONS", "norms_of"]
 
 #: the smallest squared norm divided by
 _FLOOR = 1e-30
+
+
+def norms_of(features) -> torch.Tensor:
+    """Each gradient's norm, clamped as every normalisation clamps it. :return: shape: (B,)"""
+    return features.self_kernel().clamp_min(_FLOOR).sqrt()
 
 
 class Normalization:
@@ -61,6 +70,19 @@ class Normalization:
         """
         return part
 
+    #: whether the summed path (:meth:`kgtracin.scoring.Scorer.run_summed`) needs each training gradient's norm
+    train_norms = False
+    #: whether it weighs each test gradient by the inverse of its norm before summing them
+    test_norms = False
+
+    def summed_values(self, part: torch.Tensor, norms: torch.Tensor | None) -> torch.Tensor:
+        """One checkpoint's ``lr <g(train_b), G>``, normalised, where ``G`` already holds the test side's weights.
+
+        :param part: shape: (B,)
+        :param norms: shape: (B,), ``|g(train_b)|`` clamped, when :attr:`train_norms`
+        """
+        return part
+
 
 class TrainNorm(Normalization):
     """Each training gradient divided by its norm at each checkpoint."""
@@ -77,6 +99,11 @@ class TrainNorm(Normalization):
 
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR).sqrt()  # <g / |g|, g> = |g|
+
+    train_norms = True
+
+    def summed_values(self, part, norms):
+        return part / norms
 
 
 class Cosine(TrainNorm):
@@ -96,6 +123,8 @@ class Cosine(TrainNorm):
 
     def self_term(self, part, lr):
         return part / (part / lr).clamp_min(_FLOOR)  # always lr
+
+    test_norms = True
 
 
 #: name -> normalisation

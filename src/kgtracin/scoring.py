@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .adapters import ModelAdapter
 from .gradients import Features, GradientComputer
-from .normalization import Normalization, make_normalization
+from .gradients.directional import directional_derivatives, summed_gradient
+from .normalization import Normalization, make_normalization, norms_of
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,9 @@ class Scorer:
     progress: bool = True
     #: None, "train" or "cosine" (:mod:`kgtracin.normalization`), or the normalisation itself
     normalize: str | Normalization | None = None
+    #: checkpoint index -> shape (N,), the clamped gradient norm of every training triple: filled by
+    #: :meth:`run_self`, read by :meth:`run_summed` (a dict shared by every scorer of the same training triples)
+    train_norms: dict[int, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.normalization = make_normalization(self.normalize)
@@ -325,14 +329,61 @@ class Scorer:
         """
         self.run_range(train, self.prepare(test), sink)
 
+    def run_summed(self, train: torch.Tensor, test: torch.Tensor, sink: VectorSink) -> None:
+        """Feed ``sum_j sum_c lr_c <g_c(train_i), g_c(test_j)>`` (normalised) to ``sink``, one value per training
+        triple, without any (test x batch) kernel.
+
+        At each checkpoint the test gradients are summed into one vector ``G_c`` (each scaled by ``1 / |g|``
+        under ``cosine``), and each training batch gets ``<g_c(train_i), G_c>`` as one Jacobian-vector product
+        (:mod:`kgtracin.gradients.directional`). The cost is about that of a few passes over the training
+        triples per checkpoint, whatever the number of test triples; memory holds one copy of the selected
+        parameters. Training-side norms (``train``, ``cosine``) come from the gradient computer, as in
+        :meth:`run_self`.
+
+        :param train: shape: (N, 3), dtype: long, dataset ids
+        :param test: shape: (M, 3), dtype: long, dataset ids
+        """
+        total = None
+        norm = self.normalization
+        for c, (adapter, lr) in enumerate(zip(self.adapters, self.learning_rates)):
+            where = f"(checkpoint {c + 1}/{len(self.adapters)})"
+            summed = summed_gradient(adapter, self._weighted(adapter, test, f"summed test gradient {where}"))
+            values = torch.empty(train.shape[0], dtype=next(iter(summed.values())).dtype)
+            known = None if self.train_norms is None else self.train_norms.get(c)
+            for start, batch in self._batches(train, f"summed influence {where}"):
+                part = directional_derivatives(adapter, batch, summed).mul_(lr)
+                if norm.train_norms:
+                    if known is not None:  # from a self-influence pass over the same triples
+                        norms = known[start : start + batch.shape[0]].to(part)
+                    else:
+                        with torch.no_grad():
+                            norms = norms_of(self.computer.featurize(adapter, batch))
+                    part = norm.summed_values(part, norms)
+                values[start : start + batch.shape[0]] = part.cpu()
+            total = values if total is None else total.add_(values)
+        for start in range(0, train.shape[0], self.batch_size):
+            sink.add(start, total[start : start + self.batch_size])
+
+    def _weighted(self, adapter: ModelAdapter, test: torch.Tensor, desc: str):
+        """Test batches with their weights in the summed gradient: ``1 / |g|`` under ``cosine``, else ``None``."""
+        for _, batch in self._batches(test, desc):
+            weights = None
+            if self.normalization.test_norms:
+                with torch.no_grad():
+                    weights = 1.0 / norms_of(self.computer.featurize(adapter, batch))
+            yield batch, weights
+
     def run_self(self, train: torch.Tensor, sink: VectorSink) -> None:
         """Feed ``sum_c lr_c |g_c(train_i)|^2`` to ``sink`` block by block."""
         with torch.no_grad():
             for start, batch in self._batches(train, "self-influence"):
                 block = None
-                for adapter, lr in zip(self.adapters, self.learning_rates):
-                    part = self.computer.featurize(adapter, batch).self_kernel() * lr
-                    part = self.normalization.self_term(part, lr)
+                for c, (adapter, lr) in enumerate(zip(self.adapters, self.learning_rates)):
+                    features = self.computer.featurize(adapter, batch)
+                    if self.train_norms is not None:
+                        norms = self.train_norms.setdefault(c, torch.empty(train.shape[0], dtype=torch.float64))
+                        norms[start : start + batch.shape[0]] = norms_of(features).cpu()
+                    part = self.normalization.self_term(features.self_kernel() * lr, lr)
                     block = part if block is None else block + part
                 sink.add(start, block)
 

@@ -99,6 +99,7 @@ class TracIn:
         )
         self._computer = make_computer(self.config.method, projection)
         self._adapters: list[ModelAdapter] | None = None
+        self._train_norms: dict[int, torch.Tensor] = {}  # per checkpoint, once a self-influence pass has run
 
     # -- construction from saved runs ---------------------------------------------------------------
     @classmethod
@@ -148,6 +149,7 @@ class TracIn:
             batch_size=batch_size,
             progress=self.config.progress,
             normalize=self.config.normalize,
+            train_norms=self._train_norms,
         )
 
     def _blocks(self, test: torch.Tensor, pairs: bool = False) -> tuple[Scorer, list[torch.Tensor]]:
@@ -277,15 +279,44 @@ class TracIn:
     def total_influence(self, test_triples: torch.Tensor) -> torch.Tensor:
         """Each training triple's influence on the summed loss of all test triples, ``sum_j TracIn(z_i -> z'_j)``.
 
+        TracIn is linear in the test gradient, so this is computed along one summed test gradient per checkpoint
+        (:meth:`~kgtracin.scoring.Scorer.run_summed`: a few passes over the training triples, whatever the number
+        of test triples). ``method="loop"`` (the reference) and a projection sum the (test x training) kernels
+        instead.
+
         :param test_triples: shape: (M, 3), dtype: long, dataset ids (e.g. the validation split)
         :return: shape: (N,); negative: training on z_i raised the test loss (a harmful triple)
         """
         test = self._check_test(test_triples)
+        if self.config.method != "loop" and self.config.projection_dim is None:
+            sink = VectorSink(self.training_triples.shape[0], self._dtype)
+            self._scorer().run_summed(self.training_triples, test, sink)
+            return sink.values
         scorer, blocks = self._blocks(test)
         sink = SumSink(self.training_triples.shape[0], self._dtype)
         for part in blocks:
             scorer.run(self.training_triples, part, sink)
         return sink.values
+
+    def share_gradient_norms(self, other: TracIn) -> None:
+        """Reuse the training gradients' norms that ``other`` found in its self-influence pass (same model,
+        training triples, checkpoints, parameters and precision; any loss of the same name), so that a normalised
+        :meth:`total_influence` does not differentiate every training triple again.
+
+        :raises KGTracinError: when the two do not describe the same gradients
+        """
+        mine = (self.config.parameters, self.config.loss, self.config.dtype, self.config.method)
+        theirs = (other.config.parameters, other.config.loss, other.config.dtype, other.config.method)
+        same = (
+            mine == theirs
+            and torch.equal(self.training_triples, other.training_triples)
+            and [c.learning_rate for c in self.checkpoints] == [c.learning_rate for c in other.checkpoints]
+            and all(a.state is b.state for a, b in zip(self.checkpoints, other.checkpoints))
+            and len(self.checkpoints) == len(other.checkpoints)
+        )
+        if not same:
+            raise KGTracinError("gradient norms can be shared only between TracIns of the same gradients")
+        self._train_norms = other._train_norms
 
     def self_influence(self) -> torch.Tensor:
         """``TracIn(z -> z)`` for every training triple: high values flag candidate noisy facts.

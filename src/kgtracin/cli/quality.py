@@ -35,7 +35,7 @@ from .options import (
     "--order-by",
     type=click.Choice(list(DETECTORS)),
     default=None,
-    help="the detector that orders the rows [default: validation; self_influence without validation triples]",
+    help="the detector that orders the rows [default: memorization]",
 )
 @parameters_option
 @method_option
@@ -48,10 +48,11 @@ from .options import (
 def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, run_source, verbose) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
-    Columns: rank head relation tail train_index, then one per detector: validation_cosine (harm to the
-    validation loss, gradient-cosine TracIn), validation (the same, raw TracIn: the default order), self_influence,
-    and loss (the final model's loss of the triple alone: the baseline). The TracIn loss is bce unless --loss says
-    otherwise: it found noisy facts best on every model measured.
+    Columns: rank head relation tail train_index, then one per detector: memorization (the share of the triple's
+    own steps in its learning, self-influence over the summed influence of all training triples on it: the
+    default order), validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the
+    same, raw TracIn), self_influence, and loss (the final model's loss of the triple alone: the baseline). The
+    TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for

@@ -29,8 +29,7 @@ def build_report(
     :param top_k: proponents and opponents per triple
     :param top_tails: the model's best tails listed per triple
     :param self_influence: add a histogram and the top of the self-influence ranking
-    :param audit: add the audit's ``audit`` most suspicious triples (0: none); needs a validation split for its
-        default order
+    :param audit: add the audit's ``audit`` most suspicious triples (0: none), in its default order
     """
 
     result = tracin.influence(test, top_k=top_k)
