@@ -7,12 +7,15 @@ along ``G`` (forward-mode autodiff, ``torch.func.jvp``). That costs a few forwar
 number of test triples, against a (test x batch) kernel per batch for the pairwise path. No per-triple gradient
 is formed.
 
-Where a model's forward has no forward-mode derivative, the same products come from reverse mode twice
+All-entity scores (the ``softmax`` loss) go through :func:`kgtracin.scorers.matrix_products`, as training does:
+no (batch x entities x dim) temporary. Where that has no forward-mode derivative (``torch.cdist``), PyKEEN's own
+forward is used; where that has none either, the same products come from reverse mode twice
 (``d/du <J^T u, G>`` = ``J G``), which needs only what training's backward pass needs, differentiated once more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -20,6 +23,7 @@ import torch
 from torch.func import functional_call, jvp
 
 from ..adapters import ModelAdapter
+from ..scorers import matrix_products
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def summed_gradient(
     leaves = _leaves(adapter)
     total = [torch.zeros_like(p) for p in leaves.values()]
     for hrt, weights in batches:
-        with torch.enable_grad():
+        with torch.enable_grad(), matrix_products(adapter.model):  # all-entity scores without (B, E, d) temporaries
             losses = functional_call(adapter.scorer, leaves, (adapter.to_internal(hrt),))
             loss = losses.sum() if weights is None else (losses * weights.to(losses)).sum()
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
@@ -63,33 +67,42 @@ def directional_derivatives(adapter: ModelAdapter, hrt: torch.Tensor, direction:
     :return: shape: (B,)
     """
     internal = adapter.to_internal(hrt)
-    if type(adapter.model) not in _REVERSE_ONLY:
-        out = _forward_mode(adapter, internal, direction)
+    kind = type(adapter.model)
+    for products in (True, False)[_FALLBACK.get(kind, 0) :]:
+        out = _forward_mode(adapter, internal, direction, products)
         if out is not None:
             return out
-        _REVERSE_ONLY.add(type(adapter.model))
+        _FALLBACK[kind] = _FALLBACK.get(kind, 0) + 1
     return _double_backward(adapter, internal, direction)
 
 
-#: model classes whose forward has no forward-mode derivative (found on first use)
-_REVERSE_ONLY: set[type] = set()
+#: model class -> how many forward-mode ways failed for it: 1, not through the matrix-product scorers (e.g.
+#: ``torch.cdist`` has no forward-mode rule); 2, not at all (reverse mode twice, through PyKEEN's own forward)
+_FALLBACK: dict[type, int] = {}
 
 
-def _forward_mode(adapter: ModelAdapter, internal: torch.Tensor, direction: Mapping[str, torch.Tensor]):
+def _forward_mode(
+    adapter: ModelAdapter, internal: torch.Tensor, direction: Mapping[str, torch.Tensor], products: bool
+) -> torch.Tensor | None:
     """``J G`` by ``torch.func.jvp``, or ``None`` where an operation of the forward has no forward-mode rule.
 
     :param internal: shape: (B, 3), dtype: long, internal ids
+    :param products: score all entities through :func:`~kgtracin.scorers.matrix_products`
     :return: shape: (B,), or None
     """
     params = {f"model.{name}": p.detach() for name, p in adapter.parameters.items()}
     tangents = {f"model.{name}": direction[name] for name in adapter.parameters}
     try:
-        _, out = jvp(lambda p: functional_call(adapter.scorer, p, (internal,)), (params,), (tangents,))
+        with matrix_products(adapter.model) if products else contextlib.nullcontext():
+            _, out = jvp(lambda p: functional_call(adapter.scorer, p, (internal,)), (params,), (tangents,))
     except (NotImplementedError, RuntimeError) as error:
         message = str(error).lower()
         if "forward" in message or "jvp" in message or "not implemented" in message:
             logger.info(
-                "no forward-mode derivative for %s (%s): reverse mode twice", type(adapter.model).__name__, error
+                "no forward-mode derivative for %s%s (%s)",
+                type(adapter.model).__name__,
+                " through the matrix-product scorers" if products else "",
+                error,
             )
             return None
         raise
@@ -103,7 +116,7 @@ def _double_backward(adapter: ModelAdapter, internal: torch.Tensor, direction: M
     :return: shape: (B,)
     """
     leaves = _leaves(adapter)
-    with torch.enable_grad():
+    with torch.enable_grad():  # PyKEEN's own forward: its backward can be differentiated again (cdist's cannot)
         losses = functional_call(adapter.scorer, leaves, (internal,))
         u = torch.zeros_like(losses, requires_grad=True)
         grads = torch.autograd.grad(losses, list(leaves.values()), grad_outputs=u, create_graph=True, allow_unused=True)
