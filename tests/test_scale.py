@@ -130,6 +130,12 @@ def test_low_precision_is_close_and_opt_in(run, precision, tolerance):
     assert low.dtype == torch.float32
     error = float((low - exact).abs().max() / exact.abs().max())
     assert 0 < error < tolerance  # not exact, but close
+    valid = run.splits["validation"][:20]  # the summed path (one summed gradient, forward mode) too
+    exact = TracIn(run.model, train, run.checkpoints, progress=False).total_influence(valid)
+    low = TracIn(run.model, train, run.checkpoints, precision=precision, progress=False).total_influence(valid)
+    assert low.dtype == torch.float32
+    error = float((low - exact).abs().max() / exact.abs().max())
+    assert 0 < error < tolerance
 
 
 def test_bad_precision(run, nations_run, capsys, tmp_path):

@@ -348,7 +348,7 @@ class Scorer:
         for c, (adapter, lr) in enumerate(zip(self.adapters, self.learning_rates)):
             where = f"(checkpoint {c + 1}/{len(self.adapters)})"
             summed = summed_gradient(adapter, self._weighted(adapter, test, f"summed test gradient {where}"))
-            values = torch.empty(train.shape[0], dtype=next(iter(summed.values())).dtype)
+            values = torch.empty(train.shape[0], dtype=sink.values.dtype)  # the results' dtype, not bf16's
             known = None if self.train_norms is None else self.train_norms.get(c)
             for start, batch in self._batches(train, f"summed influence {where}"):
                 part = directional_derivatives(adapter, batch, summed).mul_(lr)
