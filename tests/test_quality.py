@@ -102,12 +102,25 @@ def test_detectors_match_their_definitions(run):
     assert float(frame["loss"].iloc[0]) == float(scores["loss"].max())
 
 
-def test_shared_gradient_norms_give_the_same_cosine_influence(run):
+def test_shared_gradient_norms_give_the_same_cosine_influence(run, monkeypatch):
     """A cosine ``total_influence`` that reuses another TracIn's training norms equals one that computes its own;
     TracIns of other gradients refuse to share."""
     model = copy.deepcopy(run.model).double()
     train, valid = run.training_triples[:50], run.splits["validation"][:6]
-    raw = TracIn(model, train, run.checkpoints, loss="bce", progress=False)
+    raw = TracIn(model, train, run.checkpoints, loss="bce", batch_size=16, progress=False)
+    featurize, calls = raw._computer.featurize, []
+
+    def dying(*args):  # killed after the first batches: an interrupted self-influence pass leaves no norms
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return featurize(*args)
+
+    monkeypatch.setattr(raw._computer, "featurize", dying)
+    with pytest.raises(KeyboardInterrupt):
+        raw.self_influence()
+    assert len(calls) == 3 and raw._train_norms == {}
+    monkeypatch.undo()
     raw.self_influence()
     own = TracIn(model, train, run.checkpoints, loss="bce", normalize="cosine", progress=False)
     shared = TracIn(model, train, run.checkpoints, loss="bce", normalize="cosine", progress=False)

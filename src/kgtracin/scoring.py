@@ -375,17 +375,19 @@ class Scorer:
 
     def run_self(self, train: torch.Tensor, sink: VectorSink) -> None:
         """Feed ``sum_c lr_c |g_c(train_i)|^2`` to ``sink`` block by block."""
+        found: dict[int, torch.Tensor] = {}  # kept only once every batch is done: never a half-filled norm
         with torch.no_grad():
             for start, batch in self._batches(train, "self-influence"):
                 block = None
                 for c, (adapter, lr) in enumerate(zip(self.adapters, self.learning_rates)):
                     features = self.computer.featurize(adapter, batch)
-                    if self.train_norms is not None:
-                        norms = self.train_norms.setdefault(c, torch.empty(train.shape[0], dtype=torch.float64))
-                        norms[start : start + batch.shape[0]] = norms_of(features).cpu()
+                    norms = found.setdefault(c, torch.empty(train.shape[0], dtype=torch.float64))
+                    norms[start : start + batch.shape[0]] = norms_of(features).cpu()
                     part = self.normalization.self_term(features.self_kernel() * lr, lr)
                     block = part if block is None else block + part
                 sink.add(start, block)
+        if self.train_norms is not None:
+            self.train_norms.update(found)
 
 
 #: test triples featurised to measure the automatic test block
