@@ -90,11 +90,11 @@ class TrainNorm(Normalization):
     name = "train"
 
     def pair(self, part, train, test):
-        return part / train.self_kernel().clamp_min(_FLOOR).sqrt().unsqueeze(0)
+        return part / norms_of(train).unsqueeze(0)
 
     def pair_values(self, part, train, test, i, j):
         if train.norms is None:  # once per training batch, not per chunk of pairs
-            train.norms = train.self_kernel().clamp_min(_FLOOR).sqrt()
+            train.norms = norms_of(train)
         return part / train.norms[i]
 
     def self_term(self, part, lr):
@@ -113,7 +113,7 @@ class Cosine(TrainNorm):
 
     def prepare_tests(self, tests):
         for features in tests:
-            features.norms = features.self_kernel().clamp_min(_FLOOR).sqrt()
+            features.norms = norms_of(features)
 
     def pair(self, part, train, test):
         return super().pair(part, train, test) / test.norms.unsqueeze(1)

@@ -337,8 +337,8 @@ class Scorer:
         under ``cosine``), and each training batch gets ``<g_c(train_i), G_c>`` as one Jacobian-vector product
         (:mod:`kgtracin.gradients.directional`). The cost is about that of a few passes over the training
         triples per checkpoint, whatever the number of test triples; memory holds one copy of the selected
-        parameters. Training-side norms (``train``, ``cosine``) come from the gradient computer, as in
-        :meth:`run_self`.
+        parameters. Training-side norms (``train``, ``cosine``) come from a finished :meth:`run_self` over the
+        same triples when :attr:`train_norms` holds them, else from the gradient computer.
 
         :param train: shape: (N, 3), dtype: long, dataset ids
         :param test: shape: (M, 3), dtype: long, dataset ids
@@ -361,8 +361,7 @@ class Scorer:
                     part = norm.summed_values(part, norms)
                 values[start : start + batch.shape[0]] = part.cpu()
             total = values if total is None else total.add_(values)
-        for start in range(0, train.shape[0], self.batch_size):
-            sink.add(start, total[start : start + self.batch_size])
+        sink.add(0, total)
 
     def _weighted(self, adapter: ModelAdapter, test: torch.Tensor, desc: str):
         """Test batches with their weights in the summed gradient: ``1 / |g|`` under ``cosine``, else ``None``."""

@@ -310,9 +310,11 @@ class TracIn:
         same = (
             mine == theirs
             and torch.equal(self.training_triples, other.training_triples)
-            and [c.learning_rate for c in self.checkpoints] == [c.learning_rate for c in other.checkpoints]
-            and all(a.state is b.state for a, b in zip(self.checkpoints, other.checkpoints))
             and len(self.checkpoints) == len(other.checkpoints)
+            and all(
+                a.state is b.state and a.learning_rate == b.learning_rate
+                for a, b in zip(self.checkpoints, other.checkpoints)
+            )
         )
         if not same:
             raise KGTracinError("gradient norms can be shared only between TracIns of the same gradients")
