@@ -225,3 +225,38 @@ def test_softmax_closed_form_checks_linearity_on_every_batch(run_factory, monkey
     assert "rows+candidates" in tracin.describe().values()
     with pytest.raises(KGTracinError, match="scores are not linear in the candidate entity"):
         tracin.scores(run.splits["testing"][:2])
+
+
+@pytest.mark.parametrize(("model_name", "inverse"), sorted(SOFTMAX_CLOSED_FORM))
+def test_softmax_shares_the_scores_of_repeated_queries_exactly(run_factory, model_name, inverse):
+    """Triples of one batch that share a query (``(h, r)``, or ``(r, t)`` for heads) are scored once per query
+    (:func:`kgtracin.losses.softmax.distinct_queries`); the influences stay the loop reference's, in a batch where
+    every query repeats, shuffled, and in one where none does."""
+    from kgtracin.losses.softmax import distinct_queries, head_queries
+
+    run = load_run(run_factory(model_name, inverse))
+    model = run.model.double()
+    checkpoints = [Checkpoint(c.state, lr) for c, lr in zip(run.checkpoints, (0.3, 0.05))]
+    base = run.training_triples[:12]
+    entities = model.num_entities
+    other_tail, other_head = base.clone(), base.clone()
+    other_tail[:, 2] = (base[:, 2] + 1) % entities  # the same (h, r), another tail
+    other_head[:, 0] = (base[:, 0] + 1) % entities  # the same (r, t), another head
+    repeated = torch.cat([base, other_tail, other_head])
+    repeated = repeated[torch.randperm(repeated.shape[0], generator=torch.Generator().manual_seed(0))]
+    distinct = torch.stack([torch.arange(6) % entities, torch.arange(6) % 3, (torch.arange(6) * 5 + 1) % entities], 1)
+    test = run.splits["testing"][:4]
+    for train in (repeated, distinct):
+        internal = torch.stack([train[:, 0], train[:, 1] * (2 if inverse else 1), train[:, 2]], 1)
+        first_tail, _ = distinct_queries(internal[:, :2])
+        first_head, _ = distinct_queries(head_queries(model, internal)[0])
+        if train is repeated:
+            assert first_tail is not None and first_head is not None
+            assert first_tail.shape[0] < train.shape[0] and first_head.shape[0] < train.shape[0]
+        else:
+            assert first_tail is None and first_head is None
+        options = {"progress": False, "loss": "softmax", "batch_size": train.shape[0]}
+        reference = TracIn(model, train, checkpoints, method="loop", **options)
+        fast = TracIn(model, train, checkpoints, method="fast", **options)
+        assert_exact(fast.scores(test), reference.scores(test))
+        assert_exact(fast.self_influence(), reference.self_influence())

@@ -178,3 +178,38 @@ def test_labels_round_trip_through_ids(tmp_path_factory, triples, random):
     path = tmp_path_factory.mktemp("tsv") / "triples.tsv"
     write_labeled_triples(path, np.asarray(triples, dtype=object).reshape(-1, 3))
     assert torch.equal(read_triple_ids(path, labels), ids)
+
+
+_QUERIES = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=30)
+
+
+@given(_QUERIES)
+@SETTINGS
+def test_distinct_queries_point_each_row_at_its_first_copy(rows):
+    from kgtracin.losses.softmax import distinct_queries
+
+    query = torch.tensor(rows)
+    first, inverse = distinct_queries(query)
+    if len(set(rows)) == len(rows):
+        assert first is None and inverse is None
+        return
+    assert first.shape[0] == len(set(rows))
+    assert torch.equal(query[first][inverse], query)  # every row's query is its own
+    assert [rows.index(rows[i]) for i in first.tolist()] == first.tolist()  # the first copy of each
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3)), max_size=40))
+@SETTINGS
+def test_query_order_groups_the_queries_of_the_direction_with_fewer(rows):
+    from kgtracin.losses.softmax import query_order
+
+    triples = torch.tensor(rows, dtype=torch.long).view(-1, 3)
+    order = query_order(triples)
+    assert sorted(order.tolist()) == list(range(len(rows)))  # a permutation
+    ordered = [tuple(row) for row in triples[order].tolist()]
+    heads, tails = len({(r, t) for _, r, t in rows}), len({(h, r) for h, r, _ in rows})
+    key = (lambda x: (x[1], x[2])) if heads < tails else (lambda x: (x[0], x[1]))
+    keys = [key(x) for x in ordered]
+    # each query's triples are consecutive: as many runs as distinct queries
+    runs = sum(1 for a, b in zip([None, *keys], keys) if a != b)
+    assert runs == len(set(keys))

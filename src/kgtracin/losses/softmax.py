@@ -41,7 +41,8 @@ __all__ = [
     "softmax_directions",
     "surrogate_scores",
     "linear_queries",
-    "softmax_deltas",
+    "distinct_queries",
+    "query_order",
 ]
 
 #: interactions whose score is linear in the tail's representations, and in the head's
@@ -96,32 +97,70 @@ class SoftmaxLoss(TripleLoss):
         """
         directions = softmax_directions(model, hrt)
         total, candidates = 0.0, []
-        for (scores, queries), target in zip(linear_queries(model, directions), directions.targets):
+        for (scores, queries), query, target in zip(
+            linear_queries(model, directions), directions.queries, directions.targets
+        ):
             tables = {i: embedding_table(model.entity_representations[i]).detach() for i in queries}
-            full = None  # (B, E): every candidate's score, summed over the candidate tables without a copy
+            # triples that share a query (h, r) share its scores: the two (U, E) products run once per query
+            first, inverse = distinct_queries(query)
+            full = None  # (U, E): every candidate's score, summed over the candidate tables without a copy
             for i, q in queries.items():
-                full = q.detach() @ tables[i].T if full is None else full.addmm_(q.detach(), tables[i].T)
-            # linear in the candidate: the model's own score of the true candidate is <q, x_target>
-            expected = full.gather(1, target.unsqueeze(1)).squeeze(1)
-            scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
-            # one pass finds any inf or nan among the scores (the extremes are then not finite; nan propagates)
-            extremes = torch.stack(torch.aminmax(full))
-            if not (bool(torch.isfinite(extremes).all()) and bool(torch.isfinite(scores).all())):
-                raise KGTracinError(
-                    f"{type(model).__name__}: the model's scores overflow (they are not finite): its "
-                    "weights are too large for the compute precision"
-                )
-            if not bool(
-                ((scores.detach() - expected).abs() <= torch.finfo(full.dtype).eps ** 0.5 * (1.0 + scale)).all()
-            ):
-                raise KGTracinError(
-                    f"{type(model).__name__}: scores are not linear in the candidate entity, so "
-                    "method='fast' cannot take loss='softmax'; use method='vmap'"
-                )
-            delta = softmax_deltas(full, target)
-            total = total + sum((q * (delta @ tables[i])).sum() for i, q in queries.items())
+                q_u = q.detach() if first is None else q.detach()[first]
+                full = q_u @ tables[i].T if full is None else full.addmm_(q_u, tables[i].T)
+            _check_scores(model, full, inverse, scores, target, queries, tables)
+            probs = torch.softmax(full, dim=1)  # (U, E)
+            # sum_e delta_e x_e = sum_e softmax_e x_e - x_target, per table
+            means = {i: probs @ tables[i] for i in queries}
+            delta = _expand(probs, inverse)
+            delta[torch.arange(delta.shape[0], device=delta.device), target] -= 1.0
+            total = total + sum(
+                (q * (_expand(means[i], inverse) - tables[i][target])).sum() for i, q in queries.items()
+            )
             candidates.append((delta, {i: q.detach() for i, q in queries.items()}))
         return total, candidates
+
+
+def distinct_queries(query: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first row of each distinct query, and each row's distinct query; ``(None, None)`` when all differ.
+
+    :param query: shape: (B, 2), e.g. ``(h, r)`` pairs
+    :return: ``first`` (U,) rows of ``query``, and ``inverse`` (B,) positions in ``first``
+    """
+    distinct, inverse = torch.unique(query, dim=0, return_inverse=True)
+    if distinct.shape[0] == query.shape[0]:
+        return None, None
+    rows = torch.arange(query.shape[0], device=query.device)
+    first = torch.full((distinct.shape[0],), query.shape[0], dtype=torch.long, device=query.device)
+    return first.scatter_reduce_(0, inverse, rows, "amin"), inverse
+
+
+def _expand(per_query: torch.Tensor, inverse: torch.Tensor | None) -> torch.Tensor:
+    """Per-query rows (U, *) as per-triple rows (B, *): a new tensor either way."""
+    return per_query.clone() if inverse is None else per_query[inverse]
+
+
+def _check_scores(model, full, inverse, scores, target, queries, tables) -> None:
+    """Refuse scores that overflow, or that are not linear in the candidate (``full`` must hold the model's own
+    score of the true candidate).
+
+    :param full: shape: (U, E), every candidate's score per distinct query; ``inverse`` (B,) or None
+    :param scores: shape: (B,), the model's scores of the true triples; ``target`` (B,)
+    """
+    rows = torch.arange(target.shape[0], device=target.device) if inverse is None else inverse
+    expected = full[rows, target]
+    scale = sum((q.detach() * tables[i][target]).abs().sum(dim=1) for i, q in queries.items())
+    # one pass finds any inf or nan among the scores (the extremes are then not finite; nan propagates)
+    extremes = torch.stack(torch.aminmax(full))
+    if not (bool(torch.isfinite(extremes).all()) and bool(torch.isfinite(scores).all())):
+        raise KGTracinError(
+            f"{type(model).__name__}: the model's scores overflow (they are not finite): its "
+            "weights are too large for the compute precision"
+        )
+    if not bool(((scores.detach() - expected).abs() <= torch.finfo(full.dtype).eps ** 0.5 * (1.0 + scale)).all()):
+        raise KGTracinError(
+            f"{type(model).__name__}: scores are not linear in the candidate entity, so "
+            "method='fast' cannot take loss='softmax'; use method='vmap'"
+        )
 
 
 def softmax_unsupported(model) -> str | None:
@@ -233,19 +272,21 @@ def linear_queries(model, directions: SoftmaxDirections) -> list[tuple[torch.Ten
     return out
 
 
-def softmax_deltas(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``softmax(s) - onehot(target)``, the gradient of the cross-entropy with respect to the scores.
+def query_order(triples: torch.Tensor) -> torch.Tensor:
+    """An order of the triples in which consecutive ones share queries: by ``(r, t)`` where the head-prediction
+    queries are fewer than the tail-prediction ones, else by ``(h, r)``. Triples that share a query share the
+    1-N loss's (query x entities) products within a batch (:func:`distinct_queries`); the order changes no value.
 
-    The one-hot is subtracted in place at the targets (no (B, E) one-hot is built).
-
-    :param scores: shape: (B, E)
-    :param targets: shape: (B,)
-    :return: shape: (B, E), a new tensor
+    :param triples: shape: (n, 3)
+    :return: shape: (n,), a permutation
     """
-    delta = torch.softmax(scores, dim=1)
-    rows = torch.arange(delta.shape[0], device=delta.device)
-    delta[rows, targets] -= 1.0
-    return delta
+    heads = torch.unique(triples[:, 1:], dim=0).shape[0] if triples.numel() else 0
+    tails = torch.unique(triples[:, :2], dim=0).shape[0] if triples.numel() else 0
+    columns = (1, 2, 0) if heads < tails else (0, 1, 2)
+    order = torch.arange(triples.shape[0])
+    for column in reversed(columns):  # a stable sort by the last key first
+        order = order[torch.argsort(triples[order, column], stable=True)]
+    return order
 
 
 LOSS = SoftmaxLoss

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..losses.softmax import query_order
 from ..scoring import Scorer
 
 __all__ = ["neighbourhood_rows", "neighbourhood_pairs", "NeighbourhoodTopK", "neighbourhood_topk"]
@@ -95,7 +96,16 @@ def neighbourhood_topk(scorer: Scorer, train: torch.Tensor, test: torch.Tensor, 
     candidates, local = torch.unique(rows, return_inverse=True)  # the neighbours, in training order
     values = torch.zeros(0, dtype=dtype)
     if rows.numel():
-        values = scorer.run_pairs(train[candidates], test, local, tests).to("cpu", dtype)
+        # neighbours that share a query go into the same batches (the 1-N loss scores each query once)
+        order = query_order(train[candidates])
+        position = torch.empty_like(order)
+        position[order] = torch.arange(order.shape[0])
+        local = position[local]
+        by_neighbour = torch.argsort(local, stable=True)  # run_pairs takes the pairs sorted by neighbour
+        values = torch.empty(rows.shape[0], dtype=dtype)
+        values[by_neighbour] = scorer.run_pairs(
+            train[candidates[order]], test, local[by_neighbour], tests[by_neighbour]
+        ).to("cpu", dtype)
     m = test.shape[0]
     top = _rank(values, rows, tests, m, k, True)
     bottom = _rank(values, rows, tests, m, k, False)
