@@ -6,7 +6,8 @@ Times ``kgtracin explain RUN_DIR --split test --limit N --candidates C`` in its 
 set (``all``: every training triple; ``neighbourhood``: those sharing an entity with the test triple), with its
 peak RSS, and divides by the run's median training epoch (``epoch_seconds`` in its manifest, measured by
 ``kgtracin train`` on the same machine). Also reports how many training triples the neighbourhood holds, and
-whether the two candidate sets give the same top proponent. Prints one JSON record.
+whether the two candidate sets give the same top proponent. Prints one JSON record (``--append FILE``: also
+appends it to a JSON-lines file, as ``benchmarks/explain_speed.jsonl`` holds them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import platform
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from real_graph import _run  # benchmarks/ is on the path when this script runs
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--limit", type=int, default=100, help="test triples (-1: the whole test split)")
     parser.add_argument("--candidates", nargs="+", default=["neighbourhood", "all"])
+    parser.add_argument("--append", type=Path, help="also append the record as one line to this JSON-lines file")
     args = parser.parse_args()
     import pandas as pd
     import torch
@@ -45,6 +48,7 @@ def main() -> None:
     epoch = statistics.median(run.manifest["epoch_seconds"])
     test = run.splits["testing"] if args.limit < 0 else run.splits["testing"][: args.limit]
     record = {
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "run": str(args.run),
         "model": run.manifest["model"],
         "training_triples": int(run.training_triples.shape[0]),
@@ -67,6 +71,9 @@ def main() -> None:
         a, b = tops.values()
         record["same_top_proponent"] = sum(a.get(i) == b.get(i) for i in a) / max(1, len(a))
     print(json.dumps(record, indent=1))
+    if args.append is not None:
+        with args.append.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
