@@ -1,7 +1,8 @@
 """Scoring all tails for training, against one matrix product: ``python benchmarks/train_scorer.py``.
 
 For each model, built as ``kgtracin train`` builds it (its recipe: ComplEx at d = 100 complex without the
-regulariser, DistMult without the entity constraint; d = 200 otherwise), one LCWA step's scoring on a
+regulariser, DistMult at d = 200 without the entity constraint; PyKEEN's default dimension otherwise: 200 for
+ConvE and RotatE, 50 for TransE), one LCWA step's scoring on a
 WordNet-sized table (37,876 entities, 256 queries): the forward and backward pass of ``score_t`` followed by the
 cross-entropy, timed with PyKEEN's own forward and with kgtracin's scorer (:mod:`kgtracin.scorers`: matrix
 products, or direct distances for TransE and RotatE), beside the bound: the same loss computed from one plain
@@ -19,7 +20,7 @@ import torch
 from kgtracin.compat import embedding_table
 from kgtracin.scorers import matrix_products
 
-ENTITIES, DIM, QUERIES, RELATIONS = 37_876, 200, 256, 11
+ENTITIES, QUERIES, RELATIONS = 37_876, 256, 11
 TEMPORARY_BYTES = 10 * 2**30
 
 
@@ -50,7 +51,9 @@ def _model(name: str):
 
     factory = TriplesFactory(triples, {str(i): i for i in range(ENTITIES)}, {str(i): i for i in range(RELATIONS)})
     recipe = recipe_for(name)  # the model as `kgtracin train` builds it (ComplEx: d = 100 complex, no regulariser)
-    kwargs = dict(embedding_dim=recipe.embedding_dim or DIM, **recipe.model_kwargs)
+    kwargs = dict(recipe.model_kwargs)
+    if recipe.embedding_dim is not None:  # otherwise PyKEEN's default, as `kgtracin train` leaves it
+        kwargs["embedding_dim"] = recipe.embedding_dim
     return model_resolver.make(name, kwargs, triples_factory=factory, random_seed=0), triples
 
 

@@ -37,7 +37,7 @@ from .options import (
     triple_options,
     verbose_option,
 )
-from .selection import check_store_path, choose_triples, model_view, print_table
+from .selection import add_check, check_store_path, choose_triples, model_view, print_table, refuse_check
 
 __all__ = ["train", "explain", "self_influence", "demo"]
 
@@ -144,6 +144,16 @@ def train(
     default=None,
     help="folder for finished shards (default: beside the output); a re-run resumes from it",
 )
+@click.option(
+    "--check",
+    "check_k",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="also relearn each test triple's head (a few Adam steps from the final model, Kelpie's mimic) with and "
+    "without its first K proponents, and report the filtered tail rank each gives (check_rank_with, "
+    "check_rank_without): how much the explanation matters to the prediction",
+)
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
 @verbose_option
@@ -170,6 +180,7 @@ def explain(
     projection_dim,
     projection_seed,
     store,
+    check_k,
     output,
     run_source,
     verbose,
@@ -196,6 +207,8 @@ def explain(
     rank, _ = world()
     run = open_run(run_dir, run_source)
     test = choose_triples(run, triples, test_file, split, limit, predict, predict_head, num_predictions)
+    if check_k is not None:
+        refuse_check(run, check_k, top_k, bool(predict_head))
     loss = loss or run.tracin_loss
     tracin = run_tracin(
         run,
@@ -228,6 +241,8 @@ def explain(
         scores, ranks = model_view(run, test, head=bool(predict_head))
         notes = unseen_notes(test, run.training_triples)
         frame = result.to_frame(model_view=(scores, ranks), notes=notes, rank_of="head" if predict_head else "tail")
+        if check_k is not None:
+            frame = add_check(run, test, result, check_k, frame)
         write_table(frame, output_path)
         if store is not None:
             remove_store(store)

@@ -7,7 +7,15 @@ import click
 
 from ..errors import KGTracinError
 
-__all__ = ["choose_triples", "print_table", "model_view", "check_store_path", "SHOWN_PER_KIND"]
+__all__ = [
+    "choose_triples",
+    "print_table",
+    "model_view",
+    "check_store_path",
+    "refuse_check",
+    "add_check",
+    "SHOWN_PER_KIND",
+]
 
 #: proponents and opponents printed per test triple (the output file holds all of them)
 SHOWN_PER_KIND = 3
@@ -83,6 +91,45 @@ def model_view(run, test, head: bool = False):
     return (head_view if head else tail_view)(run.model, test, KnownTriples(run.splits.values()))
 
 
+def refuse_check(run, k: int, top_k: int, head: bool) -> None:
+    """Refuse ``--check K`` where the check cannot run, in one line, before any explaining."""
+    from ..evaluation.check import check_unsupported
+
+    if head:
+        raise KGTracinError("--check ranks tails after relearning the head; it cannot take --predict-head")
+    if k > top_k:
+        raise KGTracinError(f"--check {k} checks the first {k} proponents; --top-k {top_k} keeps fewer")
+    reason = check_unsupported(run.model)
+    if reason is not None:
+        raise KGTracinError(f"--check cannot run: {reason}")
+
+
+def add_check(run, test, result, k: int, frame):
+    """Add the check's ranks of each test triple (``check_rank_with``, ``check_rank_without``) to the frame.
+
+    The learning rate is the run's (its manifest), else 0.01, PyKEEN's default for Adam.
+    """
+    from ..evaluation.check import CheckConfig, check_ranks
+    from ..predictions import KnownTriples
+
+    rate = float(((getattr(run, "manifest", None) or {}).get("training") or {}).get("learning_rate", 0.01))
+    with_, without = check_ranks(
+        run.model,
+        run.training_triples,
+        test,
+        result.proponents.indices,
+        result.proponents.scores,
+        k,
+        KnownTriples(run.splits.values()),
+        CheckConfig(learning_rate=rate),
+    )
+    frame = frame.copy()
+    frame.insert(frame.columns.get_loc("kind"), "check_rank_with", with_.numpy()[frame["test_index"].to_numpy()])
+    frame.insert(frame.columns.get_loc("kind"), "check_rank_without", without.numpy()[frame["test_index"].to_numpy()])
+    frame.attrs["check_k"] = k
+    return frame
+
+
 def print_table(frame, per_kind: int = SHOWN_PER_KIND, max_tests: int = 5, top_k: int | None = None) -> None:
     """Print each test triple with its model view and first ``per_kind`` proponents and opponents."""
     shown = frame[frame["rank"] <= per_kind]
@@ -96,6 +143,12 @@ def print_table(frame, per_kind: int = SHOWN_PER_KIND, max_tests: int = 5, top_k
         if "test_head_rank" in frame.columns:
             click.echo(
                 f"  model: head score {first.test_score:+.4f}, filtered rank {first.test_head_rank:g} among all heads"
+            )
+        if "check_rank_without" in frame.columns:
+            k = frame.attrs.get("check_k", "K")
+            click.echo(
+                f"  check: head relearned, filtered rank {first.check_rank_with:g} with its facts, "
+                f"{first.check_rank_without:g} without its first {k} proponent(s)"
             )
         if "test_note" in frame.columns and first.test_note:
             click.echo(f"  note: {first.test_note}")

@@ -23,7 +23,7 @@ from ..losses import SoftmaxLoss
 from ..predictions import KnownTriples, tail_view
 from ..scorers import matrix_products
 
-__all__ = ["CheckConfig", "check_explanations"]
+__all__ = ["CheckConfig", "check_explanations", "check_ranks", "check_unsupported"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,47 @@ def check_explanations(
     without = tail_view(_mimic(model, heads, train[keep], config), targets, known)[1].tolist()
     kept = tail_view(_mimic(model, heads, train[facts], config), targets, known)[1].tolist()
     return [{"rank_without": a, "rank_with": b} for a, b in zip(without, kept)]
+
+
+def check_unsupported(model) -> str | None:
+    """Why the check cannot relearn this model's heads (it relearns plain embedding rows), or None."""
+    from ..compat import is_plain_embedding
+
+    for i in sorted(set().union(*entity_slots(model))):
+        representation = model.entity_representations[i]
+        if not is_plain_embedding(representation):
+            return (
+                f"{type(model).__name__}'s entity representation {i} ({type(representation).__name__}) is not a "
+                "plain embedding table, whose rows the check relearns"
+            )
+    return None
+
+
+def check_ranks(
+    model,
+    train: torch.Tensor,
+    targets: torch.Tensor,
+    proponent_rows: torch.Tensor,
+    proponent_scores: torch.Tensor,
+    k: int,
+    known: KnownTriples,
+    config: CheckConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The check of each prediction's explanation by its first ``k`` proponents (positive influence only):
+    its filtered tail rank with its head relearned from the heads' facts, and without those proponents.
+
+    All heads are relearned at once, without the union of the explanations (as in :func:`check_explanations`):
+    a prediction whose head is another's also loses that one's proponents.
+
+    :param proponent_rows: shape: (M, K'), rows of ``train`` best first, -1 for a filler; K' >= k
+    :param proponent_scores: shape: (M, K'), their influences
+    :return: ranks with (M,) and without (M,), float64 (a half where scores tie)
+    """
+    rows = [
+        [int(r) for r, s in zip(index[:k].tolist(), score[:k].tolist()) if r >= 0 and s > 0]
+        for index, score in zip(proponent_rows, proponent_scores)
+    ]
+    checked = check_explanations(model, train, targets, rows, known, config)
+    with_ = torch.tensor([c["rank_with"] for c in checked], dtype=torch.float64)
+    without = torch.tensor([c["rank_without"] for c in checked], dtype=torch.float64)
+    return with_, without

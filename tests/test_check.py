@@ -1,0 +1,102 @@
+"""``explain --check K``: each explanation's cheap check (the head relearned with and without its first K
+proponents), its wiring to :mod:`kgtracin.evaluation.check`, and its refusals."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from kgtracin.evaluation.check import CheckConfig, check_explanations, check_ranks, check_unsupported
+from kgtracin.predictions import KnownTriples
+from kgtracin.runs import load_run
+
+from .test_cli import assert_clean_error, run_cli
+
+
+def test_explain_check_reports_the_checks_ranks(nations_run, tmp_path, capsys):
+    out = tmp_path / "influence.tsv"
+    code, stdout, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--limit", "4", "--top-k", "3", "--check", "2",
+        "--output", out,
+    )  # fmt: skip
+    assert code == 0, err
+    frame = pd.read_csv(out, sep="\t")
+    assert {"check_rank_with", "check_rank_without"} <= set(frame.columns)
+    assert "check: head relearned, filtered rank" in stdout and "without its first 2 proponent(s)" in stdout
+    run = load_run(nations_run)
+    test = run.splits["testing"][:4]
+    # the explanations the check removed: each test triple's first 2 proponents, as the output file names them
+    proponents = frame[(frame["kind"] == "proponent") & (frame["rank"] <= 2)]
+    rows = [proponents[proponents["test_index"] == j]["train_index"].tolist() for j in range(4)]
+    assert any(rows)
+    rate = run.manifest["training"]["learning_rate"]
+    expected = check_explanations(
+        run.model, run.training_triples, test, rows, KnownTriples(run.splits.values()), CheckConfig(learning_rate=rate)
+    )
+    per_test = frame.drop_duplicates("test_index").set_index("test_index")
+    for j, check in enumerate(expected):
+        assert per_test.loc[j, "check_rank_with"] == check["rank_with"]
+        assert per_test.loc[j, "check_rank_without"] == check["rank_without"]
+    # every row of a test triple carries its test triple's check
+    assert (frame.groupby("test_index")["check_rank_without"].nunique() == 1).all()
+
+
+def test_check_ranks_take_only_positive_proponents(nations_run):
+    """Fillers (-1) and entries of the wrong sign are not part of the explanation the check removes."""
+    run = load_run(nations_run)
+    test = run.splits["testing"][:2]
+    known, config = KnownTriples(run.splits.values()), CheckConfig(steps=3)
+    rows = torch.tensor([[5, -1, 7], [9, 11, 13]])
+    scores = torch.tensor([[2.0, float("-inf"), 1.0], [0.5, -0.1, 0.2]])
+    with_, without = check_ranks(run.model, run.training_triples, test, rows, scores, 3, known, config)
+    expected = check_explanations(run.model, run.training_triples, test, [[5, 7], [9, 13]], known, config)
+    assert with_.tolist() == [c["rank_with"] for c in expected]
+    assert without.tolist() == [c["rank_without"] for c in expected]
+    assert with_.dtype == torch.float64 and (with_ >= 1).all() and (without >= 1).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--check", "4", "--top-k", "3"], ["--check 4", "--top-k 3"]),
+        (["--check", "0"], ["--check"]),
+    ],
+)
+def test_explain_check_refuses_in_one_line(nations_run, tmp_path, capsys, args, words):
+    out = tmp_path / "influence.tsv"
+    code, _, err = run_cli(capsys, "explain", nations_run, "--split", "test", "--limit", "2", *args, "--output", out)
+    assert_clean_error(code, err, *words)
+    assert not out.exists()
+
+
+def test_explain_check_refuses_head_predictions(nations_run, tmp_path, capsys):
+    run = load_run(nations_run)
+    relation, tail = run.labels.to_labels(run.splits["testing"][:1])[0, 1:]
+    out = tmp_path / "influence.tsv"
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--predict-head", relation, tail, "--check", "1", "--output", out
+    )
+    assert_clean_error(code, err, "--check", "--predict-head")
+    assert not out.exists()
+
+
+def test_check_refuses_entity_representations_it_cannot_relearn():
+    from pykeen.datasets import Nations
+    from pykeen.models import RGCN
+
+    model = RGCN(triples_factory=Nations().training, random_seed=0)
+    reason = check_unsupported(model)
+    assert reason is not None and "not a plain embedding table" in reason
+
+
+def test_explain_check_refusal_of_a_model_reaches_the_user(nations_run, tmp_path, capsys, monkeypatch):
+    from kgtracin.evaluation import check
+
+    monkeypatch.setattr(check, "check_unsupported", lambda model: "its entity rows are computed")
+    out = tmp_path / "influence.tsv"
+    code, _, err = run_cli(
+        capsys, "explain", nations_run, "--split", "test", "--limit", "2", "--check", "1", "--output", out
+    )
+    assert_clean_error(code, err, "--check cannot run", "its entity rows are computed")
+    assert not out.exists()
