@@ -23,7 +23,7 @@ def test_explain_check_reports_the_checks_ranks(nations_run, tmp_path, capsys):
     assert code == 0, err
     frame = pd.read_csv(out, sep="\t")
     assert {"check_rank_with", "check_rank_without"} <= set(frame.columns)
-    assert "check: head relearned, filtered rank" in stdout and "without its first 2 proponent(s)" in stdout
+    assert "check: filtered rank" in stdout and "without the first 2 proponent(s) of each checked triple" in stdout
     run = load_run(nations_run)
     test = run.splits["testing"][:4]
     # the explanations the check removed: each test triple's first 2 proponents, as the output file names them
@@ -38,22 +38,27 @@ def test_explain_check_reports_the_checks_ranks(nations_run, tmp_path, capsys):
     for j, check in enumerate(expected):
         assert per_test.loc[j, "check_rank_with"] == check["rank_with"]
         assert per_test.loc[j, "check_rank_without"] == check["rank_without"]
+    assert "at learning rate 0.01" in stdout and "without the first 2 proponent(s) of every test triple" in stdout
     # every row of a test triple carries its test triple's check
     assert (frame.groupby("test_index")["check_rank_without"].nunique() == 1).all()
 
 
 def test_check_ranks_take_only_positive_proponents(nations_run):
-    """Fillers (-1) and entries of the wrong sign are not part of the explanation the check removes."""
+    """Fillers (-1, whatever their score), entries of the wrong sign and entries past k are not part of the
+    explanation the check removes."""
     run = load_run(nations_run)
     test = run.splits["testing"][:2]
     known, config = KnownTriples(run.splits.values()), CheckConfig(steps=3)
-    rows = torch.tensor([[5, -1, 7], [9, 11, 13]])
-    scores = torch.tensor([[2.0, float("-inf"), 1.0], [0.5, -0.1, 0.2]])
+    rows = torch.tensor([[5, -1, 7, 21], [9, 11, 13, 17]])
+    scores = torch.tensor([[2.0, 1.5, 1.0, 0.5], [0.5, -0.1, 0.2, 0.1]])
     with_, without = check_ranks(run.model, run.training_triples, test, rows, scores, 3, known, config)
     expected = check_explanations(run.model, run.training_triples, test, [[5, 7], [9, 13]], known, config)
     assert with_.tolist() == [c["rank_with"] for c in expected]
     assert without.tolist() == [c["rank_without"] for c in expected]
     assert with_.dtype == torch.float64 and (with_ >= 1).all() and (without >= 1).all()
+    _, first_only = check_ranks(run.model, run.training_triples, test, rows, scores, 1, known, config)
+    expected = check_explanations(run.model, run.training_triples, test, [[5], [9]], known, config)
+    assert first_only.tolist() == [c["rank_without"] for c in expected]
 
 
 @pytest.mark.parametrize(
@@ -100,3 +105,25 @@ def test_explain_check_refusal_of_a_model_reaches_the_user(nations_run, tmp_path
     )
     assert_clean_error(code, err, "--check cannot run", "its entity rows are computed")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("recorded", [0.003, None])
+def test_explain_check_takes_the_runs_learning_rate(nations_run, tmp_path, capsys, recorded):
+    """The check learns at the rate the run's manifest records, else at kgtracin's default, and says which."""
+    import json
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(nations_run, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if recorded is None:
+        del manifest["training"]["learning_rate"]
+    else:
+        manifest["training"]["learning_rate"] = recorded
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "influence.tsv"
+    code, stdout, err = run_cli(
+        capsys, "explain", run_dir, "--split", "test", "--limit", "2", "--check", "1", "--output", out
+    )
+    assert code == 0, err
+    assert f"at learning rate {0.01 if recorded is None else recorded:g}," in stdout

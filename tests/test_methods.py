@@ -228,11 +228,11 @@ def test_softmax_closed_form_checks_linearity_on_every_batch(run_factory, monkey
 
 
 @pytest.mark.parametrize(("model_name", "inverse"), sorted(SOFTMAX_CLOSED_FORM))
-def test_softmax_shares_the_scores_of_repeated_queries_exactly(run_factory, model_name, inverse):
+def test_softmax_shares_the_scores_of_repeated_queries_exactly(run_factory, model_name, inverse, monkeypatch):
     """Triples of one batch that share a query (``(h, r)``, or ``(r, t)`` for heads) are scored once per query
-    (:func:`kgtracin.losses.softmax.distinct_queries`); the influences stay the loop reference's, in a batch where
-    every query repeats, shuffled, and in one where none does."""
-    from kgtracin.losses.softmax import distinct_queries, head_queries
+    (:func:`kgtracin.losses.softmax.distinct_queries`); the influences stay the loop reference's, in a shuffled
+    batch where every triple shares its tail query or its head query with another, and in one where none does."""
+    from kgtracin.losses import softmax
 
     run = load_run(run_factory(model_name, inverse))
     model = run.model.double()
@@ -246,17 +246,25 @@ def test_softmax_shares_the_scores_of_repeated_queries_exactly(run_factory, mode
     repeated = repeated[torch.randperm(repeated.shape[0], generator=torch.Generator().manual_seed(0))]
     distinct = torch.stack([torch.arange(6) % entities, torch.arange(6) % 3, (torch.arange(6) * 5 + 1) % entities], 1)
     test = run.splits["testing"][:4]
-    for train in (repeated, distinct):
-        internal = torch.stack([train[:, 0], train[:, 1] * (2 if inverse else 1), train[:, 2]], 1)
-        first_tail, _ = distinct_queries(internal[:, :2])
-        first_head, _ = distinct_queries(head_queries(model, internal)[0])
-        if train is repeated:
-            assert first_tail is not None and first_head is not None
-            assert first_tail.shape[0] < train.shape[0] and first_head.shape[0] < train.shape[0]
-        else:
-            assert first_tail is None and first_head is None
+    found = []  # (batch size, distinct queries) of every call inside the fast path
+    original = softmax.distinct_queries
+
+    def spy(query):
+        first, inverse = original(query)
+        found.append((query.shape[0], query.shape[0] if first is None else first.shape[0]))
+        return first, inverse
+
+    monkeypatch.setattr(softmax, "distinct_queries", spy)
+    for train, shared in ((repeated, True), (distinct, False)):
         options = {"progress": False, "loss": "softmax", "batch_size": train.shape[0]}
         reference = TracIn(model, train, checkpoints, method="loop", **options)
         fast = TracIn(model, train, checkpoints, method="fast", **options)
+        found.clear()
         assert_exact(fast.scores(test), reference.scores(test))
         assert_exact(fast.self_influence(), reference.self_influence())
+        training_calls = [(b, u) for b, u in found if b == train.shape[0]]  # both directions, every checkpoint
+        assert len(training_calls) >= 2
+        if shared:  # fewer distinct queries than triples in every direction: the shared path ran
+            assert all(u < b for b, u in training_calls)
+        else:
+            assert all(u == b for b, u in training_calls)

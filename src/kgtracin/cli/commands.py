@@ -150,9 +150,10 @@ def train(
     type=click.IntRange(min=1),
     default=None,
     metavar="K",
-    help="also relearn each test triple's head (a few Adam steps from the final model, Kelpie's mimic) with and "
-    "without its first K proponents, and report the filtered tail rank each gives (check_rank_with, "
-    "check_rank_without): how much the explanation matters to the prediction",
+    help="also relearn the test triples' heads (10 Adam steps from the final model, all heads together, Kelpie's "
+    "mimic) from all their facts, and again without the first K proponents of every test triple; report each "
+    "triple's filtered tail rank after both (check_rank_with, check_rank_without): how much the explanations "
+    "matter to the predictions",
 )
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
@@ -244,6 +245,13 @@ def explain(
         if check_k is not None:
             frame = add_check(run, test, result, check_k, frame)
         write_table(frame, output_path)
+        if check_k is not None:
+            click.echo(
+                f"check: the {len(test)} test triple(s)' heads relearned together by {frame.attrs['check_steps']} Adam "
+                f"steps at learning rate "
+                f"{frame.attrs['check_rate']:g}, with all their facts and without the first {check_k} proponent(s) "
+                "of every test triple"
+            )
         if store is not None:
             remove_store(store)
         normalised = f"; training gradients normalised ({normalize})" if normalize is not None else ""

@@ -107,12 +107,20 @@ def refuse_check(run, k: int, top_k: int, head: bool) -> None:
 def add_check(run, test, result, k: int, frame):
     """Add the check's ranks of each test triple (``check_rank_with``, ``check_rank_without``) to the frame.
 
-    The learning rate is the run's (its manifest), else 0.01, PyKEEN's default for Adam.
+    All the test triples' heads are relearned together, without the first ``k`` proponents of every test triple
+    (:func:`kgtracin.evaluation.check.check_ranks`), so a triple's ranks depend on the others checked with it.
+    The learning rate is the one the run's manifest records (``kgtracin train``), else kgtracin's default
+    (:data:`kgtracin.config.DEFAULT_LEARNING_RATE`); ``frame.attrs`` records ``check_k``, ``check_rate`` and
+    ``check_steps``.
     """
+    import numpy as np
+
+    from ..config import DEFAULT_LEARNING_RATE
     from ..evaluation.check import CheckConfig, check_ranks
     from ..predictions import KnownTriples
 
-    rate = float(((getattr(run, "manifest", None) or {}).get("training") or {}).get("learning_rate", 0.01))
+    rate = ((getattr(run, "manifest", None) or {}).get("training") or {}).get("learning_rate")
+    rate = DEFAULT_LEARNING_RATE if rate is None else float(rate)
     with_, without = check_ranks(
         run.model,
         run.training_triples,
@@ -124,9 +132,13 @@ def add_check(run, test, result, k: int, frame):
         CheckConfig(learning_rate=rate),
     )
     frame = frame.copy()
-    frame.insert(frame.columns.get_loc("kind"), "check_rank_with", with_.numpy()[frame["test_index"].to_numpy()])
-    frame.insert(frame.columns.get_loc("kind"), "check_rank_without", without.numpy()[frame["test_index"].to_numpy()])
-    frame.attrs["check_k"] = k
+    rows = frame["test_index"].to_numpy()
+    for name, ranks in (("check_rank_with", with_), ("check_rank_without", without)):
+        ranks = ranks.numpy()
+        if np.all(ranks == np.round(ranks)):  # whole numbers unless tied scores make a half, as test_rank
+            ranks = ranks.astype(np.int64)
+        frame.insert(frame.columns.get_loc("kind"), name, ranks[rows])
+    frame.attrs.update(check_k=k, check_rate=rate, check_steps=CheckConfig().steps)
     return frame
 
 
@@ -145,10 +157,10 @@ def print_table(frame, per_kind: int = SHOWN_PER_KIND, max_tests: int = 5, top_k
                 f"  model: head score {first.test_score:+.4f}, filtered rank {first.test_head_rank:g} among all heads"
             )
         if "check_rank_without" in frame.columns:
-            k = frame.attrs.get("check_k", "K")
             click.echo(
-                f"  check: head relearned, filtered rank {first.check_rank_with:g} with its facts, "
-                f"{first.check_rank_without:g} without its first {k} proponent(s)"
+                f"  check: filtered rank {first.check_rank_with:g} with the heads relearned from all their facts, "
+                f"{first.check_rank_without:g} without the first {frame.attrs.get('check_k', 'K')} proponent(s) of "
+                "each checked triple"
             )
         if "test_note" in frame.columns and first.test_note:
             click.echo(f"  note: {first.test_note}")

@@ -43,7 +43,7 @@ def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):
     tables = [embedding_table(model.entity_representations[i]) for i in sorted(set().union(*entity_slots(model)))]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    mask = torch.zeros(tables[0].shape[0], 1, dtype=tables[0].dtype)
+    mask = torch.zeros(tables[0].shape[0], 1, dtype=tables[0].dtype, device=tables[0].device)
     mask[heads] = 1.0
     with torch.no_grad():
         for table in tables:
@@ -51,7 +51,7 @@ def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):
     for table in tables:
         table.requires_grad_(True)
     if rows.numel():
-        internal = to_internal(model, rows)
+        internal = to_internal(model, rows).to(tables[0].device)
         loss_fn = SoftmaxLoss()
         optimizer = torch.optim.Adam(tables, lr=config.learning_rate)
         with torch.enable_grad(), matrix_products(model):  # all-entity scores as one product

@@ -109,12 +109,14 @@ class SoftmaxLoss(TripleLoss):
                 full = q_u @ tables[i].T if full is None else full.addmm_(q_u, tables[i].T)
             _check_scores(model, full, inverse, scores, target, queries, tables)
             probs = torch.softmax(full, dim=1)  # (U, E)
+            del full
             # sum_e delta_e x_e = sum_e softmax_e x_e - x_target, per table
             means = {i: probs @ tables[i] for i in queries}
-            delta = _expand(probs, inverse)
+            delta = probs if inverse is None else probs[inverse]  # (B, E); probs is not read again
             delta[torch.arange(delta.shape[0], device=delta.device), target] -= 1.0
             total = total + sum(
-                (q * (_expand(means[i], inverse) - tables[i][target])).sum() for i, q in queries.items()
+                (q * ((means[i] if inverse is None else means[i][inverse]) - tables[i][target])).sum()
+                for i, q in queries.items()
             )
             candidates.append((delta, {i: q.detach() for i, q in queries.items()}))
         return total, candidates
@@ -132,11 +134,6 @@ def distinct_queries(query: torch.Tensor) -> tuple[torch.Tensor | None, torch.Te
     rows = torch.arange(query.shape[0], device=query.device)
     first = torch.full((distinct.shape[0],), query.shape[0], dtype=torch.long, device=query.device)
     return first.scatter_reduce_(0, inverse, rows, "amin"), inverse
-
-
-def _expand(per_query: torch.Tensor, inverse: torch.Tensor | None) -> torch.Tensor:
-    """Per-query rows (U, *) as per-triple rows (B, *): a new tensor either way."""
-    return per_query.clone() if inverse is None else per_query[inverse]
 
 
 def _check_scores(model, full, inverse, scores, target, queries, tables) -> None:
@@ -283,7 +280,7 @@ def query_order(triples: torch.Tensor) -> torch.Tensor:
     heads = torch.unique(triples[:, 1:], dim=0).shape[0] if triples.numel() else 0
     tails = torch.unique(triples[:, :2], dim=0).shape[0] if triples.numel() else 0
     columns = (1, 2, 0) if heads < tails else (0, 1, 2)
-    order = torch.arange(triples.shape[0])
+    order = torch.arange(triples.shape[0], device=triples.device)
     for column in reversed(columns):  # a stable sort by the last key first
         order = order[torch.argsort(triples[order, column], stable=True)]
     return order
