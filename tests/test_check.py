@@ -39,6 +39,8 @@ def test_explain_check_reports_the_checks_ranks(nations_run, tmp_path, capsys):
         assert per_test.loc[j, "check_rank_with"] == check["rank_with"]
         assert per_test.loc[j, "check_rank_without"] == check["rank_without"]
     assert "at learning rate 0.01" in stdout and "without the first 2 proponent(s) of every test triple" in stdout
+    reached = int((per_test["check_rank_with"] <= per_test["test_rank"]).sum())
+    assert f"reach the model's own rank for {reached} of 4 test triple(s)" in stdout
     # every row of a test triple carries its test triple's check
     assert (frame.groupby("test_index")["check_rank_without"].nunique() == 1).all()
 

@@ -252,6 +252,12 @@ def explain(
                 f"{frame.attrs['check_rate']:g}, with all their facts and without the first {check_k} proponent(s) "
                 "of every test triple"
             )
+            per_test = frame.drop_duplicates("test_index")
+            kept = int((per_test["check_rank_with"] <= per_test["test_rank"]).sum())
+            click.echo(
+                f"check: with all their facts the relearned heads reach the model's own rank for {kept} of "
+                f"{len(per_test)} test triple(s); where they do not, the check's ranks say little"
+            )
         if store is not None:
             remove_store(store)
         normalised = f"; training gradients normalised ({normalize})" if normalize is not None else ""
