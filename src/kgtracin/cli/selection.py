@@ -109,18 +109,15 @@ def add_check(run, test, result, k: int, frame):
 
     All the test triples' heads are relearned together, without the first ``k`` proponents of every test triple
     (:func:`kgtracin.evaluation.check.check_ranks`), so a triple's ranks depend on the others checked with it.
-    The learning rate is the one the run's manifest records (``kgtracin train``), else kgtracin's default
-    (:data:`kgtracin.config.DEFAULT_LEARNING_RATE`); ``frame.attrs`` records ``check_k``, ``check_rate`` and
-    ``check_steps``.
+    The configuration is :func:`kgtracin.evaluation.check.run_check_config`'s; ``frame.attrs`` records
+    ``check_k``, ``check_rate`` and ``check_steps``.
     """
     import numpy as np
 
-    from ..config import DEFAULT_LEARNING_RATE
-    from ..evaluation.check import CheckConfig, check_ranks
+    from ..evaluation.check import check_ranks, run_check_config
     from ..predictions import KnownTriples
 
-    rate = ((getattr(run, "manifest", None) or {}).get("training") or {}).get("learning_rate")
-    rate = DEFAULT_LEARNING_RATE if rate is None else float(rate)
+    config = run_check_config(run)
     with_, without = check_ranks(
         run.model,
         run.training_triples,
@@ -129,7 +126,7 @@ def add_check(run, test, result, k: int, frame):
         result.proponents.scores,
         k,
         KnownTriples(run.splits.values()),
-        CheckConfig(learning_rate=rate),
+        config,
     )
     frame = frame.copy()
     rows = frame["test_index"].to_numpy()
@@ -138,7 +135,7 @@ def add_check(run, test, result, k: int, frame):
         if np.all(ranks == np.round(ranks)):  # whole numbers unless tied scores make a half, as test_rank
             ranks = ranks.astype(np.int64)
         frame.insert(frame.columns.get_loc("kind"), name, ranks[rows])
-    frame.attrs.update(check_k=k, check_rate=rate, check_steps=CheckConfig().steps)
+    frame.attrs.update(check_k=k, check_rate=config.learning_rate, check_steps=config.steps)
     return frame
 
 

@@ -23,7 +23,7 @@ from ..losses import SoftmaxLoss
 from ..predictions import KnownTriples, tail_view
 from ..scorers import matrix_products
 
-__all__ = ["CheckConfig", "check_explanations", "check_ranks", "check_unsupported"]
+__all__ = ["CheckConfig", "run_check_config", "check_explanations", "check_ranks", "check_unsupported"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class CheckConfig:
     learning_rate: float = 0.01
     #: training triples per chunk of a step (the step's gradient is summed over chunks)
     chunk: int = 256
+
+
+def run_check_config(run, **options) -> CheckConfig:
+    """The check's configuration for a run: Adam at the learning rate its manifest records (``kgtracin train``),
+    else kgtracin's default (:data:`kgtracin.config.DEFAULT_LEARNING_RATE`)."""
+    from ..config import DEFAULT_LEARNING_RATE
+
+    rate = ((getattr(run, "manifest", None) or {}).get("training") or {}).get("learning_rate")
+    return CheckConfig(learning_rate=DEFAULT_LEARNING_RATE if rate is None else float(rate), **options)
 
 
 def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):

@@ -254,10 +254,9 @@ def _explain(run, variant: Variant, targets: torch.Tensor, depth: int, config: E
 def _check(run, targets: torch.Tensor, explanation: dict, config: EndToEndConfig, known: KnownTriples) -> dict:
     """The cheap check (:mod:`.check`) of the predictions' top-k explanations, per k:
     ``{k: [{rank_without, rank_with}, ...]}``."""
-    from .check import CheckConfig, check_explanations
+    from .check import check_explanations, run_check_config
 
-    rate = float((run.manifest.get("training") or {}).get("learning_rate", 0.01))
-    check = CheckConfig(steps=config.check_steps, learning_rate=rate)
+    check = run_check_config(run, steps=config.check_steps)
     start = time.perf_counter()
     out = {}
     for k in config.ks:
