@@ -129,3 +129,40 @@ def test_explain_check_takes_the_runs_learning_rate(nations_run, tmp_path, capsy
     )
     assert code == 0, err
     assert f"at learning rate {0.01 if recorded is None else recorded:g}," in stdout
+
+
+@pytest.mark.parametrize("start", ["zero", "mean", "random"])
+def test_mimic_rows_start_where_asked_and_nothing_else_moves(nations_run, start):
+    """The relearned rows' first value (compared in ``benchmarks/check_variants.py``); with no step taken, every
+    other weight is the model's, and the model itself is untouched."""
+    from kgtracin.evaluation.check import _mimic
+
+    run = load_run(nations_run)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    rows = torch.tensor([0, 3])
+    mimic = _mimic(run.model, rows, run.training_triples[:0], CheckConfig(steps=0), start)
+    assert all(torch.equal(v, before[k]) for k, v in run.model.state_dict().items())
+    others = torch.ones(run.model.num_entities, dtype=torch.bool)
+    others[rows] = False
+    tables = [name for name in before if name.startswith("entity_representations.")]
+    assert tables
+    for name, value in mimic.state_dict().items():
+        old = before[name]
+        if name not in tables:
+            assert torch.equal(value, old)
+            continue
+        assert torch.equal(value[others], old[others])
+        expected = {"zero": torch.zeros_like(old[rows]), "mean": old.mean(0).expand_as(old[rows])}.get(start)
+        if expected is None:  # random: normal with the table's spread, seeded
+            again = _mimic(run.model, rows, run.training_triples[:0], CheckConfig(steps=0), start)
+            assert torch.equal(value[rows], again.state_dict()[name][rows]) and value[rows].abs().sum() > 0
+        else:
+            assert torch.equal(value[rows], expected)
+
+
+def test_mimic_refuses_an_unknown_start(nations_run):
+    from kgtracin.evaluation.check import _mimic
+
+    run = load_run(nations_run)
+    with pytest.raises(ValueError, match="unknown start 'ones'"):
+        _mimic(run.model, torch.tensor([0]), run.training_triples[:0], CheckConfig(), "ones")

@@ -46,17 +46,31 @@ def run_check_config(run, **options) -> CheckConfig:
     return CheckConfig(learning_rate=DEFAULT_LEARNING_RATE if rate is None else float(rate), **options)
 
 
-def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig):
-    """A copy of ``model`` whose entity rows ``heads`` are relearned from zero on ``rows``, all else fixed."""
+def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig, start: str = "zero"):
+    """A copy of ``model`` whose entity rows ``heads`` are relearned on ``rows``, all else fixed.
+
+    :param start: the relearned rows' first value: ``zero`` (the check's), ``mean`` (each table's mean row) or
+        ``random`` (normal, with each table's standard deviation, seed 0); ``benchmarks/check_variants.py``
+        compares them
+    """
     model = copy.deepcopy(model).eval()
     tables = [embedding_table(model.entity_representations[i]) for i in sorted(set().union(*entity_slots(model)))]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     mask = torch.zeros(tables[0].shape[0], 1, dtype=tables[0].dtype, device=tables[0].device)
     mask[heads] = 1.0
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for table in tables:
-            table[heads] = 0.0
+            if start == "zero":
+                table[heads] = 0.0
+            elif start == "mean":
+                table[heads] = table.mean(dim=0)
+            elif start == "random":
+                noise = torch.randn(heads.shape[0], *table.shape[1:], generator=generator, dtype=table.dtype)
+                table[heads] = noise.to(table.device) * table.std()
+            else:
+                raise ValueError(f"unknown start {start!r}: zero, mean or random")
     for table in tables:
         table.requires_grad_(True)
     if rows.numel():

@@ -1,0 +1,52 @@
+"""The small-loss criterion on a kept noisy run: each training triple's loss at each checkpoint, as a detector.
+
+Usage: ``python benchmarks/noisy_by_checkpoint.py RUN [--losses bce softmax]``, where RUN is a run kept by
+``benchmarks/noisy_facts.py --keep DIR`` (``DIR/MODEL``, holding ``noisy-truth.pt``). Prints the ROC AUC and the
+precision / recall at 1%, 5% and 10% of the training triples of the loss at every checkpoint, of the mean over
+checkpoints and of the final model's loss (the audit's ``loss`` baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+
+def main(path: Path, losses: list[str]) -> None:
+    from kgtracin.audit import plain_losses
+    from kgtracin.evaluation.noisy import detection_metrics
+    from kgtracin.runs import load_run
+    from kgtracin.scorers import matrix_products
+
+    run = load_run(path)
+    truth = torch.load(path / "noisy-truth.pt")
+
+    def scored(model, loss):
+        with matrix_products(model):  # all-entity scores as one product, as training does
+            return plain_losses(model, run.training_triples, loss)
+
+    scores = {}
+    for loss in losses:
+        per = []
+        for number, checkpoint in enumerate(run.checkpoints):
+            model = copy.deepcopy(run.model)
+            model.load_state_dict(checkpoint.load_state())
+            per.append(scored(model, loss))
+            epoch = run.manifest["checkpoints"][number].get("epoch", number)
+            scores[f"{loss} loss at epoch {epoch}"] = per[-1]
+        scores[f"{loss} loss, mean over checkpoints"] = torch.stack(per).mean(0)
+        scores[f"{loss} loss of the final model"] = scored(run.model, loss)
+    for name, metrics in detection_metrics(scores, truth).items():
+        print(name, json.dumps({m: round(v, 3) for m, v in metrics.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--losses", nargs="+", choices=["bce", "softmax"], default=["bce", "softmax"])
+    args = parser.parse_args()
+    main(args.run, args.losses)
