@@ -118,24 +118,30 @@ def test_torchrun_gloo_two_processes_identical(nations_run, tmp_path):
     assert dist.stdout.count("wrote ") == 1  # only rank 0 writes
 
 
-@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.1), ("fp16", 0.1)])
+def _relative_error(low: torch.Tensor, exact: torch.Tensor) -> float:
+    """``|low - exact| / |exact|`` in the Frobenius norm: the rounding over all entries, not one entry's worst."""
+    return float((low - exact).norm() / exact.norm())
+
+
+@pytest.mark.parametrize("precision, tolerance", [("bf16", 0.3), ("fp16", 0.1)])
 def test_low_precision_is_close_and_opt_in(run, precision, tolerance):
     """Low precision is used when asked for (the scores are not exact) and stays close. The error depends on the
-    CPU's half-precision arithmetic (0.019 to 0.028 for fp16 on two x86 machines), so the bound is loose: it
-    catches a precision ignored (error 0) or misapplied (error near 1), not a slightly worse rounding."""
+    CPU's half-precision arithmetic, and bf16 keeps 3 significand bits fewer than fp16, so its error is about 8
+    times as large. Measured (relative Frobenius error of the scores / of the summed path): fp16 0.009 / 0.006 and
+    bf16 0.072 / 0.023 on an AMD EPYC without AVX-512 (2026-12-02; the worst single entry, relative to the largest,
+    was 0.19 for bf16 there). The bounds are loose: they catch a precision ignored (error 0) or misapplied (error
+    near 1), not a slightly worse rounding."""
     test = run.splits["testing"][:4]
     train = run.training_triples[:300]
     exact = TracIn(run.model, train, run.checkpoints, progress=False).scores(test)
     low = TracIn(run.model, train, run.checkpoints, precision=precision, progress=False).scores(test)
     assert low.dtype == torch.float32
-    error = float((low - exact).abs().max() / exact.abs().max())
-    assert 0 < error < tolerance  # not exact, but close
+    assert 0 < _relative_error(low, exact) < tolerance  # not exact, but close
     valid = run.splits["validation"][:20]  # the summed path (one summed gradient, forward mode) too
     exact = TracIn(run.model, train, run.checkpoints, progress=False).total_influence(valid)
     low = TracIn(run.model, train, run.checkpoints, precision=precision, progress=False).total_influence(valid)
     assert low.dtype == torch.float32
-    error = float((low - exact).abs().max() / exact.abs().max())
-    assert 0 < error < tolerance
+    assert 0 < _relative_error(low, exact) < tolerance
 
 
 def test_bad_precision(run, nations_run, capsys, tmp_path):
