@@ -74,8 +74,8 @@ def test_half_precision_on_cuda_is_close_and_opt_in(cuda, distmult, precision):
     model, checkpoints, train, test = distmult
     exact = TracIn(model.float(), train, checkpoints, device=cuda, progress=False).scores(test).cpu()
     low = TracIn(model.float(), train, checkpoints, device=cuda, precision=precision, progress=False).scores(test)
-    error = float((low.cpu().float() - exact).abs().max() / exact.abs().max())
-    assert 0 < error < 0.1
+    error = float((low.cpu().float() - exact).norm() / exact.norm())  # as test_scale's CPU case
+    assert 0 < error < {"fp16": 0.1, "bf16": 0.3}[precision]
 
 
 def test_nccl_torchrun_matches_one_process(cuda, nations_run, tmp_path):
