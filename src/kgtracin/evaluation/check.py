@@ -53,6 +53,8 @@ def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig, 
         ``random`` (normal, with each table's standard deviation, seed 0); ``benchmarks/check_variants.py``
         compares them
     """
+    if start not in ("zero", "mean", "random"):
+        raise ValueError(f"unknown start {start!r}: zero, mean or random")
     model = copy.deepcopy(model).eval()
     tables = [embedding_table(model.entity_representations[i]) for i in sorted(set().union(*entity_slots(model)))]
     for parameter in model.parameters():
@@ -66,11 +68,9 @@ def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig, 
                 table[heads] = 0.0
             elif start == "mean":
                 table[heads] = table.mean(dim=0)
-            elif start == "random":
+            else:  # random
                 noise = torch.randn(heads.shape[0], *table.shape[1:], generator=generator, dtype=table.dtype)
                 table[heads] = noise.to(table.device) * table.std()
-            else:
-                raise ValueError(f"unknown start {start!r}: zero, mean or random")
     for table in tables:
         table.requires_grad_(True)
     if rows.numel():
