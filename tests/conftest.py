@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 import torch
 
 from kgtracin.training import TrainingConfig, train_run
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: one thread each, or the workers' thread pools oversubscribe the cores.
+    torch.set_num_threads(1)
 
 # Small dimensions keep the loop reference quick; every parameter is still differentiated.
 MODEL_KWARGS = {"ConvE": 32, "DistMult": 16, "TransE": 16, "ComplEx": 8, "RotatE": 8, "ERMLP": 16, "TuckER": 8}
