@@ -168,17 +168,20 @@ def build_model(config: TrainingConfig, model_kwargs: dict, factory):
     return model
 
 
-def fit(model, config: TrainingConfig, factory, *, callbacks=(), progress: bool = True) -> list[float]:
+def fit(model, config: TrainingConfig, factory, *, callbacks=(), progress: bool = True, loop_cls=None) -> list[float]:
     """Train ``model`` in place with PyKEEN's loop, Adam and ``config`` (epochs resolved), scoring by matrix
     products where that is exact (:mod:`kgtracin.scorers`). ``kgtracin train`` and the end-to-end evaluation's
     retraining both train through here, so a retraining follows the run's recipe step for step.
 
+    :param loop_cls: a PyKEEN training loop class in place of ``config.training_loop``'s (the end-to-end
+        evaluation's same-batches retraining)
     :return: the loss of every epoch
     """
     from pykeen.training import LCWATrainingLoop, SLCWATrainingLoop
 
     optimizer = torch.optim.Adam(model.get_grad_params(), lr=config.learning_rate)
-    loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
+    if loop_cls is None:
+        loop_cls = LCWATrainingLoop if config.training_loop == "lcwa" else SLCWATrainingLoop
     loop = loop_cls(model=model, triples_factory=factory, optimizer=optimizer)
     with matrix_products(model) as changed:
         if changed:

@@ -122,6 +122,13 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     help="end-to-end: an explanation to test, 'default' or TracIn options such as "
     "'loss=bce' or 'parameters=entity_representations.*' (repeatable) [default: default]",
 )
+@click.option(
+    "--batches",
+    type=click.Choice(["reshuffled", "same"]),
+    default=None,
+    help="end-to-end: reshuffled (each retraining draws its batches afresh, Kelpie's) or same (the run's own "
+    "batches less the deleted facts, so that only they differ; lcwa runs) [default: reshuffled]",
+)
 @click.option("--seeds", type=int, default=None, callback=_positive, help="seeds [default: 1 isolated, 3 reshuffled]")
 @click.option(
     "--steps",
@@ -168,6 +175,7 @@ def evaluate(
     targets,
     ks,
     variants,
+    batches,
     seeds,
     steps,
     embedding_dim,
@@ -190,7 +198,8 @@ def evaluate(
 
     --protocol end-to-end: the field's protocol (Kelpie, eXpath) with the run's own recipe and seed. Explain N
     predictions ranked first with k facts each, delete the union, retrain once per arm (each --variant, NH-k
-    random neighbours of the head, RG-k random far facts), and report ΔH@1 and ΔMRR. Finished arms are kept in
+    random neighbours of the head, RG-k random far facts), and report ΔH@1 and ΔMRR. --batches same keeps the
+    run's own batches in every retraining, so that only the deleted facts differ. Finished arms are kept in
     --output: the same command resumes an interrupted evaluation.
     """
     _setup_logging(verbose)
@@ -210,10 +219,14 @@ def evaluate(
             raise KGTracinError(
                 f"{given[0]} is for the deletion protocol; --protocol end-to-end retrains with the run's recipe"
             )
-        _end_to_end(run_dir, output, targets or 100, ks or (1,), variants or ("default",), trust_pickle)
+        _end_to_end(
+            run_dir, output, targets or 100, ks or (1,), variants or ("default",), batches or "reshuffled", trust_pickle
+        )
         return
     if variants:
         raise KGTracinError("--variant is for --protocol end-to-end")
+    if batches:
+        raise KGTracinError("--batches is for --protocol end-to-end; --retrain sets the deletion protocol's training")
     retrain = retrain or "isolated"
     targets = targets or 20
     ks = ks or (1, 10)
@@ -296,9 +309,10 @@ def evaluate(
     click.echo(f"wrote {out / 'evaluation.md'}, evaluation.json and evaluation.png")
 
 
-def _end_to_end(run_dir, output, predictions, ks, variant_texts, trust_pickle) -> None:
+def _end_to_end(run_dir, output, predictions, ks, variant_texts, batches, trust_pickle) -> None:
     import shlex
 
+    from ..evaluation.batches import same_batches_unsupported
     from ..evaluation.end_to_end import EndToEndConfig, fingerprint, parse_variant, retraining_config, run_end_to_end
     from ..evaluation.outputs import end_to_end_markdown
     from ..evaluation.workspace import Workspace
@@ -310,8 +324,11 @@ def _end_to_end(run_dir, output, predictions, ks, variant_texts, trust_pickle) -
     variants = tuple(dict.fromkeys(parse_variant(text) for text in variant_texts))
     check_not_input(output, folders=[("the run directory", run_dir)])
     run = load_run(run_dir, trust_pickle=trust_pickle)
-    config = EndToEndConfig(predictions=predictions, ks=tuple(sorted(set(ks))), variants=variants)
-    retraining_config(run)  # refuse a run without a recipe before anything is written
+    config = EndToEndConfig(predictions=predictions, ks=tuple(sorted(set(ks))), variants=variants, batches=batches)
+    recipe, _ = retraining_config(run)  # refuse a run without a recipe before anything is written
+    reason = same_batches_unsupported(recipe.training_loop, run.model) if batches == "same" else None
+    if reason:
+        raise KGTracinError(reason)
     workspace = Workspace(output, fingerprint(run, config))
     if workspace.resumed:
         click.echo(f"resuming the evaluation in {output}", err=True)

@@ -11,7 +11,8 @@ Arms, all from the same run and the same predictions:
 * **TracIn variants**: kgtracin's default explanation, and any other settings (:class:`Variant`);
 * **NH-k**: k random training facts that mention the prediction's head (Kelpie's candidate pool);
 * **RG-k**: k random training facts that share no entity with the prediction: deleting them measures the
-  retraining's own noise (deleted triples reshuffle every batch);
+  retraining's own noise (deleted triples reshuffle every batch, unless the retraining keeps the run's batches:
+  ``batches="same"``, :mod:`.batches`);
 * **nothing deleted**: when retraining is bit-reproducible (checked: one epoch of retraining against the run's
   first checkpoint) this is the run's own model; otherwise a full retraining.
 
@@ -109,6 +110,13 @@ class EndToEndConfig:
     tracin_options: tuple[tuple[str, object], ...] = field(default=())
     #: steps of the cheap check (:mod:`.check`) of every explanation; 0: no check
     check_steps: int = 10
+    #: ``reshuffled``: the retraining draws its batches afresh (Kelpie's); ``same``: the run's own batches, less
+    #: the deleted facts, so that only they differ (:mod:`.batches`; the lcwa loop only)
+    batches: str = "reshuffled"
+
+    def __post_init__(self) -> None:
+        if self.batches not in ("reshuffled", "same"):
+            raise KGTracinError(f"batches must be reshuffled or same, got {self.batches!r}")
 
 
 def retraining_config(run):
@@ -184,18 +192,27 @@ def fingerprint(run, config: EndToEndConfig) -> dict:
         "variants": [v.name for v in config.variants],
         "baselines": config.baselines,
         "seed": config.seed,
+        **({"batches": config.batches} if config.batches != "reshuffled" else {}),
     }
 
 
 class _Retrainer:
     """Retrains the run's model with its own recipe and seed, without some training rows."""
 
-    def __init__(self, run, progress: bool):
+    def __init__(self, run, progress: bool, batches: str = "reshuffled"):
         from pykeen.triples import TriplesFactory
+
+        from .batches import same_batches_loop, same_batches_unsupported
 
         self.run, self.progress = run, progress
         self.config, self.kwargs = retraining_config(run)
         self.train = run.training_triples
+        self.loop_cls = None
+        if batches == "same":
+            reason = same_batches_unsupported(self.config.training_loop, run.model)
+            if reason:
+                raise KGTracinError(reason)
+            self.loop_cls = same_batches_loop(self.train)
         self._factory = lambda rows: TriplesFactory(
             rows,
             run.labels.entity_to_id,
@@ -213,7 +230,7 @@ class _Retrainer:
         factory = self._factory(self.train[keep])
         config = self.config if epochs is None else replace(self.config, epochs=epochs, checkpoints=min(epochs, 1))
         model = build_model(config, self.kwargs, factory)
-        fit(model, config, factory, progress=self.progress)
+        fit(model, config, factory, progress=self.progress, loop_cls=self.loop_cls)
         return model.eval()
 
     def reproduces_first_checkpoint(self) -> bool | None:
@@ -300,7 +317,7 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
     :return: ``{"predictions", "before", "control", "explanations", "arms": [...], "config"}`` (also written to
         the workspace as ``end-to-end.json``)
     """
-    retrainer = _Retrainer(run, config.progress)
+    retrainer = _Retrainer(run, config.progress, config.batches)
     if "testing" not in run.splits:
         raise KGTracinError("the run has no test split to draw predictions from")
     known = KnownTriples(run.splits.values())
@@ -382,5 +399,6 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         },
         "arms": arms,
         "recipe": {"model": retrainer.config.model, "epochs": retrainer.config.epochs, "seed": retrainer.config.seed},
+        "batches": config.batches,
         "epoch_seconds": run.manifest.get("epoch_seconds"),
     }

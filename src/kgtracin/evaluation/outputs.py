@@ -165,7 +165,13 @@ def end_to_end_markdown(result: dict, labels=None, training=None, examples: int 
         f"{len(result['predictions'])} test predictions the model ranks first (filtered tail ranking): "
         f"H@1 {before['hits_at_1']:.3f}, MRR {before['mrr']:.3f}. Each arm deletes the union of the predictions' "
         f"k facts and retrains once with the run's own recipe and seed ({recipe['model']}, {recipe['epochs']} "
-        f"epochs, seed {recipe['seed']}: `kgtracin train`'s code, read from the manifest).",
+        f"epochs, seed {recipe['seed']}: `kgtracin train`'s code, read from the manifest). "
+        + (
+            "Batches: **the run's own**, less the deleted facts, so that only they differ (`--batches same`)."
+            if result.get("batches") == "same"
+            else "Batches: drawn afresh from the smaller training set, as a plain retraining does (`--batches "
+            "reshuffled`; `--batches same` keeps the run's)."
+        ),
         "",
     ]
     if control.get("reproducible"):
