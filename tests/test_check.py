@@ -166,3 +166,23 @@ def test_mimic_refuses_an_unknown_start(nations_run):
     run = load_run(nations_run)
     with pytest.raises(ValueError, match="unknown start 'ones'"):
         _mimic(run.model, torch.tensor([0]), run.training_triples[:0], CheckConfig(), "ones")
+
+
+def test_check_reuses_the_ranks_with_every_fact(nations_run, monkeypatch):
+    """The ranks with every fact do not depend on the explanations: given them, the check relearns the heads once
+    (without the explanations) and returns what a fresh check returns."""
+    from kgtracin.evaluation import check
+
+    run = load_run(nations_run)
+    test = run.splits["testing"][:3]
+    known, config = KnownTriples(run.splits.values()), CheckConfig(steps=3)
+    first = check_explanations(run.model, run.training_triples, test, [[5], [9], []], known, config)
+    fresh = check_explanations(run.model, run.training_triples, test, [[5, 7], [9, 13], [2]], known, config)
+    calls = []
+    original = check._mimic
+    monkeypatch.setattr(check, "_mimic", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    ranks_with = [c["rank_with"] for c in first]
+    reused = check_explanations(
+        run.model, run.training_triples, test, [[5, 7], [9, 13], [2]], known, config, ranks_with
+    )
+    assert reused == fresh and len(calls) == 1

@@ -9,6 +9,7 @@ import torch
 
 from kgtracin.errors import KGTracinError
 from kgtracin.evaluation import end_to_end
+from kgtracin.evaluation.check import check_explanations, run_check_config
 from kgtracin.evaluation.end_to_end import (
     EndToEndConfig,
     Variant,
@@ -132,6 +133,15 @@ def test_end_to_end_measures_resumes_and_reports(distmult_run, tmp_path, monkeyp
             }
             assert arms[variant.name, k]["deleted"] == len(union)
             assert (tuple(sorted(union)), None) in calls
+            # each k's check, against a fresh check of the same explanations (the ranks with every fact are shared)
+            rows = [
+                [i for i, s in zip(r[:k], sc[:k]) if s > 0]
+                for r, sc in zip(explanation["indices"], explanation["scores"])
+            ]
+            fresh = check_explanations(
+                run.model, run.training_triples, targets, rows, known, run_check_config(run, steps=config.check_steps)
+            )
+            assert explanation["check"][str(k)] == fresh
     for arm in arms.values():
         assert arm["delta_hits_at_1"] == arm["hits_at_1"] - 1.0 and 0 <= arm["hits_at_1"] <= 1
     # an interrupted evaluation: one arm's file is missing; the rerun retrains that arm only

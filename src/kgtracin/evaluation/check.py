@@ -97,6 +97,7 @@ def check_explanations(
     explanations: list[list[int]],
     known: KnownTriples,
     config: CheckConfig,
+    ranks_with: list[float] | None = None,
 ) -> list[dict]:
     """Each prediction's filtered tail rank with its head relearned from the heads' facts, without and with the
     explanations.
@@ -105,6 +106,9 @@ def check_explanations(
     :param train: shape: (N, 3), the training triples
     :param targets: shape: (T, 3), the predictions
     :param explanations: per prediction, rows of ``train``
+    :param ranks_with: the ranks with every fact, as an earlier call for the same ``targets`` returned them
+        (``rank_with``): they do not depend on the explanations, so several sets of explanations of the same
+        predictions need them once
     :return: per prediction ``{"rank_without": ..., "rank_with": ...}``
     """
     heads = torch.unique(targets[:, 0])
@@ -112,8 +116,9 @@ def check_explanations(
     removed = torch.as_tensor(sorted({row for rows in explanations for row in rows}), dtype=torch.long)
     keep = facts[~torch.isin(facts, removed)]
     without = tail_view(_mimic(model, heads, train[keep], config), targets, known)[1].tolist()
-    kept = tail_view(_mimic(model, heads, train[facts], config), targets, known)[1].tolist()
-    return [{"rank_without": a, "rank_with": b} for a, b in zip(without, kept)]
+    if ranks_with is None:
+        ranks_with = tail_view(_mimic(model, heads, train[facts], config), targets, known)[1].tolist()
+    return [{"rank_without": a, "rank_with": b} for a, b in zip(without, ranks_with)]
 
 
 def check_unsupported(model) -> str | None:

@@ -275,12 +275,13 @@ def _check(run, targets: torch.Tensor, explanation: dict, config: EndToEndConfig
 
     check = run_check_config(run, steps=config.check_steps)
     start = time.perf_counter()
-    out = {}
+    out, with_ = {}, None
     for k in config.ks:
         rows = [
             _deleted({"indices": [i], "scores": [s]}, k) for i, s in zip(explanation["indices"], explanation["scores"])
         ]
-        out[str(k)] = check_explanations(run.model, run.training_triples, targets, rows, known, check)
+        out[str(k)] = check_explanations(run.model, run.training_triples, targets, rows, known, check, with_)
+        with_ = [c["rank_with"] for c in out[str(k)]]  # the same for every k: relearned once
     explanation["check_seconds"] = time.perf_counter() - start
     return out
 
