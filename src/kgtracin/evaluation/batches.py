@@ -10,7 +10,12 @@ set's LCWA instances (the (head, relation) pairs, and with inverse triples the (
 the same random state that the run's own loop drew it from, cuts it into the same batches, and then leaves out
 what was deleted: a deleted fact is no longer among its pair's targets, and a pair left with no target drops out
 of its batch (which is then one shorter). Every other instance is in the batch, at the step, that it was in the
-run. Deleting nothing reproduces the run bit for bit.
+run; with the mean loss a batch that lost an instance weighs the others by ``B / (B - 1)``, and a batch that lost
+all of them is no step. The training starts from the run's random state even where building the model draws by
+its triples (NodePiece's tokens). Deleting nothing reproduces the run bit for bit.
+
+On a GPU, PyKEEN's memory probe tries batch sizes before training, drawing from the same random state: where the
+run needed smaller sub-batches than a retraining, their batches part. On the CPU it tries once.
 
 Only PyKEEN's LCWA loop (``kgtracin train``'s default) and models without dropout are supported: the sLCWA loop
 draws its negatives per batch, and dropout its masks, from the global random state that also orders the next
@@ -70,6 +75,8 @@ def same_batches_loop(full: torch.Tensor):
     from pykeen.training import LCWATrainingLoop
     from pykeen.triples.instances import LCWAInstances
 
+    cache: dict = {}  # the whole set's pairs per (inverse triples, target): the memory probe and training both ask
+
     class SameBatchesLoop(LCWATrainingLoop):
         """PyKEEN's LCWA loop over the run's own batches (:mod:`kgtracin.evaluation.batches`)."""
 
@@ -83,14 +90,16 @@ def same_batches_loop(full: torch.Tensor):
                 loss_weighter_kwargs=self.loss_weighter_kwargs,
                 **options,
             )
-            whole = LCWAInstances.from_triples(
-                triples_factory._add_inverse_triples_if_necessary(mapped_triples=full),
-                num_entities=triples_factory.num_entities,
-                num_relations=triples_factory.num_relations,
-                **options,
-            )
+            key = (bool(triples_factory.create_inverse_triples), self.target)
+            if key not in cache:
+                cache[key] = LCWAInstances.from_triples(
+                    triples_factory._add_inverse_triples_if_necessary(mapped_triples=full),
+                    num_entities=triples_factory.num_entities,
+                    num_relations=triples_factory.num_relations,
+                    **options,
+                ).pairs
             batches = SameBatches(
-                _slots(whole.pairs, kept.pairs), kwargs.pop("batch_size"), bool(kwargs.pop("drop_last", False))
+                _slots(cache[key], kept.pairs), kwargs.pop("batch_size"), bool(kwargs.pop("drop_last", False))
             )
             kwargs.pop("shuffle", None)
             return DataLoader(dataset=kept, batch_sampler=batches, **kwargs)
@@ -108,7 +117,7 @@ def same_batches_unsupported(training_loop: str, model) -> str | None:
     if training_loop != "lcwa":
         return (
             f"--batches same needs the lcwa training loop; this run trained with {training_loop}, whose negatives "
-            "are drawn per batch"
+            "are drawn per batch; use --batches reshuffled"
         )
     dropout = [
         name

@@ -207,7 +207,7 @@ class _Retrainer:
         self.run, self.progress = run, progress
         self.config, self.kwargs = retraining_config(run)
         self.train = run.training_triples
-        self.loop_cls = None
+        self.loop_cls, self._state = None, None
         if batches == "same":
             reason = same_batches_unsupported(self.config.training_loop, run.model)
             if reason:
@@ -229,7 +229,13 @@ class _Retrainer:
         keep[torch.as_tensor(deleted, dtype=torch.long)] = False
         factory = self._factory(self.train[keep])
         config = self.config if epochs is None else replace(self.config, epochs=epochs, checkpoints=min(epochs, 1))
+        if self.loop_cls is not None and self._state is None:
+            # the random state that the run's training started from: the run's model built on every fact
+            build_model(config, self.kwargs, self._factory(self.train))
+            self._state = torch.get_rng_state()
         model = build_model(config, self.kwargs, factory)
+        if self._state is not None:  # a model whose building draws by its triples (NodePiece) moves no batch
+            torch.set_rng_state(self._state)
         fit(model, config, factory, progress=self.progress, loop_cls=self.loop_cls)
         return model.eval()
 
