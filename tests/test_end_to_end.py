@@ -247,3 +247,23 @@ def test_check_relearns_the_heads_without_the_explanations(distmult_run):
             table.copy_(table.index_put((torch.tensor(heads),), free))
         expected = [_filtered_tail_rank(model, t, known) for t in targets]
         assert [r[key] for r in result] == expected
+
+
+def test_end_to_end_skips_the_check_where_it_cannot_run(distmult_run, tmp_path, monkeypatch):
+    """A model whose entity rows are computed (RGCN, NodePiece) is retrained and measured; its check is skipped,
+    and the report says why."""
+    from kgtracin.evaluation import check
+    from kgtracin.evaluation.outputs import end_to_end_markdown
+
+    monkeypatch.setattr(check, "check_unsupported", lambda model: "its entity rows are computed")
+    monkeypatch.setattr(check, "check_explanations", lambda *a, **k: pytest.fail("the check ran"))
+    run = load_run(distmult_run)
+    config = EndToEndConfig(predictions=2, baselines=False, progress=False)
+    result = run_end_to_end(run, Workspace(tmp_path / "ev", fingerprint(run, config)), config)
+    assert result["check_skipped"] == "its entity rows are computed"
+    assert "check" not in json.loads((tmp_path / "ev" / "explanation-0.json").read_text())
+    assert "check" not in result["arms"][0]
+    text = end_to_end_markdown(
+        {"run": "run", "command": "kgtracin evaluate", **result}, run.labels, run.training_triples
+    )
+    assert "The check did not run: its entity rows are computed." in text

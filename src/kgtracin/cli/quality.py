@@ -120,7 +120,8 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     "variants",
     multiple=True,
     help="end-to-end: an explanation to test, 'default' or TracIn options such as "
-    "'loss=bce' or 'parameters=entity_representations.*' (repeatable) [default: default]",
+    "'loss=bce' or 'parameters=entity_representations.*', and 'selection=greedy' (sets built one fact at a time "
+    "by the check) (repeatable) [default: default]",
 )
 @click.option(
     "--batches",
@@ -313,7 +314,14 @@ def _end_to_end(run_dir, output, predictions, ks, variant_texts, batches, trust_
     import shlex
 
     from ..evaluation.batches import same_batches_unsupported
-    from ..evaluation.end_to_end import EndToEndConfig, fingerprint, parse_variant, retraining_config, run_end_to_end
+    from ..evaluation.end_to_end import (
+        EndToEndConfig,
+        fingerprint,
+        greedy_unsupported,
+        parse_variant,
+        retraining_config,
+        run_end_to_end,
+    )
     from ..evaluation.outputs import end_to_end_markdown
     from ..evaluation.workspace import Workspace
     from ..outputs import check_not_input
@@ -327,6 +335,7 @@ def _end_to_end(run_dir, output, predictions, ks, variant_texts, batches, trust_
     config = EndToEndConfig(predictions=predictions, ks=tuple(sorted(set(ks))), variants=variants, batches=batches)
     recipe, _ = retraining_config(run)  # refuse a run without a recipe before anything is written
     reason = same_batches_unsupported(recipe.training_loop, run.model) if batches == "same" else None
+    reason = reason or greedy_unsupported(run.model, variants)
     if reason:
         raise KGTracinError(reason)
     workspace = Workspace(output, fingerprint(run, config))

@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 from ..errors import KGTracinError
 from ..predictions import KnownTriples, tail_view
 from .deletion import choose_targets, far_rows
+from .greedy import GREEDY_POOL, choose_greedily, greedy_unsupported
+from .variants import Variant, parse_variant
 from .workspace import Workspace
 
 __all__ = [
@@ -43,54 +45,13 @@ __all__ = [
     "retraining_config",
     "linking_rows",
     "fingerprint",
+    "greedy_unsupported",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: proponents kept per prediction: at least this many, for the locality figure (a linking fact in the top 4)
 LOCALITY_DEPTH = 4
-
-
-@dataclass(frozen=True)
-class Variant:
-    """An explanation variant: TracIn options by name (``TracInConfig`` fields), over what ``kgtracin explain``
-    does by default (the run's TracIn loss, :data:`~kgtracin.config.EXPLAIN_CANDIDATES`).
-
-    :param options: ``((name, value), ...)``; empty for kgtracin's default explanation
-    """
-
-    options: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def name(self) -> str:
-        if not self.options:
-            return "TracIn (default)"
-        text = ", ".join(f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in self.options)
-        return f"TracIn ({text})"
-
-
-def parse_variant(text: str) -> Variant:
-    """``default``, or comma-separated ``name=value`` TracIn options: ``loss=bce``, ``normalize=none``,
-    ``parameters=entity_representations.*`` (several globs joined by ``+``).
-
-    :raises KGTracinError: for a malformed item or an unknown option (named)
-    """
-    from ..config import TracInConfig
-
-    text = text.strip()
-    if text == "default":
-        return Variant()
-    options = {}
-    for item in text.split(","):
-        name, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not name or not value:
-            raise KGTracinError(f"--variant {text!r}: give 'default' or name=value items, e.g. loss=bce")
-        if name == "parameters":
-            options[name] = tuple(v for v in value.split("+") if v)
-        else:
-            options[name] = None if value.lower() == "none" else value
-    TracInConfig.with_options(**options)  # validates names and values
-    return Variant(tuple(sorted(options.items())))
 
 
 @dataclass(frozen=True)
@@ -324,6 +285,9 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
     :return: ``{"predictions", "before", "control", "explanations", "arms": [...], "config"}`` (also written to
         the workspace as ``end-to-end.json``)
     """
+    reason = greedy_unsupported(run.model, config.variants)
+    if reason:
+        raise KGTracinError(reason)
     retrainer = _Retrainer(run, config.progress, config.batches)
     if "testing" not in run.splits:
         raise KGTracinError("the run has no test split to draw predictions from")
@@ -336,6 +300,10 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
     links = [set(linking_rows(train, t).tolist()) for t in targets]
     depth = max(max(config.ks), LOCALITY_DEPTH)
 
+    from .check import check_unsupported
+
+    # the check relearns plain embedding rows: skipped, and said so, for a model whose entity rows are computed
+    unchecked = check_unsupported(run.model) if config.check_steps else None
     explanations = {}
     for number, variant in enumerate(config.variants):
         name = f"explanation-{number}.json"
@@ -343,9 +311,13 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         changed = record is None
         if changed:
             logger.info("explaining %d predictions: %s", targets.shape[0], variant.name)
-            record = _explain(run, variant, targets, depth, config)
+            greedy = variant.selection == "greedy"
+            record = _explain(run, variant, targets, max(depth, GREEDY_POOL) if greedy else depth, config)
+            if greedy:
+                choose_greedily(run, targets, record, max(config.ks), known, config.check_steps)
             record["locality"] = _locality(record, links)
-        if config.check_steps and "check" not in record:  # also for an explanation kept without its check
+        # also for an explanation kept without its check
+        if config.check_steps and unchecked is None and "check" not in record:
             record["check"] = _check(run, targets, record, config, known)
             changed = True
         if changed:
@@ -407,5 +379,6 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         "arms": arms,
         "recipe": {"model": retrainer.config.model, "epochs": retrainer.config.epochs, "seed": retrainer.config.seed},
         "batches": config.batches,
+        **({"check_skipped": unchecked} if unchecked else {}),
         "epoch_seconds": run.manifest.get("epoch_seconds"),
     }

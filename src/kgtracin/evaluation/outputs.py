@@ -184,6 +184,8 @@ def end_to_end_markdown(result: dict, labels=None, training=None, examples: int 
             f"Nothing deleted, retrained (retraining is not bit-reproducible here): H@1 {control['hits_at_1']:.3f}, "
             f"MRR {control['mrr']:.3f}; the difference from 1.000 is retraining noise."
         )
+    if result.get("check_skipped"):
+        lines += ["", f"The check did not run: {result['check_skipped']}."]
     lines += [
         "",
         "| arm | k | facts deleted | H@1 | MRR | ΔH@1 | ΔMRR | ΔH@1 vs nothing deleted | retraining s "
