@@ -267,3 +267,40 @@ def test_end_to_end_skips_the_check_where_it_cannot_run(distmult_run, tmp_path, 
         {"run": "run", "command": "kgtracin evaluate", **result}, run.labels, run.training_triples
     )
     assert "The check did not run: its entity rows are computed." in text
+
+
+def test_variant_checkpoints(distmult_run):
+    """``checkpoints=first|last`` sums TracIn over one of the run's checkpoints only."""
+    from kgtracin.config import EXPLAIN_CANDIDATES
+    from kgtracin.tracin import TracIn
+
+    last = parse_variant("checkpoints=last, loss=bce")
+    assert last == Variant((("loss", "bce"),), checkpoints="last")
+    assert last.name == "TracIn (loss=bce, checkpoints=last)"
+    assert parse_variant("checkpoints=all") == Variant()
+    with pytest.raises(KGTracinError, match="checkpoints must be all, first, last"):
+        parse_variant("checkpoints=middle")
+    run = load_run(distmult_run)
+    assert len(run.checkpoints) == 2
+    targets = run.splits["testing"][:3]
+    config = EndToEndConfig(progress=False)
+    for variant, kept in ((Variant(checkpoints="first"), [0]), (Variant(checkpoints="last"), [1]), (Variant(), [0, 1])):
+        record = end_to_end._explain(run, variant, targets, 4, config)
+        expected = (
+            TracIn(
+                run.model,
+                run.training_triples,
+                [run.checkpoints[i] for i in kept],
+                labels=run.labels,
+                loss=run.tracin_loss,
+                candidates=EXPLAIN_CANDIDATES,
+                progress=False,
+            )
+            .influence(targets, top_k=4)
+            .proponents
+        )
+        assert record["indices"] == expected.indices.tolist()
+        assert record["scores"] == expected.scores.double().tolist()
+    # the two checkpoints' influences differ, so the test can tell them apart
+    first = end_to_end._explain(run, Variant(checkpoints="first"), targets, 4, config)
+    assert first["scores"] != end_to_end._explain(run, Variant(checkpoints="last"), targets, 4, config)["scores"]

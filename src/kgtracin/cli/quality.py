@@ -121,7 +121,7 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     multiple=True,
     help="end-to-end: an explanation to test, 'default' or TracIn options such as "
     "'loss=bce' or 'parameters=entity_representations.*', and 'selection=greedy' (sets built one fact at a time "
-    "by the check) (repeatable) [default: default]",
+    "by the check) or 'checkpoints=last' (or first) (repeatable) [default: default]",
 )
 @click.option(
     "--batches",

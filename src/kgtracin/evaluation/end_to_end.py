@@ -224,7 +224,8 @@ def _explain(run, variant: Variant, targets: torch.Tensor, depth: int, config: E
     }
     options.update(dict(variant.options))
     start = time.perf_counter()
-    result = TracIn(run.model, run.training_triples, run.checkpoints, labels=run.labels, **options).influence(
+    checkpoints = variant.pick_checkpoints(run.checkpoints)
+    result = TracIn(run.model, run.training_triples, checkpoints, labels=run.labels, **options).influence(
         targets, top_k=depth
     )
     return {

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from ..errors import KGTracinError
 
-__all__ = ["SELECTIONS", "Variant", "parse_variant"]
+__all__ = ["SELECTIONS", "CHECKPOINTS", "Variant", "parse_variant"]
 
 #: ``top``: the k best proponents (TracIn's order); ``greedy``: a set built one fact at a time by the cheap check
 #: (:mod:`.greedy`)
 SELECTIONS = ("top", "greedy")
+#: which of the run's checkpoints TracIn sums over: ``all`` (TracIn's), or only the ``first`` or the ``last``
+CHECKPOINTS = ("all", "first", "last")
 
 
 @dataclass(frozen=True)
@@ -22,18 +24,28 @@ class Variant:
 
     :param options: ``((name, value), ...)``; empty for kgtracin's default explanation
     :param selection: one of :data:`SELECTIONS`
+    :param checkpoints: one of :data:`CHECKPOINTS`
     """
 
     options: tuple[tuple[str, object], ...] = ()
     selection: str = "top"
+    checkpoints: str = "all"
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise KGTracinError(f"selection must be {' or '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.checkpoints not in CHECKPOINTS:
+            raise KGTracinError(f"checkpoints must be {', '.join(CHECKPOINTS)}, got {self.checkpoints!r}")
+
+    def pick_checkpoints(self, checkpoints: list) -> list:
+        """The run's checkpoints (oldest first) that TracIn sums over."""
+        return {"all": checkpoints, "first": checkpoints[:1], "last": checkpoints[-1:]}[self.checkpoints]
 
     @property
     def name(self) -> str:
         items = [f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in self.options]
+        if self.checkpoints != "all":
+            items.append(f"checkpoints={self.checkpoints}")
         if self.selection != "top":
             items.append(f"selection={self.selection}")
         return f"TracIn ({', '.join(items)})" if items else "TracIn (default)"
@@ -42,7 +54,7 @@ class Variant:
 def parse_variant(text: str) -> Variant:
     """``default``, or comma-separated ``name=value`` items: TracIn options such as ``loss=bce``,
     ``normalize=none`` or ``parameters=entity_representations.*`` (several globs joined by ``+``), and
-    ``selection=greedy``.
+    ``selection=greedy`` and ``checkpoints=first`` or ``last``.
 
     :raises KGTracinError: for a malformed item or an unknown option (named)
     """
@@ -51,7 +63,7 @@ def parse_variant(text: str) -> Variant:
     text = text.strip()
     if text == "default":
         return Variant()
-    options, selection = {}, "top"
+    options, selection, checkpoints = {}, "top", "all"
     for item in text.split(","):
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name or not value:
@@ -60,9 +72,13 @@ def parse_variant(text: str) -> Variant:
             if value not in SELECTIONS:
                 raise KGTracinError(f"--variant {text!r}: selection must be {' or '.join(SELECTIONS)}")
             selection = value
+        elif name == "checkpoints":
+            if value not in CHECKPOINTS:
+                raise KGTracinError(f"--variant {text!r}: checkpoints must be {', '.join(CHECKPOINTS)}")
+            checkpoints = value
         elif name == "parameters":
             options[name] = tuple(v for v in value.split("+") if v)
         else:
             options[name] = None if value.lower() == "none" else value
     TracInConfig.with_options(**options)  # validates names and values
-    return Variant(tuple(sorted(options.items())), selection)
+    return Variant(tuple(sorted(options.items())), selection, checkpoints)
