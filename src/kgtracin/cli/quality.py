@@ -33,9 +33,10 @@ from .options import (
 @click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
 @click.option(
     "--order-by",
-    type=click.Choice(list(DETECTORS)),
+    type=click.Choice([*DETECTORS, "auto"]),
     default=None,
-    help="the detector that orders the rows [default: memorization]",
+    help="the detector that orders the rows; auto: retrain the run's recipe once with 5%% planted fakes (the "
+    "field's protocol) and take the detector that finds them best (ROC AUC) [default: memorization]",
 )
 @parameters_option
 @method_option
@@ -53,6 +54,8 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     default order), validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the
     same, raw TracIn), self_influence, and loss (the final model's loss of the triple alone: the baseline). The
     TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
+    No detector leads on every graph and model: --order-by auto chooses one from the run, by retraining its
+    recipe once with planted fakes (a run made by kgtracin train).
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
@@ -63,6 +66,20 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     validation = run.splits.get("validation")
     detectors, default_order = detectors_for(validation is not None)
     order_by = order_by or default_order
+    if order_by == "auto":
+        from ..evaluation.calibration import choose_detector
+
+        order_by, aucs = choose_detector(
+            run,
+            detectors,
+            parameters=list(parameters) or "all",
+            method=method,
+            batch_size=batch_size,
+            device=device,
+            loss=loss or AUDIT_LOSS,
+        )
+        found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
+        click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
     scores = detector_scores(
         run.model,
         run.training_triples,

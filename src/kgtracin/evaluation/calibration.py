@@ -1,0 +1,93 @@
+"""A noisy-fact detector chosen from the run: plant fakes, retrain once, and keep the detector that finds them.
+
+No detector of :mod:`kgtracin.audit` leads on every graph and model (``memorization`` on DistMult, self-influence
+on ConvE over the WordNet graph, ``validation_cosine`` on UMLS DistMult). Which one finds a run's fakes depends
+on the run, and the fakes are unknown. So plant known ones: add ``fraction`` fake triples to the run's training
+triples by the field's protocol (:func:`~.noisy.corrupt_triples`: a real triple with its head, relation or
+tail replaced by a random one), retrain **once** with the run's own recipe and seed (its manifest, as the
+end-to-end evaluation does), score every detector on that calibration model, and choose the one whose ROC AUC
+for the planted fakes is highest. The run's own unknown fakes count as real there, so the AUCs are those of a
+slightly noisier graph. It costs one training and one audit of the calibration model.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KGTracinError
+from .noisy import corrupt_triples, roc_auc
+
+__all__ = ["CalibrationConfig", "choose_detector"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How the detector is chosen."""
+
+    #: planted fakes, as a fraction of the run's training triples (the field's protocol uses 5%)
+    fraction: float = 0.05
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise KGTracinError(f"the planted fraction must be between 0 and 1, got {self.fraction}")
+
+
+def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig = CalibrationConfig(), **tracin_kwargs):
+    """The detector among ``detectors`` that best finds fakes planted in the run's training triples.
+
+    :param run: a :class:`~kgtracin.runs.Run` made by ``kgtracin train`` (its manifest holds the recipe)
+    :param tracin_kwargs: for :func:`~kgtracin.audit.detector_scores` (``loss``, ``method``, ``parameters``, ...)
+    :return: the chosen detector (never ``loss``, the baseline it stands beside), and every detector's ROC AUC for
+        the planted fakes (ties: the earlier detector of ``detectors``)
+    :raises KGTracinError: for a run without a recipe, or too few triples to plant one fake
+    """
+    from pykeen.triples import TriplesFactory
+
+    from ..audit import detector_scores
+    from ..callbacks import CheckpointCallback
+    from ..checkpoints import Checkpoint
+    from ..training import build_model, fit
+    from .end_to_end import retraining_config
+
+    recipe, kwargs = retraining_config(run)
+    train = run.training_triples
+    if round(config.fraction * train.shape[0]) < 1:
+        raise KGTracinError(f"planting {config.fraction} of the run's {train.shape[0]} training triples plants none")
+    known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
+    planted, fake = corrupt_triples(
+        train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
+    )
+    factory = TriplesFactory(
+        planted,
+        run.labels.entity_to_id,
+        run.labels.relation_to_id,
+        create_inverse_triples=bool(recipe.inverse_triples),
+    )
+    logger.info("calibration: %d fakes planted; retraining %s with the run's recipe", int(fake.sum()), recipe.model)
+    with tempfile.TemporaryDirectory(prefix="kgtracin-calibration-") as scratch:
+        model = build_model(recipe, kwargs, factory)
+        saver = CheckpointCallback(Path(scratch), epochs=recipe.checkpoint_epochs())
+        fit(model, recipe, factory, callbacks=[saver], progress=config.progress)
+        checkpoints = [Checkpoint(str(r["file"]), float(r["learning_rate"])) for r in saver.records]
+        scores = detector_scores(
+            model.eval(),
+            planted,
+            run.splits.get("validation"),
+            checkpoints,
+            detectors,
+            labels=run.labels,
+            **tracin_kwargs,
+        )
+    aucs = {name: roc_auc(scores[name], fake) for name in detectors}
+    choices = [name for name in detectors if name != "loss"]
+    if not choices:
+        raise KGTracinError("choosing a detector needs one besides the plain loss")
+    best = max(choices, key=lambda name: (aucs[name], -choices.index(name)))
+    return best, aucs
