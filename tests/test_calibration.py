@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -99,8 +100,27 @@ def test_refusals(distmult_run_copy):
     run = load_run(distmult_run_copy)
     with pytest.raises(KGTracinError, match="plants none"):
         choose_detector(run, DETECTORS, CalibrationConfig(fraction=1e-6))
-    with pytest.raises(KGTracinError, match="besides the plain loss"):
-        choose_detector(run, ("loss",), CalibrationConfig(progress=False))
+    import kgtracin.training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained before refusing")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kgtracin.training, "fit", no_training)
+        with pytest.raises(KGTracinError, match="besides the plain loss"):
+            choose_detector(run, ("loss",), CalibrationConfig(progress=False))
+
+
+def test_detectors_that_give_nan_are_not_chosen(distmult_run, spied):
+    run = load_run(distmult_run)
+    _, fakes, _ = _planted(run, 0)
+    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    spied["auc_order"] = {"memorization": float("nan"), "self_influence": 1.0}
+    best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
+    assert math.isnan(aucs["memorization"]) and best == "self_influence"
+    spied["auc_order"] = {name: float("nan") for name in DETECTORS}
+    with pytest.raises(KGTracinError, match="no detector scored the planted fakes"):
+        choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
 
 
 def test_audit_order_by_auto(distmult_run, tmp_path, capsys, monkeypatch):
@@ -129,5 +149,5 @@ def test_audit_order_by_auto_needs_the_runs_recipe(distmult_run_copy, tmp_path, 
     (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "audit.tsv"
     code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--order-by", "auto", "--output", out)
-    assert_clean_error(code, err, "recipe", "kgtracin train")
+    assert_clean_error(code, err, "--order-by auto retrains", "recipe", "kgtracin train")
     assert not out.exists()

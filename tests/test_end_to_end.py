@@ -301,6 +301,14 @@ def test_variant_checkpoints(distmult_run):
         )
         assert record["indices"] == expected.indices.tolist()
         assert record["scores"] == expected.scores.double().tolist()
+    # refused, with a reason, for a run of one checkpoint
+    from types import SimpleNamespace
+
+    from kgtracin.evaluation.variants import variants_unsupported
+
+    single = SimpleNamespace(checkpoints=run.checkpoints[:1], model=run.model)
+    assert "two checkpoints or more; this one has 1" in variants_unsupported(single, [Variant(checkpoints="last")])
+    assert variants_unsupported(single, [Variant()]) is None and variants_unsupported(run, [last]) is None
     # the two checkpoints' influences differ, so the test can tell them apart
     first = end_to_end._explain(run, Variant(checkpoints="first"), targets, 4, config)
     assert first["scores"] != end_to_end._explain(run, Variant(checkpoints="last"), targets, 4, config)["scores"]

@@ -109,15 +109,26 @@ def test_greedy_sets_are_nested_and_drawn_from_the_candidates(setting):
     assert none == [[], [], []] and margins == [[], [], []]
 
 
-def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path):
+def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path, monkeypatch):
     """The greedy variant's explanation puts the greedy set of its best positive proponents first, and its arms
     delete the union of those sets."""
+    from kgtracin.evaluation import end_to_end
     from kgtracin.evaluation.check import run_check_config
     from kgtracin.tracin import TracIn
 
     run = load_run(distmult_run)
-    config = EndToEndConfig(predictions=3, ks=(2,), variants=(Variant(selection="greedy"),), baselines=False)
-    config = EndToEndConfig(**{**config.__dict__, "progress": False})
+    config = EndToEndConfig(
+        predictions=3, ks=(2,), variants=(Variant(selection="greedy"),), baselines=False, progress=False
+    )
+    calls = []
+    original = end_to_end._Retrainer.__call__
+
+    def spy(self, deleted, epochs=None):
+        calls.append((sorted(deleted), epochs))
+        return original(self, deleted, epochs)
+
+    monkeypatch.setattr(end_to_end._Retrainer, "__call__", spy)
+    assert fingerprint(run, config)["greedy"] == {"pool": GREEDY_POOL, "steps": config.check_steps}
     result = run_end_to_end(run, Workspace(tmp_path / "ev", fingerprint(run, config)), config)
     targets = torch.tensor(result["predictions"])
     known = KnownTriples(run.splits.values())
@@ -147,7 +158,11 @@ def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path):
     assert [rows[: len(c)] for rows, c in zip(record["indices"], chosen)] == chosen
     assert record["greedy"]["margins"] == margins and record["greedy"]["pool"] == GREEDY_POOL
     (arm,) = result["arms"]
-    assert arm["arm"] == "TracIn (selection=greedy)" and arm["deleted"] == len({i for c in chosen for i in c})
+    union = sorted({i for c in chosen for i in c})
+    assert arm["arm"] == "TracIn (selection=greedy)" and arm["deleted"] == len(union)
+    assert calls[-1] == (union, None)  # the retraining left out exactly the greedy sets
+    # and they are not TracIn's top 2 (else this test could not tell the two apart)
+    assert any(set(c) != set(top[:2]) for c, top in zip(chosen, candidates))
 
 
 def test_greedy_refused_in_one_line_where_the_check_cannot_run(distmult_run, tmp_path, capsys, monkeypatch):

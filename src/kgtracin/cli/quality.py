@@ -35,7 +35,7 @@ from .options import (
     "--order-by",
     type=click.Choice([*DETECTORS, "auto"]),
     default=None,
-    help="the detector that orders the rows; auto: retrain the run's recipe once with 5%% planted fakes (the "
+    help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes (the "
     "field's protocol) and take the detector that finds them best (ROC AUC) [default: memorization]",
 )
 @parameters_option
@@ -334,10 +334,10 @@ def _end_to_end(run_dir, output, predictions, ks, variant_texts, batches, trust_
     from ..evaluation.end_to_end import (
         EndToEndConfig,
         fingerprint,
-        greedy_unsupported,
         parse_variant,
         retraining_config,
         run_end_to_end,
+        variants_unsupported,
     )
     from ..evaluation.outputs import end_to_end_markdown
     from ..evaluation.workspace import Workspace
@@ -352,7 +352,7 @@ def _end_to_end(run_dir, output, predictions, ks, variant_texts, batches, trust_
     config = EndToEndConfig(predictions=predictions, ks=tuple(sorted(set(ks))), variants=variants, batches=batches)
     recipe, _ = retraining_config(run)  # refuse a run without a recipe before anything is written
     reason = same_batches_unsupported(recipe.training_loop, run.model) if batches == "same" else None
-    reason = reason or greedy_unsupported(run.model, variants)
+    reason = reason or variants_unsupported(run, variants)
     if reason:
         raise KGTracinError(reason)
     workspace = Workspace(output, fingerprint(run, config))

@@ -13,6 +13,7 @@ slightly noisier graph. It costs one training and one audit of the calibration m
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,10 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     from ..training import build_model, fit
     from .end_to_end import retraining_config
 
-    recipe, kwargs = retraining_config(run)
+    choices = [name for name in detectors if name != "loss"]
+    if not choices:
+        raise KGTracinError("choosing a detector needs one besides the plain loss")
+    recipe, kwargs = retraining_config(run, "--order-by auto retrains")
     train = run.training_triples
     if round(config.fraction * train.shape[0]) < 1:
         raise KGTracinError(f"planting {config.fraction} of the run's {train.shape[0]} training triples plants none")
@@ -85,9 +89,11 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
             labels=run.labels,
             **tracin_kwargs,
         )
+    if not fake.any():
+        raise KGTracinError("no fake could be planted: every corruption drawn was a known triple")
     aucs = {name: roc_auc(scores[name], fake) for name in detectors}
-    choices = [name for name in detectors if name != "loss"]
-    if not choices:
-        raise KGTracinError("choosing a detector needs one besides the plain loss")
-    best = max(choices, key=lambda name: (aucs[name], -choices.index(name)))
+    usable = [name for name in choices if not math.isnan(aucs[name])]  # NaN: a detector with NaN scores
+    if not usable:
+        raise KGTracinError(f"no detector scored the planted fakes: {', '.join(choices)} gave NaN")
+    best = max(usable, key=lambda name: (aucs[name], -usable.index(name)))
     return best, aucs

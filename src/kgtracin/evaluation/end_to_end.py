@@ -1,10 +1,10 @@
 """The field's end-to-end protocol (Kelpie, SIGMOD 2022; eXpath, VLDB 2025): delete explanations, retrain once.
 
 Take N test predictions that the run's model ranks first (filtered tail ranking), explain each with its top k
-proponents, delete the **union** of the explanations from the training set, retrain **once** with the run's own
-recipe and seed (:func:`kgtracin.training.fit`, the code ``kgtracin train`` ran, from the run's manifest), and
-rank the N predictions again: ΔH@1 and ΔMRR. One retraining per arm and k, where Kelpie's per-prediction
-protocol would need one per prediction.
+proponents (or a greedy set of k, :mod:`.greedy`), delete the **union** of the explanations from the training
+set, retrain **once** with the run's own recipe and seed (:func:`kgtracin.training.fit`, the code ``kgtracin
+train`` ran, from the run's manifest), and rank the N predictions again: ΔH@1 and ΔMRR. One retraining per arm
+and k, where Kelpie's per-prediction protocol would need one per prediction.
 
 Arms, all from the same run and the same predictions:
 
@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from ..errors import KGTracinError
 from ..predictions import KnownTriples, tail_view
+from .check import CheckConfig
 from .deletion import choose_targets, far_rows
-from .greedy import GREEDY_POOL, choose_greedily, greedy_unsupported
-from .variants import Variant, parse_variant
+from .greedy import choose_greedily, greedy_pool
+from .variants import Variant, parse_variant, variants_unsupported
 from .workspace import Workspace
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "retraining_config",
     "linking_rows",
     "fingerprint",
-    "greedy_unsupported",
+    "variants_unsupported",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,10 @@ class EndToEndConfig:
             raise KGTracinError(f"batches must be reshuffled or same, got {self.batches!r}")
 
 
-def retraining_config(run):
+def retraining_config(run, purpose: str = "the end-to-end protocol retrains"):
     """The run's own training recipe, from its manifest: a ``TrainingConfig`` and PyKEEN's model arguments.
+
+    :param purpose: what needs the recipe, for the error message
 
     :raises KGTracinError: for a run without a kgtracin training manifest (a PyKEEN folder, checkpoints only)
     """
@@ -91,7 +94,7 @@ def retraining_config(run):
     training, kwargs = manifest.get("training"), manifest.get("model_kwargs")
     if not isinstance(training, dict) or not isinstance(kwargs, dict) or "model" not in manifest:
         raise KGTracinError(
-            "the end-to-end protocol retrains with the run's own recipe, which only a run made by kgtracin train "
+            f"{purpose} with the run's own recipe, which only a run made by kgtracin train "
             "records (its manifest.json); this run has none"
         )
     try:
@@ -154,6 +157,11 @@ def fingerprint(run, config: EndToEndConfig) -> dict:
         "baselines": config.baselines,
         "seed": config.seed,
         **({"batches": config.batches} if config.batches != "reshuffled" else {}),
+        **(
+            {"greedy": {"pool": greedy_pool(max(config.ks)), "steps": config.check_steps or CheckConfig.steps}}
+            if any(v.selection == "greedy" for v in config.variants)
+            else {}
+        ),
     }
 
 
@@ -273,7 +281,8 @@ def _locality(explanation: dict, links: list[set[int]]) -> dict:
 
 
 def _deleted(explanation: dict, k: int) -> list[int]:
-    """The union of every prediction's top-k proponents (those with a positive influence)."""
+    """The union of every prediction's first k facts (those with a positive influence): its top k proponents, or
+    its greedy set (``selection=greedy``, put first by :func:`.greedy.choose_greedily`)."""
     rows = set()
     for indices, scores in zip(explanation["indices"], explanation["scores"]):
         rows.update(i for i, s in zip(indices[:k], scores[:k]) if s > 0)
@@ -286,7 +295,7 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
     :return: ``{"predictions", "before", "control", "explanations", "arms": [...], "config"}`` (also written to
         the workspace as ``end-to-end.json``)
     """
-    reason = greedy_unsupported(run.model, config.variants)
+    reason = variants_unsupported(run, config.variants)
     if reason:
         raise KGTracinError(reason)
     retrainer = _Retrainer(run, config.progress, config.batches)
@@ -313,7 +322,9 @@ def run_end_to_end(run, workspace: Workspace, config: EndToEndConfig) -> dict:
         if changed:
             logger.info("explaining %d predictions: %s", targets.shape[0], variant.name)
             greedy = variant.selection == "greedy"
-            record = _explain(run, variant, targets, max(depth, GREEDY_POOL) if greedy else depth, config)
+            record = _explain(
+                run, variant, targets, max(depth, greedy_pool(max(config.ks))) if greedy else depth, config
+            )
             if greedy:
                 choose_greedily(run, targets, record, max(config.ks), known, config.check_steps)
             record["locality"] = _locality(record, links)

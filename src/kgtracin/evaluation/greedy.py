@@ -21,10 +21,15 @@ import torch
 from ..predictions import KnownTriples, tail_scores
 from .check import CheckConfig, _mimic, run_check_config
 
-__all__ = ["GREEDY_POOL", "tail_margins", "greedy_sets", "choose_greedily", "greedy_unsupported"]
+__all__ = ["GREEDY_POOL", "greedy_pool", "tail_margins", "greedy_sets", "choose_greedily", "greedy_unsupported"]
 
-#: proponents per prediction that a greedy set is chosen from
+#: proponents per prediction that a greedy set is chosen from (at least; ``k`` where k is larger)
 GREEDY_POOL = 8
+
+
+def greedy_pool(k: int) -> int:
+    """Proponents per prediction that a greedy set of ``k`` is chosen from."""
+    return max(GREEDY_POOL, k)
 
 
 @torch.no_grad()
@@ -57,7 +62,9 @@ def greedy_sets(
     Step s: for every candidate slot j, relearn the heads without, for each prediction, the facts it has chosen
     and its j-th candidate (or only its chosen facts, where that candidate is chosen already or missing); each
     prediction then adds the candidate that left its margin (:func:`tail_margins`) lowest, the earlier slot on a
-    tie. The sets are nested: the first ``k'`` facts of a ``k``-set are the greedy ``k'``-set.
+    tie. The sets are nested: the first ``k'`` facts of a ``k``-set are the greedy ``k'``-set. The predictions are
+    not isolated from each other: a relearning also leaves out the other predictions' facts of the same slot, and
+    a relearned head is a candidate tail of the other predictions.
 
     :param model: the final model (not changed)
     :param train: shape: (N, 3), the training triples
@@ -92,15 +99,16 @@ def greedy_sets(
 
 
 def choose_greedily(run, targets: torch.Tensor, record: dict, k: int, known: KnownTriples, steps: int) -> None:
-    """Put each prediction's greedy set of ``k`` (from its best positive proponents) first in an end-to-end
-    explanation ``record`` (``indices``, ``scores``: per prediction, best first), the other proponents after it in
-    TracIn's order; the time is added to the explanation's.
+    """Put each prediction's greedy set of ``k`` (from its best :func:`greedy_pool` positive proponents) first in
+    an end-to-end explanation ``record`` (``indices``, ``scores``: per prediction, best first), the other
+    proponents after it in TracIn's order; the time is added to the explanation's.
 
     :param steps: the check's steps (0: the check's default)
     """
     start = time.perf_counter()
+    pool = greedy_pool(k)
     candidates = [
-        [i for i, s in zip(rows[:GREEDY_POOL], scores[:GREEDY_POOL]) if s > 0]
+        [i for i, s in zip(rows[:pool], scores[:pool]) if s > 0]
         for rows, scores in zip(record["indices"], record["scores"])
     ]
     check = run_check_config(run, steps=steps or CheckConfig.steps)
@@ -111,7 +119,7 @@ def choose_greedily(run, targets: torch.Tensor, record: dict, k: int, known: Kno
         record["indices"][p], record["scores"][p] = order, [score_of[i] for i in order]
     seconds = time.perf_counter() - start
     record["seconds"] += seconds
-    record["greedy"] = {"pool": GREEDY_POOL, "seconds": seconds, "margins": margins}
+    record["greedy"] = {"pool": pool, "seconds": seconds, "margins": margins}
 
 
 def greedy_unsupported(model, variants) -> str | None:

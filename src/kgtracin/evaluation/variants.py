@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import KGTracinError
 
-__all__ = ["SELECTIONS", "CHECKPOINTS", "Variant", "parse_variant"]
+__all__ = ["SELECTIONS", "CHECKPOINTS", "Variant", "parse_variant", "variants_unsupported"]
 
 #: ``top``: the k best proponents (TracIn's order); ``greedy``: a set built one fact at a time by the cheap check
 #: (:mod:`.greedy`)
@@ -82,3 +82,15 @@ def parse_variant(text: str) -> Variant:
             options[name] = None if value.lower() == "none" else value
     TracInConfig.with_options(**options)  # validates names and values
     return Variant(tuple(sorted(options.items())), selection, checkpoints)
+
+
+def variants_unsupported(run, variants) -> str | None:
+    """Why these variants cannot run on this run, or None: a greedy one where the check cannot run, or one over
+    its first or last checkpoint where it has fewer than two."""
+    if any(v.checkpoints != "all" for v in variants) and len(run.checkpoints) < 2:
+        return (
+            f"checkpoints=first or last needs a run with two checkpoints or more; this one has {len(run.checkpoints)}"
+        )
+    from .greedy import greedy_unsupported
+
+    return greedy_unsupported(run.model, variants)
