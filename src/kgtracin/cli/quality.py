@@ -66,18 +66,17 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     validation = run.splits.get("validation")
     detectors, default_order = detectors_for(validation is not None)
     order_by = order_by or default_order
+    options = dict(
+        parameters=list(parameters) or "all",
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        loss=loss or AUDIT_LOSS,
+    )
     if order_by == "auto":
         from ..evaluation.calibration import choose_detector
 
-        order_by, aucs = choose_detector(
-            run,
-            detectors,
-            parameters=list(parameters) or "all",
-            method=method,
-            batch_size=batch_size,
-            device=device,
-            loss=loss or AUDIT_LOSS,
-        )
+        order_by, aucs = choose_detector(run, detectors, **options)
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
         click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
     scores = detector_scores(
@@ -86,12 +85,8 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
         validation,
         run.checkpoints,
         detectors,
-        parameters=list(parameters) or "all",
-        method=method,
-        batch_size=batch_size,
-        device=device,
-        loss=loss or AUDIT_LOSS,
         labels=run.labels,
+        **options,
     )
     frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
     write_table(frame, output)
