@@ -25,6 +25,19 @@ from kgtracin.runs import load_run
 from .test_cli import assert_clean_error, run_cli
 
 
+def spy_retrainings(monkeypatch) -> list:
+    """Record every retraining of the end-to-end protocol, as ``(deleted rows, epochs)``, and let it run."""
+    calls = []
+    original = end_to_end._Retrainer.__call__
+
+    def counting(self, deleted, epochs=None):
+        calls.append((tuple(deleted), epochs))
+        return original(self, deleted, epochs)
+
+    monkeypatch.setattr(end_to_end._Retrainer, "__call__", counting)
+    return calls
+
+
 def test_parse_variant():
     assert parse_variant("default") == Variant()
     bce = parse_variant("loss=bce, normalize=none")
@@ -101,14 +114,7 @@ def test_end_to_end_measures_resumes_and_reports(distmult_run, tmp_path, monkeyp
     run = load_run(distmult_run)
     config = EndToEndConfig(predictions=4, ks=(1, 2), variants=(Variant(), parse_variant("loss=bce")), progress=False)
     space = Workspace(tmp_path / "ev", fingerprint(run, config))
-    calls = []
-    original = end_to_end._Retrainer.__call__
-
-    def counting(self, deleted, epochs=None):
-        calls.append((tuple(deleted), epochs))
-        return original(self, deleted, epochs)
-
-    monkeypatch.setattr(end_to_end._Retrainer, "__call__", counting)
+    calls = spy_retrainings(monkeypatch)
     result = run_end_to_end(run, space, config)
     targets = torch.tensor(result["predictions"])
     known = KnownTriples(run.splits.values())

@@ -18,6 +18,7 @@ from kgtracin.predictions import KnownTriples
 from kgtracin.runs import load_run
 
 from .test_cli import assert_clean_error, run_cli
+from .test_end_to_end import spy_retrainings
 
 CONFIG = CheckConfig(steps=3, learning_rate=0.05, chunk=64)
 
@@ -112,7 +113,6 @@ def test_greedy_sets_are_nested_and_drawn_from_the_candidates(setting):
 def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path, monkeypatch):
     """The greedy variant's explanation puts the greedy set of its best positive proponents first, and its arms
     delete the union of those sets."""
-    from kgtracin.evaluation import end_to_end
     from kgtracin.evaluation.check import run_check_config
     from kgtracin.tracin import TracIn
 
@@ -120,14 +120,7 @@ def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path, monkeypatch)
     config = EndToEndConfig(
         predictions=3, ks=(2,), variants=(Variant(selection="greedy"),), baselines=False, progress=False
     )
-    calls = []
-    original = end_to_end._Retrainer.__call__
-
-    def spy(self, deleted, epochs=None):
-        calls.append((sorted(deleted), epochs))
-        return original(self, deleted, epochs)
-
-    monkeypatch.setattr(end_to_end._Retrainer, "__call__", spy)
+    calls = spy_retrainings(monkeypatch)
     assert fingerprint(run, config)["greedy"] == {"pool": GREEDY_POOL, "steps": config.check_steps}
     result = run_end_to_end(run, Workspace(tmp_path / "ev", fingerprint(run, config)), config)
     targets = torch.tensor(result["predictions"])
@@ -160,7 +153,7 @@ def test_end_to_end_deletes_the_greedy_sets(distmult_run, tmp_path, monkeypatch)
     (arm,) = result["arms"]
     union = sorted({i for c in chosen for i in c})
     assert arm["arm"] == "TracIn (selection=greedy)" and arm["deleted"] == len(union)
-    assert calls[-1] == (union, None)  # the retraining left out exactly the greedy sets
+    assert calls[-1] == (tuple(union), None)  # the retraining left out exactly the greedy sets
     # and they are not TracIn's top 2 (else this test could not tell the two apart)
     assert any(set(c) != set(top[:2]) for c, top in zip(chosen, candidates))
 

@@ -23,7 +23,7 @@ from ..losses import SoftmaxLoss
 from ..predictions import KnownTriples, tail_view
 from ..scorers import matrix_products
 
-__all__ = ["CheckConfig", "run_check_config", "check_explanations", "check_ranks", "check_unsupported"]
+__all__ = ["CheckConfig", "run_check_config", "head_facts", "check_explanations", "check_ranks", "check_unsupported"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,17 @@ def _mimic(model, heads: torch.Tensor, rows: torch.Tensor, config: CheckConfig, 
     return model.eval()
 
 
+def head_facts(train: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predictions' distinct heads, which the check relearns, and the training rows that mention one.
+
+    :param train: shape: (N, 3)
+    :param targets: shape: (T, 3)
+    :return: heads (H,) and rows of ``train`` (F,), both long
+    """
+    heads = torch.unique(targets[:, 0])
+    return heads, (torch.isin(train[:, 0], heads) | torch.isin(train[:, 2], heads)).nonzero().squeeze(1)
+
+
 def check_explanations(
     model,
     train: torch.Tensor,
@@ -111,8 +122,7 @@ def check_explanations(
         predictions need them once
     :return: per prediction ``{"rank_without": ..., "rank_with": ...}``
     """
-    heads = torch.unique(targets[:, 0])
-    facts = (torch.isin(train[:, 0], heads) | torch.isin(train[:, 2], heads)).nonzero().squeeze(1)
+    heads, facts = head_facts(train, targets)
     removed = torch.as_tensor(sorted({row for rows in explanations for row in rows}), dtype=torch.long)
     keep = facts[~torch.isin(facts, removed)]
     without = tail_view(_mimic(model, heads, train[keep], config), targets, known)[1].tolist()

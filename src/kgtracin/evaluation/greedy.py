@@ -19,7 +19,7 @@ import time
 import torch
 
 from ..predictions import KnownTriples, tail_scores
-from .check import CheckConfig, _mimic, run_check_config
+from .check import CheckConfig, _mimic, head_facts, run_check_config
 
 __all__ = ["GREEDY_POOL", "greedy_pool", "tail_margins", "greedy_sets", "choose_greedily", "greedy_unsupported"]
 
@@ -72,8 +72,7 @@ def greedy_sets(
     :param candidates: per prediction, rows of ``train``, best first (TracIn's proponents)
     :return: per prediction the chosen rows in the order chosen, and the margin the check left after each
     """
-    heads = torch.unique(targets[:, 0])
-    facts = (torch.isin(train[:, 0], heads) | torch.isin(train[:, 2], heads)).nonzero().squeeze(1)
+    heads, facts = head_facts(train, targets)
     chosen: list[list[int]] = [[] for _ in candidates]
     margins: list[list[float]] = [[] for _ in candidates]
     width = max((len(c) for c in candidates), default=0)
