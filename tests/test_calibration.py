@@ -18,7 +18,7 @@ from kgtracin.runs import load_run
 
 from .test_cli import assert_clean_error, run_cli
 
-DETECTORS = ("memorization", "validation_cosine", "validation", "self_influence", "loss")
+DETECTORS = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
 
 
 @pytest.fixture

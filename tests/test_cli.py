@@ -431,6 +431,7 @@ def test_audit(nations_run, tmp_path, capsys):
         "validation_cosine",
         "validation",
         "self_influence",
+        "support",
         "loss",
     ]
     assert len(frame) == 15 and frame["memorization"].is_monotonic_decreasing  # the default order

@@ -213,3 +213,21 @@ def test_query_order_groups_the_queries_of_the_direction_with_fewer(rows):
     # each query's triples are consecutive: as many runs as distinct queries
     runs = sum(1 for a, b in zip([None, *keys], keys) if a != b)
     assert runs == len(set(keys))
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2), st.integers(0, 4)), min_size=1, max_size=30),
+    st.randoms(use_true_random=False),
+)
+def test_support_is_the_count_of_shared_queries(rows, random):
+    """The audit's ``support`` against counting by hand; a permutation of the rows permutes the scores."""
+    from kgtracin.audit import support_scores
+
+    triples = torch.tensor(rows)
+    expected = [-np.log(sum(o[:2] == r[:2] for o in rows)) - np.log(sum(o[1:] == r[1:] for o in rows)) for r in rows]
+    scores = support_scores(triples)
+    assert torch.equal(scores, torch.tensor(expected, dtype=torch.float64))
+    order = list(range(len(rows)))
+    random.shuffle(order)
+    assert torch.equal(support_scores(triples[order]), scores[order])

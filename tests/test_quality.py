@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 
 from kgtracin import KGTracinError, TracIn
-from kgtracin.audit import DETECTORS, audit_frame, detector_scores
+from kgtracin.audit import DETECTORS, audit_frame, detector_scores, support_scores
 from kgtracin.evaluation import RetrainConfig, Retrainer
 from kgtracin.evaluation.deletion import far_rows, neighbour_rows
 from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics, roc_auc
@@ -96,10 +97,25 @@ def test_detectors_match_their_definitions(run):
     with torch.no_grad():
         expected_loss = torch.stack([_reference_loss(model.eval(), hrt, "softmax") for hrt in train])
     assert_exact(scores["loss"], expected_loss)
+    rows = train.tolist()
+    expected_support = [
+        -math.log(sum(other[:2] == row[:2] for other in rows)) - math.log(sum(other[1:] == row[1:] for other in rows))
+        for row in rows
+    ]
+    assert len(set(expected_support)) > 3  # the counts differ from triple to triple
+    assert_exact(scores["support"], torch.tensor(expected_support, dtype=torch.float64))
     frame = audit_frame(scores, train, run.labels, order_by="loss", top_k=10)
     assert list(frame.columns) == ["rank", "head", "relation", "tail", "train_index", *DETECTORS]
     assert frame["loss"].is_monotonic_decreasing and len(frame) == 10
     assert float(frame["loss"].iloc[0]) == float(scores["loss"].max())
+
+
+def test_support_counts_the_queries_a_triple_shares():
+    """Written out: two facts ask (0, 0, ?), two ask (?, 0, 1), one fact asks a query of its own."""
+    triples = torch.tensor([[0, 0, 1], [0, 0, 2], [3, 0, 1], [4, 1, 5], [1, 0, 0]])
+    expected = -torch.tensor([2 * 2, 2 * 1, 1 * 2, 1 * 1, 1 * 1], dtype=torch.float64).log()
+    assert torch.equal(support_scores(triples), expected)
+    assert support_scores(torch.empty(0, 3, dtype=torch.long)).shape == (0,)
 
 
 def test_shared_gradient_norms_give_the_same_cosine_influence(run, monkeypatch):

@@ -9,6 +9,10 @@ Each detector gives every training triple a number, higher meaning more suspicio
   training on z pushed the validation loss *up*, whatever the size of z's gradient;
 * ``validation``: the same with raw inner products, ``-sum_j TracIn(z -> z'_j)``;
 * ``self_influence``: ``TracIn(z -> z)``, the size of z's gradients over training;
+* ``support``: ``-log n(h, r) - log n(r, t)``, with ``n(h, r)`` the training triples (z included) of z's head and
+  relation and ``n(r, t)`` those of its relation and tail: few other facts ask z's query. No model, no TracIn: the
+  graph's own baseline. A fake made by replacing a real triple's head, relation or tail mostly asks a query no
+  other fact asks;
 * ``loss``: the final model's loss of z alone, the baseline every detector must beat.
 
 TracIn is linear in the test gradient, so a validation detector is the column sum of the (validation x
@@ -37,6 +41,7 @@ __all__ = [
     "audit_frame",
     "detectors_for",
     "self_influence_frame",
+    "support_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +93,22 @@ def self_influence_frame(values: torch.Tensor, training_triples: torch.Tensor, l
     )
 
 
+def support_scores(training_triples: torch.Tensor) -> torch.Tensor:
+    """``-log n(h, r) - log n(r, t)`` per training triple, counted over ``training_triples`` (the triple included).
+
+    :param training_triples: shape: (N, 3), dtype: long
+    :return: shape: (N,), float64, at most 0 (0: no other triple shares the head and relation, nor the relation and
+        tail)
+    """
+    out = torch.zeros(training_triples.shape[0], dtype=torch.float64)
+    for columns in ((0, 1), (1, 2)):
+        _, inverse, counts = torch.unique(
+            training_triples[:, list(columns)], dim=0, return_inverse=True, return_counts=True
+        )
+        out -= counts[inverse].double().log()
+    return out
+
+
 @torch.no_grad()
 def plain_losses(model, triples: torch.Tensor, loss: str, batch_size: int = 1024) -> torch.Tensor:
     """The final model's loss of each triple alone. :return: shape: (N,)"""
@@ -135,6 +156,9 @@ def detector_scores(
     for name in sorted(detectors, key=lambda d: d not in first):
         if name == "loss":
             out[name] = plain_losses(model, training_triples, tracin_kwargs.get("loss", "bce"))
+            continue
+        if name == "support":
+            out[name] = support_scores(training_triples)
             continue
         tracin = raw
         if name == "validation_cosine":

@@ -52,7 +52,9 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     Columns: rank head relation tail train_index, then one per detector: memorization (the share of the triple's
     own steps in its learning, self-influence over the summed influence of all training triples on it: the
     default order), validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the
-    same, raw TracIn), self_influence, and loss (the final model's loss of the triple alone: the baseline). The
+    same, raw TracIn), self_influence, support (few other facts share the triple's head and relation, or its
+    relation and tail: the graph's own baseline, no model) and loss (the final model's loss of the triple alone:
+    the model's baseline). The
     TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
     No detector leads on every graph and model: --order-by auto chooses one from the run, by retraining its
     recipe once with planted fakes (a run made by kgtracin train).
