@@ -1,6 +1,6 @@
 """The audit's detector chosen from the run (``kgtracin audit --order-by auto``), against the fakes' truth.
 
-Usage: ``python benchmarks/noisy_auto.py RUN [RUN ...] [--seed 0]``, each RUN a corrupted run kept by
+Usage: ``python benchmarks/noisy_auto.py RUN [RUN ...] [--seed 0] [--plant triples|plausible]``, each RUN a corrupted run kept by
 ``python benchmarks/noisy_facts.py MODEL [--graph DIR] --losses bce --keep DIR`` (``DIR/MODEL``, with its
 ``noisy-truth.pt``). For each run: the calibration (fakes planted in the run's training triples, one retraining
 with the run's recipe, every detector's ROC AUC for the planted fakes, :mod:`kgtracin.evaluation.calibration`),
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 
-def main(runs: list[Path], seed: int) -> None:
+def main(runs: list[Path], seed: int, plant: str = "triples") -> None:
     from kgtracin.audit import AUDIT_LOSS, DEFAULT_DETECTOR, detector_scores, detectors_for
     from kgtracin.evaluation.calibration import CalibrationConfig, choose_detector
     from kgtracin.evaluation.noisy import detection_metrics
@@ -30,14 +30,14 @@ def main(runs: list[Path], seed: int) -> None:
         detectors, _ = detectors_for(validation is not None)
         start = time.perf_counter()
         chosen, planted = choose_detector(
-            run, detectors, CalibrationConfig(seed=seed, progress=False), loss=AUDIT_LOSS, progress=False
+            run, detectors, CalibrationConfig(seed=seed, progress=False, plant=plant), loss=AUDIT_LOSS, progress=False
         )
         seconds = time.perf_counter() - start
         scores = detector_scores(
             run.model, run.training_triples, validation, run.checkpoints, detectors, loss=AUDIT_LOSS, progress=False
         )
         metrics = detection_metrics(scores, truth)
-        print(f"## {path} ({type(run.model).__name__}; calibration {seconds:.0f} s, seed {seed})\n")
+        print(f"## {path} ({type(run.model).__name__}; calibration {seconds:.0f} s, seed {seed}, {plant} planted)\n")
         print("| detector | planted fakes: ROC AUC | the run's fakes: ROC AUC | P@1% | P@5% | R@5% | P@10% | R@10% |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for name in detectors:
@@ -59,5 +59,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plant", choices=["triples", "plausible"], default="triples")
     args = parser.parse_args()
-    main(args.runs, args.seed)
+    main(args.runs, args.seed, args.plant)

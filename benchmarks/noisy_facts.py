@@ -1,11 +1,12 @@
 """Noisy-fact detection by the field's protocol (CKRL, KGTtm, CAGED), on a model trained by ``kgtracin train``.
 
-Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|tails]
+Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|plausible|tails]
 [--validation-sample N] [--schedule log|linear] [--losses softmax bce] [--keep DIR]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
 train``'s defaults).
 
 ``--corruption triples`` (default) adds ``fraction`` x N fake triples, each a copy of a real one with its head,
-relation or tail (chosen uniformly) replaced by a random one; ``tails`` replaces a fraction of the tails, as
+relation or tail (chosen uniformly) replaced by a random one; ``plausible`` adds fakes whose new head or tail is
+one the relation already has there (they fit the graph's types); ``tails`` replaces a fraction of the tails, as
 kgtracin's earlier figures did. ``--graph DIR`` reads ``train.tsv``, ``valid.tsv`` and ``test.tsv`` (e.g. the
 WordNet graph of ``benchmarks/wordnet_graph.py``) instead of UMLS. For each model it trains on the corrupted
 data, prints the filtered test MRR, then every audit detector's ROC AUC and precision / recall at 1%, 5% and
@@ -42,7 +43,7 @@ def _splits(graph: Path | None):
 
 def main(models, graph, fraction, corruption, validation_sample, schedule, losses, keep=None) -> None:
     from kgtracin.audit import detector_scores
-    from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics
+    from kgtracin.evaluation.noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics
     from kgtracin.runs import load_run
     from kgtracin.training import TrainingConfig, train_run
     from kgtracin.triples import write_labeled_triples
@@ -54,6 +55,8 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
     num_entities, num_relations = len(labels.entities), len(labels.relations)
     if corruption == "tails":
         train, noisy = corrupt_tails(training, fraction, num_entities, 0, known)
+    elif corruption == "plausible":
+        train, noisy = corrupt_plausible(training, fraction, 0, known)
     else:
         train, noisy = corrupt_triples(training, fraction, num_entities, num_relations, 0, known)
     with tempfile.TemporaryDirectory() as scratch:
@@ -101,7 +104,7 @@ if __name__ == "__main__":
     parser.add_argument("models", nargs="*", default=["DistMult", "ConvE"])
     parser.add_argument("--graph", type=Path, default=None, help="folder with train.tsv, valid.tsv, test.tsv")
     parser.add_argument("--fraction", type=float, default=0.05)
-    parser.add_argument("--corruption", choices=["triples", "tails"], default="triples")
+    parser.add_argument("--corruption", choices=["triples", "plausible", "tails"], default="triples")
     parser.add_argument("--validation-sample", type=int, default=None)
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
     parser.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])

@@ -13,7 +13,7 @@ from kgtracin.errors import KGTracinError
 from kgtracin.evaluation import calibration
 from kgtracin.evaluation.calibration import CalibrationConfig, choose_detector
 from kgtracin.evaluation.end_to_end import retraining_config
-from kgtracin.evaluation.noisy import corrupt_triples, roc_auc
+from kgtracin.evaluation.noisy import corrupt_plausible, corrupt_triples, roc_auc
 from kgtracin.runs import load_run
 
 from .test_cli import assert_clean_error, run_cli
@@ -52,12 +52,16 @@ def spied(monkeypatch):
     return seen
 
 
-def _planted(run, seed: int):
-    """The triples the calibration trains on and its fakes, by the field's protocol, written out again."""
+def _planted(run, seed: int, plant: str = "triples"):
+    """The triples the calibration trains on and its fakes, by the field's protocol (or plausible ones), written
+    out again."""
     known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
-    triples, fake = corrupt_triples(
-        run.training_triples, 0.05, len(run.labels.entities), len(run.labels.relations), seed, known
-    )
+    if plant == "plausible":
+        triples, fake = corrupt_plausible(run.training_triples, 0.05, seed, known)
+    else:
+        triples, fake = corrupt_triples(
+            run.training_triples, 0.05, len(run.labels.entities), len(run.labels.relations), seed, known
+        )
     return triples, {tuple(t) for t in triples[fake].tolist()}, known
 
 
@@ -85,6 +89,19 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
     assert not spied["checkpoint_folder"].exists()  # the calibration's checkpoints are gone with its folder
 
 
+def test_plants_plausible_fakes(distmult_run, spied):
+    """``plant="plausible"`` retrains on the run's triples plus the fakes of ``corrupt_plausible``, which differ
+    from the field's."""
+    run = load_run(distmult_run)
+    expected, fakes, _ = _planted(run, 0, "plausible")
+    field, _, _ = _planted(run, 0)
+    assert sorted(expected.tolist()) != sorted(field.tolist())
+    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    spied["auc_order"] = {"memorization": 1.0}
+    best, _ = choose_detector(run, DETECTORS, CalibrationConfig(progress=False, plant="plausible"))
+    assert torch.equal(spied["triples"], expected) and best == "memorization"
+
+
 def test_ties_go_to_the_earlier_detector(distmult_run, spied):
     run = load_run(distmult_run)
     _, fakes, _ = _planted(run, 0)
@@ -97,6 +114,8 @@ def test_ties_go_to_the_earlier_detector(distmult_run, spied):
 def test_refusals(distmult_run_copy):
     with pytest.raises(KGTracinError, match="between 0 and 1"):
         CalibrationConfig(fraction=1.5)
+    with pytest.raises(KGTracinError, match="unknown kind of planted fakes 'typed'"):
+        CalibrationConfig(plant="typed")
     run = load_run(distmult_run_copy)
     with pytest.raises(KGTracinError, match="plants none"):
         choose_detector(run, DETECTORS, CalibrationConfig(fraction=1e-6))
@@ -129,13 +148,17 @@ def test_audit_order_by_auto(distmult_run, tmp_path, capsys, monkeypatch):
     original = calibration.choose_detector
 
     def spy(*args, **kwargs):
+        chosen["args"] = args
         chosen["result"] = original(*args, **kwargs)
         return chosen["result"]
 
     monkeypatch.setattr(calibration, "choose_detector", spy)
     out = tmp_path / "audit.tsv"
-    code, stdout, err = run_cli(capsys, "audit", distmult_run, "--order-by", "auto", "--output", out)
+    code, stdout, err = run_cli(
+        capsys, "audit", distmult_run, "--order-by", "auto", "--plant", "plausible", "--output", out
+    )
     assert code == 0, err
+    assert chosen["args"][2].plant == "plausible"
     best, aucs = chosen["result"]
     assert set(aucs) == set(DETECTORS)
     assert f"ordering by {best}" in stdout and f"most suspicious first by {best}" in stdout
@@ -150,4 +173,11 @@ def test_audit_order_by_auto_needs_the_runs_recipe(distmult_run_copy, tmp_path, 
     out = tmp_path / "audit.tsv"
     code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--order-by", "auto", "--output", out)
     assert_clean_error(code, err, "--order-by auto retrains", "recipe", "kgtracin train")
+    assert not out.exists()
+
+
+def test_plant_needs_order_by_auto(distmult_run, tmp_path, capsys):
+    out = tmp_path / "audit.tsv"
+    code, _, err = run_cli(capsys, "audit", distmult_run, "--plant", "plausible", "--output", out)
+    assert_clean_error(code, err, "--plant", "--order-by auto")
     assert not out.exists()

@@ -17,7 +17,7 @@ from kgtracin import KGTracinError, TracIn
 from kgtracin.audit import DETECTORS, audit_frame, detector_scores, support_scores
 from kgtracin.evaluation import RetrainConfig, Retrainer
 from kgtracin.evaluation.deletion import far_rows, neighbour_rows
-from kgtracin.evaluation.noisy import corrupt_tails, corrupt_triples, detection_metrics, roc_auc
+from kgtracin.evaluation.noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics, roc_auc
 from kgtracin.losses import loss_for_training
 from kgtracin.predictions import KnownTriples, tail_view
 from kgtracin.runs import load_run
@@ -191,6 +191,32 @@ def test_corrupt_triples_adds_fakes_that_differ_in_one_position(run):
     assert len({tuple(t) for t in combined.tolist()}) == combined.shape[0]
 
 
+def test_corrupt_plausible_adds_fakes_that_fit_the_relations(run):
+    """Plausible fakes: 10% added, each a real triple with its head or its tail (both occur)
+    replaced by an entity that the relation has in that position among the real triples; never known, a duplicate
+    or a self-loop; the real triples all kept; the same seed draws the same fakes."""
+    train = run.training_triples
+    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
+    combined, noisy = corrupt_plausible(train, 0.1, seed=3, known=known)
+    assert int(noisy.sum()) == round(0.1 * train.shape[0]) and combined.shape[0] == train.shape[0] + int(noisy.sum())
+    assert sorted(map(tuple, combined[~noisy].tolist())) == sorted(map(tuple, train.tolist()))
+    real = train.tolist()
+    heads = {(r, h) for h, r, _ in real}
+    tails = {(r, t) for _, r, t in real}
+    positions = set()
+    for fake in combined[noisy].tolist():
+        h, r, t = fake
+        assert tuple(fake) not in known and h != t
+        assert (r, h) in heads and (r, t) in tails  # the new entity is one the relation has there
+        close = [[i for i in range(3) if a[i] != fake[i]] for a in real]
+        assert [0] in close or [2] in close  # a copy of some real triple with its head or tail replaced
+        positions.update(d[0] for d in close if d in ([0], [2]))
+    assert positions == {0, 2}
+    assert len({tuple(t) for t in combined.tolist()}) == combined.shape[0]
+    again, again_noisy = corrupt_plausible(train, 0.1, seed=3, known=known)
+    assert torch.equal(again, combined) and torch.equal(again_noisy, noisy)
+
+
 def test_detection_metrics_against_counting():
     generator = torch.Generator().manual_seed(1)
     scores = torch.randint(0, 50, (300,), generator=generator).double()
@@ -302,6 +328,34 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
     assert set(result["noisy"]["detectors"]) == {*DETECTORS, "loss (bce)"}
     assert (out / "evaluation.png").stat().st_size > 1000
     assert "| arm | k | PD % | TC % |" in (out / "evaluation.md").read_text()
+
+
+def test_evaluate_noisy_plausible(run, tmp_path, capsys, monkeypatch):
+    """``--corruption plausible`` trains on the plausible fakes and scores them: the retrained triples are exactly
+    those :func:`corrupt_plausible` draws."""
+    import kgtracin.evaluation.noisy as noisy_module
+
+    from .test_cli import run_cli
+
+    drawn = {}
+
+    def spy(*args, **kwargs):
+        drawn["triples"], drawn["noisy"] = corrupt_plausible(*args, **kwargs)
+        return drawn["triples"], drawn["noisy"]
+
+    monkeypatch.setattr(noisy_module, "corrupt_plausible", spy)
+    out = tmp_path / "eval"
+    code, _stdout, err = run_cli(
+        capsys, "evaluate", run.path, "--output", out, "--steps", 3, "--embedding-dim", 8, "--noisy", 0.05,
+        "--corruption", "plausible", "--no-deletion",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads((out / "evaluation.json").read_text())["noisy"]
+    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
+    expected, expected_noisy = corrupt_plausible(run.training_triples, 0.05, seed=0, known=known)
+    assert torch.equal(drawn["triples"], expected) and torch.equal(drawn["noisy"], expected_noisy)
+    assert result["corruption"] == "plausible" and result["num_noisy"] == int(expected_noisy.sum()) > 0
+    assert set(result["detectors"]) == {*DETECTORS, "loss (bce)"}
 
 
 @pytest.mark.parametrize("batches, epochs", [(1, 50), (80, 50), (81, 50), (235, 18), (4000, 1), (10**6, 1)])

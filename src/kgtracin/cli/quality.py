@@ -38,6 +38,13 @@ from .options import (
     help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes (the "
     "field's protocol) and take the detector that finds them best (ROC AUC) [default: memorization]",
 )
+@click.option(
+    "--plant",
+    type=click.Choice(["triples", "plausible"]),
+    default=None,
+    help="with --order-by auto, the fakes planted: triples (the field's protocol: a head, relation or tail "
+    "replaced by a random one) or plausible (a head or tail the relation already has there) [default: triples]",
+)
 @parameters_option
 @method_option
 @batch_option
@@ -46,7 +53,9 @@ from .options import (
 @click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
 @run_options
 @verbose_option
-def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss, output, run_source, verbose) -> None:
+def audit(
+    run_dir, top_k, order_by, plant, parameters, method, batch_size, device, loss, output, run_source, verbose
+) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
     Columns: rank head relation tail train_index, then one per detector: memorization (the share of the triple's
@@ -57,12 +66,15 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
     the model's baseline). The
     TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
     No detector leads on every graph and model: --order-by auto chooses one from the run, by retraining its
-    recipe once with planted fakes (a run made by kgtracin train).
+    recipe once with planted fakes (a run made by kgtracin train). It chooses for the fakes it plants: the
+    field's (--plant triples) are found by support, plausible ones (--plant plausible) by TracIn.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
+    if plant is not None and order_by != "auto":
+        raise KGTracinError("--plant chooses the fakes that --order-by auto plants; add --order-by auto")
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
@@ -76,9 +88,9 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
         loss=loss or AUDIT_LOSS,
     )
     if order_by == "auto":
-        from ..evaluation.calibration import choose_detector
+        from ..evaluation.calibration import CalibrationConfig, choose_detector
 
-        order_by, aucs = choose_detector(run, detectors, **options)
+        order_by, aucs = choose_detector(run, detectors, CalibrationConfig(plant=plant or "triples"), **options)
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
         click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
     scores = detector_scores(
@@ -174,10 +186,11 @@ def audit(run_dir, top_k, order_by, parameters, method, batch_size, device, loss
 )
 @click.option(
     "--corruption",
-    type=click.Choice(["triples", "tails"]),
+    type=click.Choice(["triples", "plausible", "tails"]),
     default="triples",
     show_default=True,
-    help="with --noisy: replace the head, relation or tail, chosen uniformly (the field's protocol), or tails only",
+    help="with --noisy: add fakes, each a real triple with its head, relation or tail replaced (the field's "
+    "protocol); plausible: its head or tail replaced by one the relation already has there; tails: replace tails",
 )
 @click.option("--no-deletion", is_flag=True, help="only the noisy-fact part (with --noisy)")
 @trust_option

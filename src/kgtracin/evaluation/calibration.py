@@ -8,6 +8,11 @@ tail replaced by a random one), retrain **once** with the run's own recipe and s
 end-to-end evaluation does), score every detector on that calibration model, and choose the one whose ROC AUC
 for the planted fakes is highest. The run's own unknown fakes count as real there, so the AUCs are those of a
 slightly noisier graph. It costs one training and one audit of the calibration model.
+
+The choice is only as good as the planted fakes' likeness to the run's own. The field's fakes mostly ask queries
+no real fact asks, which the model-free ``support`` count finds; ``plant="plausible"``
+(:func:`~.noisy.corrupt_plausible`: a head or tail the relation already has there) plants fakes that fit the
+graph's types, as a wrong but plausible fact would.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KGTracinError
-from .noisy import corrupt_triples, roc_auc
+from .noisy import corrupt_plausible, corrupt_triples, roc_auc
 
-__all__ = ["CalibrationConfig", "choose_detector"]
+__all__ = ["CalibrationConfig", "choose_detector", "PLANTS"]
+
+#: the fakes a calibration can plant: the field's protocol, or fakes that fit the graph's types
+PLANTS: tuple[str, ...] = ("triples", "plausible")
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +42,15 @@ class CalibrationConfig:
     fraction: float = 0.05
     seed: int = 0
     progress: bool = True
+    #: ``triples``: the field's protocol (:func:`~.noisy.corrupt_triples`); ``plausible``: fakes that fit the
+    #: relations' heads and tails (:func:`~.noisy.corrupt_plausible`)
+    plant: str = "triples"
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:
             raise KGTracinError(f"the planted fraction must be between 0 and 1, got {self.fraction}")
+        if self.plant not in PLANTS:
+            raise KGTracinError(f"unknown kind of planted fakes {self.plant!r}; choose from {', '.join(PLANTS)}")
 
 
 def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig = CalibrationConfig(), **tracin_kwargs):
@@ -65,9 +78,12 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     if round(config.fraction * train.shape[0]) < 1:
         raise KGTracinError(f"planting {config.fraction} of the run's {train.shape[0]} training triples plants none")
     known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
-    planted, fake = corrupt_triples(
-        train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
-    )
+    if config.plant == "plausible":
+        planted, fake = corrupt_plausible(train, config.fraction, config.seed, known)
+    else:
+        planted, fake = corrupt_triples(
+            train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
+        )
     factory = TriplesFactory(
         planted,
         run.labels.entity_to_id,

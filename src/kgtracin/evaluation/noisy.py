@@ -1,9 +1,11 @@
 """Noisy facts: corrupt a fraction of the training triples, retrain, and see which detector finds them.
 
-Two corruptions: :func:`corrupt_tails` (a fraction of the tails replaced) and :func:`corrupt_triples`, the field's
+Three corruptions: :func:`corrupt_tails` (a fraction of the tails replaced); :func:`corrupt_triples`, the field's
 protocol (CKRL, KGTtm, CAGED): a fraction of fake triples *added*, each a copy of a real one with its head,
-relation or tail, chosen uniformly, replaced by a random one. :func:`detection_metrics` reports ROC AUC, and
-precision and recall within the top 1%, 5% and 10% of the training triples (CAGED's figures).
+relation or tail, chosen uniformly, replaced by a random one; and :func:`corrupt_plausible`, fakes added the same
+way whose new head or tail is one the relation already has there, so that they fit the graph's types.
+:func:`detection_metrics` reports ROC AUC, and precision and recall within the top 1%, 5% and 10% of the
+training triples (CAGED's figures).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-__all__ = ["corrupt_tails", "corrupt_triples", "detection_metrics", "roc_auc", "BUDGETS"]
+__all__ = ["corrupt_tails", "corrupt_triples", "corrupt_plausible", "detection_metrics", "roc_auc", "BUDGETS"]
 
 #: the fractions of the training triples at which precision and recall are reported
 BUDGETS = (0.01, 0.05, 0.1)
@@ -60,6 +62,47 @@ def corrupt_triples(
     :return: the real triples followed by the fakes (N + F, 3), in a seeded random order, and the mask of the
         fakes (N + F,), dtype: bool
     """
+
+    def replace(original: list[int], generator: torch.Generator) -> list[int]:
+        position = int(torch.randint(3, (1,), generator=generator))
+        size = num_relations if position == 1 else num_entities
+        candidate = list(original)
+        candidate[position] = int(torch.randint(size, (1,), generator=generator))
+        return candidate
+
+    return _add_fakes(triples, fraction, seed, known, replace)
+
+
+def corrupt_plausible(
+    triples: torch.Tensor, fraction: float, seed: int, known: set[tuple[int, int, int]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add ``round(fraction * N)`` fakes that fit the graph's types: each copies a random real triple ``(h, r, t)``
+    and replaces its head or its tail (chosen uniformly) by another entity that is a head (or a tail) of ``r`` in
+    ``triples``. Such a fake asks queries that real facts ask too, as a wrong but plausible fact would, where the
+    field's protocol (:func:`corrupt_triples`) mostly makes queries that no fact asks. A fake is never a known true
+    triple, another fake, or a self-loop; one that is gets redrawn.
+
+    :param triples: shape: (N, 3), dtype: long
+    :return: as :func:`corrupt_triples`
+    """
+    pools = {}
+    for position in (0, 2):
+        for relation in triples[:, 1].unique().tolist():
+            pools[position, relation] = triples[triples[:, 1] == relation, position].unique()
+
+    def replace(original: list[int], generator: torch.Generator) -> list[int]:
+        position = 2 * int(torch.randint(2, (1,), generator=generator))
+        pool = pools[position, original[1]]
+        candidate = list(original)
+        candidate[position] = int(pool[int(torch.randint(pool.shape[0], (1,), generator=generator))])
+        return candidate
+
+    return _add_fakes(triples, fraction, seed, known, replace)
+
+
+def _add_fakes(triples, fraction, seed, known, replace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fakes drawn by ``replace(original, generator)`` from random real triples until ``round(fraction * N)`` are
+    new, at most ``100`` draws per fake; see :func:`corrupt_triples` for the rules and the result."""
     generator = torch.Generator().manual_seed(seed)
     known = set(map(tuple, triples.tolist())) | (known or set())
     fakes: list[list[int]] = []
@@ -68,11 +111,8 @@ def corrupt_triples(
         if len(fakes) == wanted:
             break
         original = triples[int(torch.randint(triples.shape[0], (1,), generator=generator))].tolist()
-        position = int(torch.randint(3, (1,), generator=generator))
-        size = num_relations if position == 1 else num_entities
-        candidate = list(original)
-        candidate[position] = int(torch.randint(size, (1,), generator=generator))
-        if candidate[position] == original[position] or tuple(candidate) in known or candidate[0] == candidate[2]:
+        candidate = replace(original, generator)
+        if candidate == original or tuple(candidate) in known or candidate[0] == candidate[2]:
             continue
         known.add(tuple(candidate))
         fakes.append(candidate)

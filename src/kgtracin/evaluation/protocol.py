@@ -132,12 +132,12 @@ def run_noisy(
     factory, splits: dict[str, torch.Tensor], config: EvaluationConfig, fraction: float, loss: str, corruption="triples"
 ) -> dict:
     """Corrupt the training set (``triples``: add ``fraction`` x N fakes, each a real triple with its head, relation
-    or tail replaced, the field's protocol; ``tails``: replace a fraction of the tails), retrain, and score every
-    detector against the truth."""
+    or tail replaced, the field's protocol; ``plausible``: the same with a head or tail the relation already has
+    there; ``tails``: replace a fraction of the tails), retrain, and score every detector against the truth."""
     from pykeen.triples import TriplesFactory
 
     from ..audit import DETECTORS, detector_scores
-    from .noisy import corrupt_tails, corrupt_triples, detection_metrics
+    from .noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics
 
     known = set()
     for part in splits.values():
@@ -145,6 +145,8 @@ def run_noisy(
     seed = config.retrain.seed
     if corruption == "tails":
         corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, seed, known)
+    elif corruption == "plausible":
+        corrupted, noisy = corrupt_plausible(factory.mapped_triples, fraction, seed, known)
     else:
         corrupted, noisy = corrupt_triples(
             factory.mapped_triples, fraction, factory.num_entities, factory.num_relations, seed, known
