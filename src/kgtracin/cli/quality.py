@@ -35,8 +35,8 @@ from .options import (
     "--order-by",
     type=click.Choice([*DETECTORS, "auto"]),
     default=None,
-    help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes (the "
-    "field's protocol) and take the detector that finds them best (ROC AUC) [default: memorization]",
+    help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes "
+    "(--plant) and take the detector that finds them best (ROC AUC) [default: memorization]",
 )
 @click.option(
     "--plant",
@@ -63,11 +63,11 @@ def audit(
     default order), validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the
     same, raw TracIn), self_influence, support (few other facts share the triple's head and relation, or its
     relation and tail: the graph's own baseline, no model) and loss (the final model's loss of the triple alone:
-    the model's baseline). The
-    TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
-    No detector leads on every graph and model: --order-by auto chooses one from the run, by retraining its
-    recipe once with planted fakes (a run made by kgtracin train). It chooses for the fakes it plants: the
-    field's (--plant triples) are found by support, plausible ones (--plant plausible) by TracIn.
+    the model's baseline). The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on
+    every model measured. No detector leads on every graph and model: --order-by auto chooses one from the run,
+    by retraining its recipe once with planted fakes (a run made by kgtracin train). It chooses for the fakes it
+    plants: on UMLS the field's (--plant triples) were found best by support, plausible ones (--plant plausible)
+    by TracIn.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
