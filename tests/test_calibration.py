@@ -73,7 +73,7 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
     train = run.training_triples
     expected, fakes, known = _planted(run, 3)
     spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
-    spied["auc_order"] = {"self_influence": 0.9, "validation": 0.5, "loss": 2.0}
+    spied["auc_order"] = {"self_influence": 0.9, "validation": 0.5, "loss": 0.2}
 
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(seed=3, progress=False))
     recipe, _ = retraining_config(run)
@@ -84,8 +84,7 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
     assert [c.learning_rate for c in spied["checkpoints"]] == [recipe.learning_rate] * len(recipe.checkpoint_epochs())
     planted = spied["fake"](expected)
     assert aucs == {name: roc_auc(spied["scores"][name], planted) for name in DETECTORS}
-    # the plain loss finds them best here, but it is the baseline: the best detector besides it is chosen
-    assert aucs["loss"] > aucs["self_influence"] > aucs["validation"] and best == "self_influence"
+    assert aucs["self_influence"] > aucs["validation"] > aucs["loss"] and best == "self_influence"
     assert not spied["checkpoint_folder"].exists()  # the calibration's checkpoints are gone with its folder
 
 
@@ -100,6 +99,16 @@ def test_plants_plausible_fakes(distmult_run, spied):
     spied["auc_order"] = {"memorization": 1.0}
     best, _ = choose_detector(run, DETECTORS, CalibrationConfig(progress=False, plant="plausible"))
     assert torch.equal(spied["triples"], expected) and best == "memorization"
+
+
+def test_a_baseline_that_finds_them_best_is_chosen(distmult_run, spied):
+    """Where the model's own loss finds the planted fakes best, the audit orders by it."""
+    run = load_run(distmult_run)
+    _, fakes, _ = _planted(run, 0)
+    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    spied["auc_order"] = {"self_influence": 0.5, "loss": 2.0}
+    best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
+    assert aucs["loss"] > aucs["self_influence"] and best == "loss"
 
 
 def test_ties_go_to_the_earlier_detector(distmult_run, spied):
@@ -126,7 +135,7 @@ def test_refusals(distmult_run_copy):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kgtracin.training, "fit", no_training)
-        with pytest.raises(KGTracinError, match="besides the plain loss"):
+        with pytest.raises(KGTracinError, match="needs at least two; got loss"):
             choose_detector(run, ("loss",), CalibrationConfig(progress=False))
 
 

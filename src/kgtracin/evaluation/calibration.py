@@ -58,9 +58,10 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
 
     :param run: a :class:`~kgtracin.runs.Run` made by ``kgtracin train`` (its manifest holds the recipe)
     :param tracin_kwargs: for :func:`~kgtracin.audit.detector_scores` (``loss``, ``method``, ``parameters``, ...)
-    :return: the chosen detector (never ``loss``, the baseline it stands beside), and every detector's ROC AUC for
-        the planted fakes (ties: the earlier detector of ``detectors``)
-    :raises KGTracinError: for a run without a recipe, or too few triples to plant one fake
+    :return: the chosen detector, and every detector's ROC AUC for the planted fakes (ties: the earlier detector of
+        ``detectors``). The baselines (``support``, ``loss``) can be chosen too: where the model's own loss or the
+        graph's counts find the fakes best, they are the order a user wants
+    :raises KGTracinError: for a run without a recipe, fewer than two detectors, or too few triples to plant one fake
     """
     from pykeen.triples import TriplesFactory
 
@@ -70,9 +71,8 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     from ..training import build_model, fit
     from .end_to_end import retraining_config
 
-    choices = [name for name in detectors if name != "loss"]
-    if not choices:
-        raise KGTracinError("choosing a detector needs one besides the plain loss")
+    if len(set(detectors)) < 2:
+        raise KGTracinError(f"choosing a detector needs at least two; got {', '.join(detectors) or 'none'}")
     recipe, kwargs = retraining_config(run, "--order-by auto retrains")
     train = run.training_triples
     if round(config.fraction * train.shape[0]) < 1:
@@ -108,8 +108,8 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     if not fake.any():
         raise KGTracinError("no fake could be planted: every corruption drawn was a known triple")
     aucs = {name: roc_auc(scores[name], fake) for name in detectors}
-    usable = [name for name in choices if not math.isnan(aucs[name])]  # NaN: a detector with NaN scores
+    usable = [name for name in detectors if not math.isnan(aucs[name])]  # NaN: a detector with NaN scores
     if not usable:
-        raise KGTracinError(f"no detector scored the planted fakes: {', '.join(choices)} gave NaN")
+        raise KGTracinError(f"no detector scored the planted fakes: {', '.join(detectors)} gave NaN")
     best = max(usable, key=lambda name: (aucs[name], -usable.index(name)))
     return best, aucs
