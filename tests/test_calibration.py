@@ -65,14 +65,21 @@ def _planted(run, seed: int, plant: str = "triples"):
     return triples, {tuple(t) for t in triples[fake].tolist()}, known
 
 
+def _spy_on_planted(spied, run_dir, seed: int = 0, plant: str = "triples"):
+    """The run, with the spy told which triples are the calibration's planted fakes: ``run, planted triples, fakes,
+    known triples``."""
+    run = load_run(run_dir)
+    planted, fakes, known = _planted(run, seed, plant)
+    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    return run, planted, fakes, known
+
+
 def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmult_run, spied, tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    run = load_run(distmult_run)
+    run, expected, fakes, known = _spy_on_planted(spied, distmult_run, seed=3)
     train = run.training_triples
-    expected, fakes, known = _planted(run, 3)
-    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
     spied["auc_order"] = {"self_influence": 0.9, "validation": 0.5, "loss": 0.2}
 
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(seed=3, progress=False))
@@ -91,11 +98,9 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
 def test_plants_plausible_fakes(distmult_run, spied):
     """``plant="plausible"`` retrains on the run's triples plus the fakes of ``corrupt_plausible``, which differ
     from the field's."""
-    run = load_run(distmult_run)
-    expected, fakes, _ = _planted(run, 0, "plausible")
+    run, expected, _, _ = _spy_on_planted(spied, distmult_run, plant="plausible")
     field, _, _ = _planted(run, 0)
     assert sorted(expected.tolist()) != sorted(field.tolist())
-    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
     spied["auc_order"] = {"memorization": 1.0}
     best, _ = choose_detector(run, DETECTORS, CalibrationConfig(progress=False, plant="plausible"))
     assert torch.equal(spied["triples"], expected) and best == "memorization"
@@ -103,18 +108,14 @@ def test_plants_plausible_fakes(distmult_run, spied):
 
 def test_a_baseline_that_finds_them_best_is_chosen(distmult_run, spied):
     """Where the model's own loss finds the planted fakes best, the audit orders by it."""
-    run = load_run(distmult_run)
-    _, fakes, _ = _planted(run, 0)
-    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    run, *_ = _spy_on_planted(spied, distmult_run)
     spied["auc_order"] = {"self_influence": 0.5, "loss": 2.0}
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
     assert aucs["loss"] > aucs["self_influence"] and best == "loss"
 
 
 def test_ties_go_to_the_earlier_detector(distmult_run, spied):
-    run = load_run(distmult_run)
-    _, fakes, _ = _planted(run, 0)
-    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    run, *_ = _spy_on_planted(spied, distmult_run)
     spied["auc_order"] = {"validation": 5.0, "self_influence": 5.0}
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
     assert aucs["validation"] == aucs["self_influence"] == 1.0 and best == "validation"
@@ -140,9 +141,7 @@ def test_refusals(distmult_run_copy):
 
 
 def test_detectors_that_give_nan_are_not_chosen(distmult_run, spied):
-    run = load_run(distmult_run)
-    _, fakes, _ = _planted(run, 0)
-    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    run, *_ = _spy_on_planted(spied, distmult_run)
     spied["auc_order"] = {"memorization": float("nan"), "self_influence": 1.0}
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
     assert math.isnan(aucs["memorization"]) and best == "self_influence"

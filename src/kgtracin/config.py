@@ -34,14 +34,7 @@ METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
 PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
 
 #: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
-DETECTORS: tuple[str, ...] = (
-    "memorization",
-    "validation_cosine",
-    "validation",
-    "self_influence",
-    "support",
-    "loss",
-)
+DETECTORS: tuple[str, ...] = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
 
 #: ``kgtracin train`` defaults, measured on UMLS (README): LCWA, cross-entropy over all tails, Adam.
 DEFAULT_EPOCHS = 50
