@@ -1,8 +1,8 @@
 """The audit's detector chosen from the run (``kgtracin audit --order-by auto``), against the fakes' truth.
 
-Usage: ``python benchmarks/noisy_auto.py RUN [RUN ...] [--seed 0] [--plant triples|plausible]``, each RUN a corrupted run kept by
-``python benchmarks/noisy_facts.py MODEL [--graph DIR] --losses bce --keep DIR`` (``DIR/MODEL``, with its
-``noisy-truth.pt``). For each run: the calibration (fakes planted in the run's training triples, one retraining
+Usage: ``python benchmarks/noisy_auto.py RUN [RUN ...] [--seed 0] [--plant plausible|triples]``, each RUN a
+corrupted run kept by ``python benchmarks/noisy_facts.py MODEL [--graph DIR] --losses bce --keep DIR``
+(``DIR/MODEL``, with its ``noisy-truth.pt``). For each run: the calibration (fakes planted in the run's training triples, one retraining
 with the run's recipe, every detector's ROC AUC for the planted fakes, :mod:`kgtracin.evaluation.calibration`),
 then every detector's ROC AUC and precision / recall at 1%, 5% and 10% for the run's own fakes, with the chosen
 detector and the default (``memorization``) marked. The audit's TracIn loss (``bce``) throughout.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 
-def main(runs: list[Path], seed: int, plant: str = "triples") -> None:
+def main(runs: list[Path], seed: int, plant: str = "plausible") -> None:
     from kgtracin.audit import AUDIT_LOSS, DEFAULT_DETECTOR, detector_scores, detectors_for
     from kgtracin.evaluation.calibration import CalibrationConfig, choose_detector
     from kgtracin.evaluation.noisy import detection_metrics
@@ -59,6 +59,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plant", choices=["triples", "plausible"], default="triples")
+    parser.add_argument("--plant", choices=["plausible", "triples"], default="plausible")
     args = parser.parse_args()
     main(args.runs, args.seed, args.plant)

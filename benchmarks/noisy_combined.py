@@ -15,10 +15,12 @@ import torch
 
 
 def percentile(values: torch.Tensor) -> torch.Tensor:
-    """Each value's rank among ``values`` over their number, in [0, 1): higher is more suspicious."""
-    out = torch.empty_like(values, dtype=torch.float64)
-    out[torch.argsort(values, stable=True)] = torch.arange(values.shape[0], dtype=torch.float64)
-    return out / values.shape[0]
+    """Each value's rank among ``values`` over their number, ties sharing their average rank: higher is more
+    suspicious."""
+    import pandas as pd
+
+    ranks = pd.Series(values.double().numpy()).rank(method="average").to_numpy()
+    return torch.tensor(ranks, dtype=torch.float64) / values.shape[0]
 
 
 def lexicographic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

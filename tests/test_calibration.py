@@ -65,7 +65,7 @@ def _planted(run, seed: int, plant: str = "triples"):
     return triples, {tuple(t) for t in triples[fake].tolist()}, known
 
 
-def _spy_on_planted(spied, run_dir, seed: int = 0, plant: str = "triples"):
+def _spy_on_planted(spied, run_dir, seed: int = 0, plant: str = "plausible"):
     """The run, with the spy told which triples are the calibration's planted fakes: ``run, planted triples, fakes,
     known triples``."""
     run = load_run(run_dir)
@@ -78,11 +78,11 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    run, expected, fakes, known = _spy_on_planted(spied, distmult_run, seed=3)
+    run, expected, fakes, known = _spy_on_planted(spied, distmult_run, seed=3, plant="triples")
     train = run.training_triples
     spied["auc_order"] = {"self_influence": 0.9, "validation": 0.5, "loss": 0.2}
 
-    best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(seed=3, progress=False))
+    best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(seed=3, progress=False, plant="triples"))
     recipe, _ = retraining_config(run)
     assert spied["config"] == recipe
     assert sorted(spied["triples"].tolist()) == sorted(expected.tolist())  # the run's triples and the fakes
@@ -95,14 +95,15 @@ def test_plants_fakes_retrains_with_the_runs_recipe_and_chooses_the_best(distmul
     assert not spied["checkpoint_folder"].exists()  # the calibration's checkpoints are gone with its folder
 
 
-def test_plants_plausible_fakes(distmult_run, spied):
-    """``plant="plausible"`` retrains on the run's triples plus the fakes of ``corrupt_plausible``, which differ
-    from the field's."""
-    run, expected, _, _ = _spy_on_planted(spied, distmult_run, plant="plausible")
-    field, _, _ = _planted(run, 0)
+def test_plants_plausible_fakes_by_default(distmult_run, spied):
+    """The default plant retrains on the run's triples plus the fakes of ``corrupt_plausible``, which differ from
+    the field's."""
+    run, expected, _, _ = _spy_on_planted(spied, distmult_run)
+    field, _, _ = _planted(run, 0, "triples")
     assert sorted(expected.tolist()) != sorted(field.tolist())
     spied["auc_order"] = {"memorization": 1.0}
-    best, _ = choose_detector(run, DETECTORS, CalibrationConfig(progress=False, plant="plausible"))
+    assert CalibrationConfig().plant == "plausible"
+    best, _ = choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
     assert torch.equal(spied["triples"], expected) and best == "memorization"
 
 
@@ -150,8 +151,10 @@ def test_detectors_that_give_nan_are_not_chosen(distmult_run, spied):
         choose_detector(run, DETECTORS, CalibrationConfig(progress=False))
 
 
-def test_audit_order_by_auto(distmult_run, tmp_path, capsys, monkeypatch):
-    """The CLI orders the rows by the detector the calibration chose, and says so."""
+@pytest.mark.parametrize("plant", [None, "triples"])
+def test_audit_order_by_auto(distmult_run, tmp_path, capsys, monkeypatch, plant):
+    """The CLI plants what ``--plant`` says (plausible fakes by default), orders the rows by the detector the
+    calibration chose, and says so."""
     chosen = {}
     original = calibration.choose_detector
 
@@ -163,10 +166,10 @@ def test_audit_order_by_auto(distmult_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(calibration, "choose_detector", spy)
     out = tmp_path / "audit.tsv"
     code, stdout, err = run_cli(
-        capsys, "audit", distmult_run, "--order-by", "auto", "--plant", "plausible", "--output", out
+        capsys, "audit", distmult_run, "--order-by", "auto", *(["--plant", plant] if plant else []), "--output", out
     )
     assert code == 0, err
-    assert chosen["args"][2].plant == "plausible"
+    assert chosen["args"][2].plant == (plant or "plausible")
     best, aucs = chosen["result"]
     assert set(aucs) == set(DETECTORS)
     assert f"ordering by {best}" in stdout and f"most suspicious first by {best}" in stdout

@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from kgtracin import KGTracinError, TracIn
-from kgtracin.audit import DETECTORS, audit_frame, detector_scores, support_scores
+from kgtracin.audit import DETECTORS, audit_frame, detector_scores
 from kgtracin.evaluation import RetrainConfig, Retrainer
 from kgtracin.evaluation.deletion import far_rows, neighbour_rows
-from kgtracin.evaluation.noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics, roc_auc
 from kgtracin.losses import loss_for_training
 from kgtracin.predictions import KnownTriples, tail_view
 from kgtracin.runs import load_run
@@ -110,14 +109,6 @@ def test_detectors_match_their_definitions(run):
     assert float(frame["loss"].iloc[0]) == float(scores["loss"].max())
 
 
-def test_support_counts_the_queries_a_triple_shares():
-    """Written out: two facts ask (0, 0, ?), two ask (?, 0, 1), one fact asks a query of its own."""
-    triples = torch.tensor([[0, 0, 1], [0, 0, 2], [3, 0, 1], [4, 1, 5], [1, 0, 0]])
-    expected = -torch.tensor([2 * 2, 2 * 1, 1 * 2, 1 * 1, 1 * 1], dtype=torch.float64).log()
-    assert torch.equal(support_scores(triples), expected)
-    assert support_scores(torch.empty(0, 3, dtype=torch.long)).shape == (0,)
-
-
 def test_shared_gradient_norms_give_the_same_cosine_influence(run, monkeypatch):
     """A cosine ``total_influence`` that reuses another TracIn's training norms equals one that computes its own;
     TracIns of other gradients refuse to share."""
@@ -150,85 +141,6 @@ def test_shared_gradient_norms_give_the_same_cosine_influence(run, monkeypatch):
     ):
         with pytest.raises(KGTracinError, match="same gradients"):
             shared.share_gradient_norms(other)
-
-
-def test_roc_auc_matches_pairwise_count():
-    generator = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 6, (40,), generator=generator).double()
-    positive = torch.rand(40, generator=generator) < 0.3
-    pairs = [(float(p > n) + 0.5 * float(p == n)) for p in scores[positive] for n in scores[~positive]]
-    assert roc_auc(scores, positive) == pytest.approx(sum(pairs) / len(pairs))
-
-
-def test_corrupt_tails_changes_only_tails_of_the_chosen(run):
-    train = run.training_triples
-    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
-    corrupted, noisy = corrupt_tails(train, 0.05, run.model.num_entities, seed=3, known=known)
-    assert int(noisy.sum()) == round(0.05 * train.shape[0])
-    assert torch.equal(corrupted[~noisy], train[~noisy])
-    assert torch.equal(corrupted[:, :2], train[:, :2])
-    assert (corrupted[noisy, 2] != train[noisy, 2]).all()
-    assert not any(tuple(t) in known for t in corrupted[noisy].tolist())
-
-
-def test_corrupt_triples_adds_fakes_that_differ_in_one_position(run):
-    """The field's protocol: 10% fakes added, each a real triple with its head, relation or tail replaced (each of
-    the three occurs), never a known triple, a duplicate or a self-loop; the real triples are all kept."""
-    train = run.training_triples
-    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
-    model = run.model
-    combined, noisy = corrupt_triples(train, 0.1, model.num_entities, model.num_relations, seed=3, known=known)
-    assert int(noisy.sum()) == round(0.1 * train.shape[0]) and combined.shape[0] == train.shape[0] + int(noisy.sum())
-    assert sorted(map(tuple, combined[~noisy].tolist())) == sorted(map(tuple, train.tolist()))
-    real = train.tolist()
-    positions = set()
-    for fake in combined[noisy].tolist():
-        assert tuple(fake) not in known and fake[0] != fake[2]
-        close = [[i for i in range(3) if a[i] != fake[i]] for a in real]
-        assert [1] in close or [0] in close or [2] in close  # a copy of some real triple with one slot replaced
-        positions.update(d[0] for d in close if len(d) == 1)
-    assert positions == {0, 1, 2}
-    assert len({tuple(t) for t in combined.tolist()}) == combined.shape[0]
-
-
-def test_corrupt_plausible_adds_fakes_that_fit_the_relations(run):
-    """Plausible fakes: 10% added, each a real triple with its head or its tail (both occur)
-    replaced by an entity that the relation has in that position among the real triples; never known, a duplicate
-    or a self-loop; the real triples all kept; the same seed draws the same fakes."""
-    train = run.training_triples
-    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
-    combined, noisy = corrupt_plausible(train, 0.1, seed=3, known=known)
-    assert int(noisy.sum()) == round(0.1 * train.shape[0]) and combined.shape[0] == train.shape[0] + int(noisy.sum())
-    assert sorted(map(tuple, combined[~noisy].tolist())) == sorted(map(tuple, train.tolist()))
-    real = train.tolist()
-    heads = {(r, h) for h, r, _ in real}
-    tails = {(r, t) for _, r, t in real}
-    positions = set()
-    for fake in combined[noisy].tolist():
-        h, r, t = fake
-        assert tuple(fake) not in known and h != t
-        assert (r, h) in heads and (r, t) in tails  # the new entity is one the relation has there
-        close = [[i for i in range(3) if a[i] != fake[i]] for a in real]
-        assert [0] in close or [2] in close  # a copy of some real triple with its head or tail replaced
-        positions.update(d[0] for d in close if d in ([0], [2]))
-    assert positions == {0, 2}
-    assert len({tuple(t) for t in combined.tolist()}) == combined.shape[0]
-    again, again_noisy = corrupt_plausible(train, 0.1, seed=3, known=known)
-    assert torch.equal(again, combined) and torch.equal(again_noisy, noisy)
-
-
-def test_detection_metrics_against_counting():
-    generator = torch.Generator().manual_seed(1)
-    scores = torch.randint(0, 50, (300,), generator=generator).double()
-    noisy = torch.rand(300, generator=generator) < 0.1
-    metrics = detection_metrics({"d": scores}, noisy)["d"]
-    order = sorted(range(300), key=lambda i: (-float(scores[i]), i))
-    for budget, label in ((0.01, "1pct"), (0.05, "5pct"), (0.1, "10pct")):
-        top = round(budget * 300)
-        found = sum(bool(noisy[i]) for i in order[:top])
-        assert metrics[f"precision_at_{label}"] == found / top
-        assert metrics[f"recall_at_{label}"] == found / int(noisy.sum())
-    assert metrics["auc"] == roc_auc(scores, noisy)
 
 
 def test_neighbour_and_far_rows(run):
@@ -328,34 +240,6 @@ def test_evaluate_end_to_end(run, tmp_path, capsys):
     assert set(result["noisy"]["detectors"]) == {*DETECTORS, "loss (bce)"}
     assert (out / "evaluation.png").stat().st_size > 1000
     assert "| arm | k | PD % | TC % |" in (out / "evaluation.md").read_text()
-
-
-def test_evaluate_noisy_plausible(run, tmp_path, capsys, monkeypatch):
-    """``--corruption plausible`` trains on the plausible fakes and scores them: the retrained triples are exactly
-    those :func:`corrupt_plausible` draws."""
-    import kgtracin.evaluation.noisy as noisy_module
-
-    from .test_cli import run_cli
-
-    drawn = {}
-
-    def spy(*args, **kwargs):
-        drawn["triples"], drawn["noisy"] = corrupt_plausible(*args, **kwargs)
-        return drawn["triples"], drawn["noisy"]
-
-    monkeypatch.setattr(noisy_module, "corrupt_plausible", spy)
-    out = tmp_path / "eval"
-    code, _stdout, err = run_cli(
-        capsys, "evaluate", run.path, "--output", out, "--steps", 3, "--embedding-dim", 8, "--noisy", 0.05,
-        "--corruption", "plausible", "--no-deletion",
-    )  # fmt: skip
-    assert code == 0, err
-    result = json.loads((out / "evaluation.json").read_text())["noisy"]
-    known = {tuple(t) for part in run.splits.values() for t in part.tolist()}
-    expected, expected_noisy = corrupt_plausible(run.training_triples, 0.05, seed=0, known=known)
-    assert torch.equal(drawn["triples"], expected) and torch.equal(drawn["noisy"], expected_noisy)
-    assert result["corruption"] == "plausible" and result["num_noisy"] == int(expected_noisy.sum()) > 0
-    assert set(result["detectors"]) == {*DETECTORS, "loss (bce)"}
 
 
 @pytest.mark.parametrize("batches, epochs", [(1, 50), (80, 50), (81, 50), (235, 18), (4000, 1), (10**6, 1)])

@@ -24,6 +24,7 @@ __all__ = [
     "LOSS_NAMES",
     "TEST_BLOCK_BYTES",
     "DETECTORS",
+    "PLANTS",
     "check_device",
 ]
 
@@ -35,6 +36,9 @@ PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "fl
 
 #: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
 DETECTORS: tuple[str, ...] = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
+
+#: The fakes ``audit --order-by auto`` can plant to choose a detector (see :mod:`kgtracin.evaluation.calibration`).
+PLANTS: tuple[str, ...] = ("plausible", "triples")
 
 #: ``kgtracin train`` defaults, measured on UMLS (README): LCWA, cross-entropy over all tails, Adam.
 DEFAULT_EPOCHS = 50

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..config import DETECTORS
+from ..config import DETECTORS, PLANTS
 from ..errors import KGTracinError
 from .group import cli
 from .options import (
@@ -40,10 +40,11 @@ from .options import (
 )
 @click.option(
     "--plant",
-    type=click.Choice(["triples", "plausible"]),
+    type=click.Choice(PLANTS),
     default=None,
-    help="with --order-by auto, the fakes planted: triples (the field's protocol: a head, relation or tail "
-    "replaced by a random one) or plausible (a head or tail the relation already has there) [default: triples]",
+    help="with --order-by auto, the fakes planted: plausible (a head or tail the relation already has there, like "
+    "a wrong fact in a real graph) or triples (the field's protocol: a head, relation or tail replaced by a random "
+    "one) [default: plausible]",
 )
 @parameters_option
 @method_option
@@ -66,8 +67,8 @@ def audit(
     the model's baseline). The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on
     every model measured. No detector leads on every graph and model: --order-by auto chooses one from the run,
     by retraining its recipe once with planted fakes (a run made by kgtracin train). It chooses for the fakes it
-    plants: on UMLS the field's (--plant triples) were found best by support, plausible ones (--plant plausible)
-    by TracIn.
+    plants (--plant): on UMLS the field's fakes were found best by support, which found almost none of the
+    plausible ones at the top of its order.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
@@ -90,7 +91,7 @@ def audit(
     if order_by == "auto":
         from ..evaluation.calibration import CalibrationConfig, choose_detector
 
-        order_by, aucs = choose_detector(run, detectors, CalibrationConfig(plant=plant or "triples"), **options)
+        order_by, aucs = choose_detector(run, detectors, CalibrationConfig(plant=plant or PLANTS[0]), **options)
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
         click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
     scores = detector_scores(

@@ -3,16 +3,15 @@
 No detector of :mod:`kgtracin.audit` leads on every graph and model (``memorization`` on DistMult, self-influence
 on ConvE over the WordNet graph, ``validation_cosine`` on UMLS DistMult). Which one finds a run's fakes depends
 on the run, and the fakes are unknown. So plant known ones: add ``fraction`` fake triples to the run's training
-triples by the field's protocol (:func:`~.noisy.corrupt_triples`: a real triple with its head, relation or
-tail replaced by a random one), retrain **once** with the run's own recipe and seed (its manifest, as the
+triples (below), retrain **once** with the run's own recipe and seed (its manifest, as the
 end-to-end evaluation does), score every detector on that calibration model, and choose the one whose ROC AUC
 for the planted fakes is highest. The run's own unknown fakes count as real there, so the AUCs are those of a
 slightly noisier graph. It costs one training and one audit of the calibration model.
 
-The choice is only as good as the planted fakes' likeness to the run's own. The field's fakes mostly ask queries
-no real fact asks, which the model-free ``support`` count finds; ``plant="plausible"``
-(:func:`~.noisy.corrupt_plausible`: a head or tail the relation already has there) plants fakes that fit the
-graph's types, as a wrong but plausible fact would.
+The choice is only as good as the planted fakes' likeness to the run's own. By default it plants plausible fakes
+(:func:`~.noisy.corrupt_plausible`: a head or tail the relation already has there), which fit the graph's types
+as a wrong fact in a real graph does. ``plant="triples"`` plants the field's fakes instead, which mostly ask
+queries no real fact asks and which the model-free ``support`` count finds.
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import PLANTS
 from ..errors import KGTracinError
 from .noisy import corrupt_plausible, corrupt_triples, roc_auc
 
 __all__ = ["CalibrationConfig", "choose_detector", "PLANTS"]
-
-#: the fakes a calibration can plant: the field's protocol, or fakes that fit the graph's types
-PLANTS: tuple[str, ...] = ("triples", "plausible")
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +39,11 @@ class CalibrationConfig:
     fraction: float = 0.05
     seed: int = 0
     progress: bool = True
-    #: ``triples``: the field's protocol (:func:`~.noisy.corrupt_triples`); ``plausible``: fakes that fit the
-    #: relations' heads and tails (:func:`~.noisy.corrupt_plausible`)
-    plant: str = "triples"
+    #: ``plausible``: fakes that fit the relations' heads and tails (:func:`~.noisy.corrupt_plausible`), like a
+    #: wrong fact in a real graph; ``triples``: the field's protocol (:func:`~.noisy.corrupt_triples`), whose fakes
+    #: mostly ask queries no fact asks. Planting the field's fakes into a run whose errors were plausible chose
+    #: ``support``, with nothing at the top of its order (docs/quality/umls-noisy-field-protocol.md)
+    plant: str = "plausible"
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:
@@ -84,6 +83,8 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
         planted, fake = corrupt_triples(
             train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
         )
+    if not fake.any():  # before the retraining, which can take many minutes
+        raise KGTracinError("no fake could be planted: every corruption drawn was a known triple")
     factory = TriplesFactory(
         planted,
         run.labels.entity_to_id,
@@ -105,8 +106,6 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
             labels=run.labels,
             **tracin_kwargs,
         )
-    if not fake.any():
-        raise KGTracinError("no fake could be planted: every corruption drawn was a known triple")
     aucs = {name: roc_auc(scores[name], fake) for name in detectors}
     usable = [name for name in detectors if not math.isnan(aucs[name])]  # NaN: a detector with NaN scores
     if not usable:

@@ -10,10 +10,16 @@ training triples (CAGED's figures).
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import torch
 
+from ..errors import KGTracinError
+
 __all__ = ["corrupt_tails", "corrupt_triples", "corrupt_plausible", "detection_metrics", "roc_auc", "BUDGETS"]
+
+logger = logging.getLogger(__name__)
 
 #: the fractions of the training triples at which precision and recall are reported
 BUDGETS = (0.01, 0.05, 0.1)
@@ -102,7 +108,10 @@ def corrupt_plausible(
 
 def _add_fakes(triples, fraction, seed, known, replace) -> tuple[torch.Tensor, torch.Tensor]:
     """Fakes drawn by ``replace(original, generator)`` from random real triples until ``round(fraction * N)`` are
-    new, at most ``100`` draws per fake; see :func:`corrupt_triples` for the rules and the result."""
+    new, or ``100`` times that many draws are spent (fewer fakes then, with a warning); see :func:`corrupt_triples`
+    for the rules and the result."""
+    if not 0 <= fraction < 1:
+        raise KGTracinError(f"the fraction of fakes must be at least 0 and below 1, got {fraction}")
     generator = torch.Generator().manual_seed(seed)
     known = set(map(tuple, triples.tolist())) | (known or set())
     fakes: list[list[int]] = []
@@ -116,6 +125,10 @@ def _add_fakes(triples, fraction, seed, known, replace) -> tuple[torch.Tensor, t
             continue
         known.add(tuple(candidate))
         fakes.append(candidate)
+    if len(fakes) < wanted:
+        logger.warning(
+            "drew %d fakes of the %d wanted: most draws were known triples or self-loops", len(fakes), wanted
+        )
     combined = torch.cat([triples, torch.tensor(fakes, dtype=triples.dtype).view(-1, 3)])
     noisy = torch.cat([torch.zeros(triples.shape[0], dtype=torch.bool), torch.ones(len(fakes), dtype=torch.bool)])
     order = torch.randperm(combined.shape[0], generator=generator)
