@@ -192,3 +192,19 @@ def test_plant_needs_order_by_auto(distmult_run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "audit", distmult_run, "--plant", "plausible", "--output", out)
     assert_clean_error(code, err, "--plant", "--order-by auto")
     assert not out.exists()
+
+
+def test_the_smallest_choices_are_allowed(distmult_run, spied):
+    """Two detectors are enough to choose from, and one planted fake is enough to choose by."""
+    run, *_ = _spy_on_planted(spied, distmult_run)
+    spied["auc_order"] = {"loss": 1.0}
+    best, aucs = choose_detector(run, ("memorization", "loss"), CalibrationConfig(progress=False))
+    assert set(aucs) == {"memorization", "loss"} and best == "loss"
+    one = 0.6 / run.training_triples.shape[0]  # round(one * N) == 1
+    known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
+    planted, fake = corrupt_plausible(run.training_triples, one, 0, known)
+    assert int(fake.sum()) == 1
+    fakes = {tuple(t) for t in planted[fake].tolist()}
+    spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
+    best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(fraction=one, progress=False))
+    assert int(spied["fake"](spied["triples"]).sum()) == 1 and best == "loss" and aucs["loss"] == 1.0
