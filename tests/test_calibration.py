@@ -123,8 +123,9 @@ def test_ties_go_to_the_earlier_detector(distmult_run, spied):
 
 
 def test_refusals(distmult_run_copy):
-    with pytest.raises(KGTracinError, match="between 0 and 1"):
-        CalibrationConfig(fraction=1.5)
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(KGTracinError, match="between 0 and 1"):
+            CalibrationConfig(fraction=fraction)
     with pytest.raises(KGTracinError, match="unknown kind of planted fakes 'typed'"):
         CalibrationConfig(plant="typed")
     run = load_run(distmult_run_copy)

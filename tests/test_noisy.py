@@ -4,6 +4,7 @@ the audit's model-free ``support`` baseline, each against its definition written
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -105,6 +106,24 @@ def test_detection_metrics_against_counting():
     assert metrics["auc"] == roc_auc(scores, noisy)
 
 
+def test_detection_metrics_edges():
+    """No positive or no negative: ROC AUC is NaN; one of each: 1 or 0; ten triples: each budget looks at the top
+    one (at least one row), and recall divides by the one fake."""
+    assert math.isnan(roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([False, False])))
+    assert math.isnan(roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([True, True])))
+    assert roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([False, True])) == 1.0
+    assert roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([True, False])) == 0.0
+    noisy = torch.zeros(10, dtype=torch.bool)
+    noisy[3] = True
+    scores = torch.arange(10.0)
+    scores[3] = 8.5  # second: outside the top row, inside the top two
+    metrics = detection_metrics({"d": scores}, noisy)["d"]
+    assert metrics["precision_at_1pct"] == metrics["recall_at_1pct"] == 0.0
+    scores[3] = 10.0
+    metrics = detection_metrics({"d": scores}, noisy)["d"]
+    assert metrics["precision_at_10pct"] == metrics["recall_at_10pct"] == 1.0
+
+
 def test_evaluate_noisy_plausible(run, tmp_path, capsys, monkeypatch):
     """``--corruption plausible`` trains on the plausible fakes and scores them: the retrained triples are exactly
     those :func:`corrupt_plausible` draws."""
@@ -149,14 +168,18 @@ TINY = torch.tensor(
 
 def test_seeded_fakes_stay_the_same():
     """The published noisy-fact figures were measured on these draws: a change to the drawing loop that changes
-    which fakes a seed gives must show here. The field's fakes are those of the code before the loop was shared
-    with the plausible fakes (``git show 59aa252:src/kgtracin/evaluation/noisy.py``, run on this graph)."""
+    which fakes a seed gives must show here. The field's fakes and the replaced tails are those of the code before
+    the loop was shared with the plausible fakes (``git show 59aa252:src/kgtracin/evaluation/noisy.py``, run on
+    this graph)."""
     combined, noisy = corrupt_triples(TINY, 0.25, 6, 2, 3)
     assert combined[noisy].tolist() == [[3, 0, 0], [5, 1, 4], [3, 0, 1]]
     assert noisy.nonzero().squeeze(1).tolist() == [1, 10, 11]
     combined, noisy = corrupt_plausible(TINY, 0.25, 3)
     assert combined[noisy].tolist() == [[2, 0, 0], [2, 0, 4], [3, 0, 1]]
     assert noisy.nonzero().squeeze(1).tolist() == [0, 2, 5]
+    corrupted, noisy = corrupt_tails(TINY, 0.25, 6, 3)
+    assert corrupted[noisy].tolist() == [[4, 1, 5], [5, 0, 5], [4, 1, 3]]
+    assert noisy.nonzero().squeeze(1).tolist() == [1, 9, 10]
 
 
 def test_too_few_fakes_to_draw_is_said_and_a_bad_fraction_refused(caplog):
