@@ -43,28 +43,27 @@ def main(path: Path, losses: list[str], ranks: bool) -> None:
         with matrix_products(model):  # all-entity scores as one product, as training does
             return plain_losses(model, run.training_triples, loss)
 
+    from kgtracin.predictions import KnownTriples
+
+    known = KnownTriples([run.training_triples]) if ranks else None
+    per = {loss: [] for loss in losses}
+    per_rank = []
+    for checkpoint in run.checkpoints:  # each checkpoint loaded once, for every loss and the ranks
+        model = copy.deepcopy(run.model)
+        model.load_state_dict(checkpoint.load_state())
+        for loss in losses:
+            per[loss].append(scored(model, loss))
+        if ranks:
+            per_rank.append(log_ranks(model.eval(), run.training_triples, known))
+    epochs = [run.manifest["checkpoints"][n].get("epoch", n) for n in range(len(run.checkpoints))]
     scores = {}
     for loss in losses:
-        per = []
-        for number, checkpoint in enumerate(run.checkpoints):
-            model = copy.deepcopy(run.model)
-            model.load_state_dict(checkpoint.load_state())
-            per.append(scored(model, loss))
-            epoch = run.manifest["checkpoints"][number].get("epoch", number)
-            scores[f"{loss} loss at epoch {epoch}"] = per[-1]
-        scores[f"{loss} loss, mean over checkpoints"] = torch.stack(per).mean(0)
+        scores.update({f"{loss} loss at epoch {epoch}": values for epoch, values in zip(epochs, per[loss])})
+        scores[f"{loss} loss, mean over checkpoints"] = torch.stack(per[loss]).mean(0)
         scores[f"{loss} loss of the final model"] = scored(run.model, loss)
     if ranks:
-        from kgtracin.predictions import KnownTriples
-
-        known = KnownTriples([run.training_triples])
-        per = []
-        for number, checkpoint in enumerate(run.checkpoints):
-            model = copy.deepcopy(run.model)
-            model.load_state_dict(checkpoint.load_state())
-            per.append(log_ranks(model.eval(), run.training_triples, known))
-            scores[f"log rank at epoch {run.manifest['checkpoints'][number].get('epoch', number)}"] = per[-1]
-        scores["log rank, mean over checkpoints"] = torch.stack(per).mean(0)
+        scores.update({f"log rank at epoch {epoch}": values for epoch, values in zip(epochs, per_rank)})
+        scores["log rank, mean over checkpoints"] = torch.stack(per_rank).mean(0)
     for name, metrics in detection_metrics(scores, truth).items():
         print(name, json.dumps({m: round(v, 3) for m, v in metrics.items()}), flush=True)
 

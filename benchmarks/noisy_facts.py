@@ -43,7 +43,7 @@ def _splits(graph: Path | None):
 
 def main(models, graph, fraction, corruption, validation_sample, schedule, losses, keep=None) -> None:
     from kgtracin.audit import detector_scores
-    from kgtracin.evaluation.noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics
+    from kgtracin.evaluation.noisy import corrupt, detection_metrics
     from kgtracin.runs import load_run
     from kgtracin.training import TrainingConfig, train_run
     from kgtracin.triples import write_labeled_triples
@@ -53,12 +53,7 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
     for part in (training, validation, testing):
         known |= set(map(tuple, part.tolist()))
     num_entities, num_relations = len(labels.entities), len(labels.relations)
-    if corruption == "tails":
-        train, noisy = corrupt_tails(training, fraction, num_entities, 0, known)
-    elif corruption == "plausible":
-        train, noisy = corrupt_plausible(training, fraction, 0, known)
-    else:
-        train, noisy = corrupt_triples(training, fraction, num_entities, num_relations, 0, known)
+    train, noisy = corrupt(corruption, training, fraction, num_entities, num_relations, 0, known)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch) if keep is None else keep
         scratch.mkdir(parents=True, exist_ok=True)
@@ -100,11 +95,13 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
 if __name__ == "__main__":
     import argparse
 
+    from kgtracin.config import CORRUPTIONS
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", nargs="*", default=["DistMult", "ConvE"])
     parser.add_argument("--graph", type=Path, default=None, help="folder with train.tsv, valid.tsv, test.tsv")
     parser.add_argument("--fraction", type=float, default=0.05)
-    parser.add_argument("--corruption", choices=["triples", "plausible", "tails"], default="triples")
+    parser.add_argument("--corruption", choices=CORRUPTIONS, default="triples")
     parser.add_argument("--validation-sample", type=int, default=None)
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
     parser.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])

@@ -193,3 +193,19 @@ def test_too_few_fakes_to_draw_is_said_and_a_bad_fraction_refused(caplog):
     for fraction in (-0.1, 1.0):
         with pytest.raises(KGTracinError, match="fraction of fakes"):
             corrupt_triples(TINY, fraction, 6, 2, 0)
+
+
+def test_corrupt_dispatches_by_kind():
+    """``corrupt(kind, ...)`` is the corruption of that name, with the same draws; an unknown kind is refused."""
+    from kgtracin import KGTracinError
+    from kgtracin.evaluation.noisy import corrupt
+
+    for kind, (expected, expected_noisy) in {
+        "triples": corrupt_triples(TINY, 0.25, 6, 2, 3),
+        "plausible": corrupt_plausible(TINY, 0.25, 3),
+        "tails": corrupt_tails(TINY, 0.25, 6, 3),
+    }.items():
+        got, got_noisy = corrupt(kind, TINY, 0.25, 6, 2, 3)
+        assert torch.equal(got, expected) and torch.equal(got_noisy, expected_noisy), kind
+    with pytest.raises(KGTracinError, match="unknown corruption 'heads'; choose from triples, plausible, tails"):
+        corrupt("heads", TINY, 0.25, 6, 2, 3)

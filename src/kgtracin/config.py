@@ -25,6 +25,7 @@ __all__ = [
     "TEST_BLOCK_BYTES",
     "DETECTORS",
     "PLANTS",
+    "CORRUPTIONS",
     "check_device",
 ]
 
@@ -36,6 +37,10 @@ PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "fl
 
 #: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
 DETECTORS: tuple[str, ...] = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
+
+#: The ways to corrupt training triples (:func:`kgtracin.evaluation.noisy.corrupt`): the field's fakes, plausible
+#: fakes, replaced tails.
+CORRUPTIONS: tuple[str, ...] = ("triples", "plausible", "tails")
 
 #: The fakes ``audit --order-by auto`` can plant to choose a detector (see :mod:`kgtracin.evaluation.calibration`).
 PLANTS: tuple[str, ...] = ("plausible", "triples")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..config import DETECTORS, PLANTS
+from ..config import CORRUPTIONS, DETECTORS, PLANTS
 from ..errors import KGTracinError
 from .group import cli
 from .options import (
@@ -91,7 +91,9 @@ def audit(
     if order_by == "auto":
         from ..evaluation.calibration import CalibrationConfig, choose_detector
 
-        order_by, aucs = choose_detector(run, detectors, CalibrationConfig(plant=plant or PLANTS[0]), **options)
+        order_by, aucs = choose_detector(
+            run, detectors, CalibrationConfig() if plant is None else CalibrationConfig(plant=plant), **options
+        )
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
         click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
     scores = detector_scores(
@@ -187,7 +189,7 @@ def audit(
 )
 @click.option(
     "--corruption",
-    type=click.Choice(["triples", "plausible", "tails"]),
+    type=click.Choice(CORRUPTIONS),
     default="triples",
     show_default=True,
     help="with --noisy: add fakes, each a real triple with its head, relation or tail replaced (the field's "

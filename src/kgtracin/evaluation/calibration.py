@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..config import PLANTS
 from ..errors import KGTracinError
-from .noisy import corrupt_plausible, corrupt_triples, roc_auc
+from .noisy import corrupt, roc_auc
 
 __all__ = ["CalibrationConfig", "choose_detector", "PLANTS"]
 
@@ -77,12 +77,9 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     if round(config.fraction * train.shape[0]) < 1:
         raise KGTracinError(f"planting {config.fraction} of the run's {train.shape[0]} training triples plants none")
     known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
-    if config.plant == "plausible":
-        planted, fake = corrupt_plausible(train, config.fraction, config.seed, known)
-    else:
-        planted, fake = corrupt_triples(
-            train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
-        )
+    planted, fake = corrupt(
+        config.plant, train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
+    )
     if not fake.any():  # before the retraining, which can take many minutes
         raise KGTracinError("no fake could be planted: every corruption drawn was a known triple")
     factory = TriplesFactory(

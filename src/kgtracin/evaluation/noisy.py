@@ -15,14 +15,46 @@ import logging
 import pandas as pd
 import torch
 
+from ..config import CORRUPTIONS
 from ..errors import KGTracinError
 
-__all__ = ["corrupt_tails", "corrupt_triples", "corrupt_plausible", "detection_metrics", "roc_auc", "BUDGETS"]
+__all__ = [
+    "corrupt",
+    "corrupt_tails",
+    "corrupt_triples",
+    "corrupt_plausible",
+    "detection_metrics",
+    "roc_auc",
+    "BUDGETS",
+]
 
 logger = logging.getLogger(__name__)
 
 #: the fractions of the training triples at which precision and recall are reported
 BUDGETS = (0.01, 0.05, 0.1)
+
+
+def corrupt(
+    kind: str,
+    triples: torch.Tensor,
+    fraction: float,
+    num_entities: int,
+    num_relations: int,
+    seed: int,
+    known: set[tuple[int, int, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrupt ``triples`` by ``kind`` (one of :data:`kgtracin.config.CORRUPTIONS`): ``triples``
+    (:func:`corrupt_triples`), ``plausible`` (:func:`corrupt_plausible`) or ``tails`` (:func:`corrupt_tails`).
+
+    :return: the corrupted triples and the mask of the corrupted (or added) rows, as the function of ``kind``
+    """
+    if kind == "tails":
+        return corrupt_tails(triples, fraction, num_entities, seed, known)
+    if kind == "plausible":
+        return corrupt_plausible(triples, fraction, seed, known)
+    if kind == "triples":
+        return corrupt_triples(triples, fraction, num_entities, num_relations, seed, known)
+    raise KGTracinError(f"unknown corruption {kind!r}; choose from {', '.join(CORRUPTIONS)}")
 
 
 def corrupt_tails(

@@ -137,20 +137,15 @@ def run_noisy(
     from pykeen.triples import TriplesFactory
 
     from ..audit import DETECTORS, detector_scores
-    from .noisy import corrupt_plausible, corrupt_tails, corrupt_triples, detection_metrics
+    from .noisy import corrupt, detection_metrics
 
     known = set()
     for part in splits.values():
         known |= set(map(tuple, part.tolist()))
     seed = config.retrain.seed
-    if corruption == "tails":
-        corrupted, noisy = corrupt_tails(factory.mapped_triples, fraction, factory.num_entities, seed, known)
-    elif corruption == "plausible":
-        corrupted, noisy = corrupt_plausible(factory.mapped_triples, fraction, seed, known)
-    else:
-        corrupted, noisy = corrupt_triples(
-            factory.mapped_triples, fraction, factory.num_entities, factory.num_relations, seed, known
-        )
+    corrupted, noisy = corrupt(
+        corruption, factory.mapped_triples, fraction, factory.num_entities, factory.num_relations, seed, known
+    )
     noisy_factory = TriplesFactory(
         corrupted, factory.entity_to_id, factory.relation_to_id, create_inverse_triples=factory.create_inverse_triples
     )
