@@ -18,6 +18,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 MODEL_KWARGS = {"ConvE": 32, "DistMult": 16, "TransE": 16, "ComplEx": 8, "RotatE": 8, "ERMLP": 16, "TuckER": 8}
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_folder(tmp_path_factory, monkeypatch):
+    """Kept calibrations go to a folder of each test's own, never to the user's cache."""
+    monkeypatch.setenv("KGTRACIN_CACHE_DIR", str(tmp_path_factory.mktemp("kgtracin-cache")))
+
+
 @pytest.fixture(scope="session")
 def run_factory(tmp_path_factory):
     """Train (once per session) a model on Nations with 2 checkpoints: ``run_factory(model, inverse)``."""

@@ -188,10 +188,10 @@ def test_audit_order_by_auto_needs_the_runs_recipe(distmult_run_copy, tmp_path, 
     assert not out.exists()
 
 
-def test_plant_needs_order_by_auto(distmult_run, tmp_path, capsys):
+def test_plant_with_another_order_is_refused(distmult_run, tmp_path, capsys):
     out = tmp_path / "audit.tsv"
-    code, _, err = run_cli(capsys, "audit", distmult_run, "--plant", "plausible", "--output", out)
-    assert_clean_error(code, err, "--plant", "--order-by auto")
+    code, _, err = run_cli(capsys, "audit", distmult_run, "--plant", "plausible", "--order-by", "loss", "--output", out)
+    assert_clean_error(code, err, "--plant", "--order-by auto", "loss")
     assert not out.exists()
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .adapters import ModelAdapter
-from .config import DETECTORS
+from .config import AUDIT_LOSS, DETECTORS
 from .errors import KGTracinError
 
 __all__ = [
@@ -46,20 +46,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The detector whose order the audit's rows follow, and the TracIn loss the audit uses unless told otherwise. By
-#: the field's protocol (``benchmarks/noisy_facts.py``; docs/quality/umls-noisy-field-protocol.md and
-#: wordnet-noisy-field-protocol.md), ``memorization`` under ``bce`` was the only detector above chance (ROC AUC) on
-#: all four of UMLS and the WordNet graph with DistMult and ConvE, with the best mean and worst case; it leads in
-#: two of the four (self-influence leads on WordNet ConvE, ``validation_cosine`` on UMLS DistMult). The former
-#: default (``validation``) was below chance on the WordNet graph. It needs no validation triples, so the audit
-#: orders by it with or without them. The model-free ``support`` finds the field's fakes on UMLS better than every
-#: TracIn detector, but only because they rarely fit their relation: with plausible fakes
+#: The detector whose order the audit's rows follow when none is chosen from the run (AUDIT_LOSS, in config, is the
+#: TracIn loss the audit uses unless told otherwise). By the field's protocol (``benchmarks/noisy_facts.py``;
+#: docs/quality/umls-noisy-field-protocol.md and wordnet-noisy-field-protocol.md), ``memorization`` under ``bce`` was
+#: the only detector above chance (ROC AUC) on all four of UMLS and the WordNet graph with DistMult and ConvE, with the
+#: best mean and worst case; it leads in two of the four (self-influence leads on WordNet ConvE, ``validation_cosine``
+#: on UMLS DistMult). The former default (``validation``) was below chance on the WordNet graph. It needs no validation
+#: triples, so the audit orders by it with or without them. The model-free ``support`` finds the field's fakes on UMLS
+#: better than every TracIn detector, but only because they rarely fit their relation: with plausible fakes
 #: (:func:`~kgtracin.evaluation.noisy.corrupt_plausible`) it finds almost none at the top of its order. There
-#: ``memorization`` has the best ROC AUC on UMLS DistMult, but it is fourth on UMLS ConvE (``self_influence`` leads
-#: at the top) and the plain ``loss`` beats every detector on the WordNet graph. It is the only detector above
-#: chance in all seven settings measured (docs/quality/).
+#: ``memorization`` has the best ROC AUC on UMLS DistMult, but it is fourth on UMLS ConvE (``self_influence`` leads at
+#: the top) and the plain ``loss`` beats every detector on the WordNet graph. It is the only detector above chance in
+#: all seven settings measured (docs/quality/). ``kgtracin audit`` orders a run made by ``kgtracin train`` by the
+#: detector chosen from it (:func:`kgtracin.evaluation.calibration.calibrate`), and other runs by this one.
 DEFAULT_DETECTOR = "memorization"
-AUDIT_LOSS = "bce"
 #: a total influence smaller than this counts as this (no division by zero)
 _TINY = 1e-30
 

@@ -26,6 +26,8 @@ __all__ = [
     "DETECTORS",
     "PLANTS",
     "CORRUPTIONS",
+    "AUDIT_LOSS",
+    "CalibrationConfig",
     "check_device",
 ]
 
@@ -44,6 +46,10 @@ CORRUPTIONS: tuple[str, ...] = ("triples", "plausible", "tails")
 
 #: The fakes ``audit --order-by auto`` can plant to choose a detector (see :mod:`kgtracin.evaluation.calibration`).
 PLANTS: tuple[str, ...] = ("plausible", "triples")
+
+#: The TracIn loss of the audit's detectors unless told otherwise: it found noisy facts best on every model measured
+#: (docs/quality/).
+AUDIT_LOSS = "bce"
 
 #: ``kgtracin train`` defaults, measured on UMLS (README): LCWA, cross-entropy over all tails, Adam.
 DEFAULT_EPOCHS = 50
@@ -97,6 +103,28 @@ def check_device(device: str) -> None:
         raise KGTracinError(f"device {device!r}: MPS is not available on this machine")
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise KGTracinError(f"device {device!r}: kgtracin runs on cpu or cuda")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How the audit's detector is chosen from a run (:mod:`kgtracin.evaluation.calibration`)."""
+
+    #: planted fakes, as a fraction of the run's training triples (the field's protocol uses 5%)
+    fraction: float = 0.05
+    seed: int = 0
+    progress: bool = True
+    #: ``plausible``: fakes that fit the relations' heads and tails
+    #: (:func:`~kgtracin.evaluation.noisy.corrupt_plausible`), like a wrong fact in a real graph; ``triples``: the
+    #: field's protocol (:func:`~kgtracin.evaluation.noisy.corrupt_triples`), whose fakes mostly ask queries no
+    #: fact asks. Planting the field's fakes into a run whose errors were plausible chose ``support``, with nothing
+    #: at the top of its order (docs/quality/umls-noisy-field-protocol.md)
+    plant: str = "plausible"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise KGTracinError(f"the planted fraction must be between 0 and 1, got {self.fraction}")
+        if self.plant not in PLANTS:
+            raise KGTracinError(f"unknown kind of planted fakes {self.plant!r}; choose from {', '.join(PLANTS)}")
 
 
 @dataclass(frozen=True)

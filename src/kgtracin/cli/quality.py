@@ -36,7 +36,8 @@ from .options import (
     type=click.Choice([*DETECTORS, "auto"]),
     default=None,
     help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes "
-    "(--plant) and take the detector that finds them best (ROC AUC) [default: memorization]",
+    "(--plant) and take the detector that finds them best (ROC AUC), kept for the next audit of the run "
+    "[default: auto for a run made by kgtracin train, else memorization]",
 )
 @click.option(
     "--plant",
@@ -60,27 +61,31 @@ def audit(
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
     Columns: rank head relation tail train_index, then one per detector: memorization (the share of the triple's
-    own steps in its learning, self-influence over the summed influence of all training triples on it: the
-    default order), validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the
-    same, raw TracIn), self_influence, support (few other facts share the triple's head and relation, or its
-    relation and tail: the graph's own baseline, no model) and loss (the final model's loss of the triple alone:
-    the model's baseline). The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on
-    every model measured. No detector leads on every graph and model: --order-by auto chooses one from the run,
-    by retraining its recipe once with planted fakes (a run made by kgtracin train). It chooses for the fakes it
-    plants (--plant): on UMLS the field's fakes were found best by support, which found almost none of the
-    plausible ones at the top of its order.
+    own steps in its learning, self-influence over the summed influence of all training triples on it),
+    validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the same, raw TracIn),
+    self_influence, support (few other facts share the triple's head and relation, or its relation and tail: the
+    graph's own baseline, no model) and loss (the final model's loss of the triple alone: the model's baseline).
+    The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
+
+    No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
+    detector chosen from the run (--order-by auto, the default there): its recipe is retrained once with planted
+    fakes, and the detector that finds them best is kept for the next audit of the same run and settings (in
+    $KGTRACIN_CACHE_DIR, else ~/.cache/kgtracin; never in the run's folder). It chooses for the fakes it plants
+    (--plant): by default plausible ones, a head or tail the relation already has there. Other runs, or
+    --order-by memorization, take memorization, the only detector above chance in every setting measured.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
-    if plant is not None and order_by != "auto":
-        raise KGTracinError("--plant chooses the fakes that --order-by auto plants; add --order-by auto")
+    if plant is not None and order_by not in (None, "auto"):
+        raise KGTracinError(f"--plant chooses the fakes that --order-by auto plants, not {order_by}; drop one")
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
     detectors, default_order = detectors_for(validation is not None)
-    order_by = order_by or default_order
+    if order_by is None:
+        order_by = _default_order(run, default_order, plant)
     options = dict(
         parameters=list(parameters) or "all",
         method=method,
@@ -89,13 +94,23 @@ def audit(
         loss=loss or AUDIT_LOSS,
     )
     if order_by == "auto":
-        from ..evaluation.calibration import CalibrationConfig, choose_detector
+        from ..calibrations import key_for, read_kept
+        from ..evaluation.calibration import CalibrationConfig, calibrate
+        from ..evaluation.end_to_end import retraining_config
 
-        order_by, aucs = choose_detector(
-            run, detectors, CalibrationConfig() if plant is None else CalibrationConfig(plant=plant), **options
-        )
-        found = ", ".join(f"{name} {auc:.3f}" for name, auc in aucs.items())
-        click.echo(f"planted fakes found (ROC AUC, calibration retraining): {found}; ordering by {order_by}")
+        config = CalibrationConfig() if plant is None else CalibrationConfig(plant=plant)
+        retraining_config(run, "--order-by auto retrains")  # the one-line refusal, before any other line
+        if read_kept(key_for(run, detectors, config, **options)) is None:
+            click.echo(
+                f"choosing the detector: retraining the run's recipe once with {config.fraction:.0%} planted "
+                f"{config.plant} fakes (kept for the next audit; --order-by {default_order} skips this)",
+                err=True,
+            )
+        calibration = calibrate(run, detectors, config, **options)
+        order_by = calibration.chosen
+        found = ", ".join(f"{name} {auc:.3f}" for name, auc in calibration.aucs.items())
+        how = f"read back from {calibration.path}" if calibration.reused else "calibration retraining"
+        click.echo(f"planted fakes found (ROC AUC, {how}): {found}; ordering by {order_by}")
     scores = detector_scores(
         run.model,
         run.training_triples,
@@ -110,6 +125,27 @@ def audit(
     for row in frame.head(5).itertuples():
         click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
     click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
+
+
+def _default_order(run, fallback: str, plant: str | None) -> str:
+    """``auto`` for a run whose manifest holds its training recipe, else ``fallback`` (said in one line)."""
+    from ..evaluation.end_to_end import retraining_config
+
+    try:
+        retraining_config(run)
+    except KGTracinError:
+        if plant is not None:
+            raise KGTracinError(
+                "--plant chooses the detector by retraining the run's recipe, which only a run made by kgtracin "
+                "train records; this run has none"
+            ) from None
+        click.echo(
+            f"ordering by {fallback}: choosing the detector from the run (--order-by auto) retrains its recipe, "
+            "which only a run made by kgtracin train records",
+            err=True,
+        )
+        return fallback
+    return "auto"
 
 
 @cli.command()

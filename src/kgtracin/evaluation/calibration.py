@@ -12,6 +12,9 @@ The choice is only as good as the planted fakes' likeness to the run's own. By d
 (:func:`~.noisy.corrupt_plausible`: a head or tail the relation already has there), which fit the graph's types
 as a wrong fact in a real graph does. ``plant="triples"`` plants the field's fakes instead, which mostly ask
 queries no real fact asks and which the model-free ``support`` count finds.
+
+:func:`calibrate` is what ``kgtracin audit`` calls (its default order for a run made by ``kgtracin train``): it
+keeps each outcome (:mod:`kgtracin.calibrations`), so the training is paid once per run and settings.
 """
 
 from __future__ import annotations
@@ -22,34 +25,50 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import PLANTS
+from ..calibrations import keep, key_for, read_kept
+from ..config import PLANTS, CalibrationConfig
 from ..errors import KGTracinError
 from .noisy import corrupt, roc_auc
 
-__all__ = ["CalibrationConfig", "choose_detector", "PLANTS"]
+__all__ = ["CalibrationConfig", "Calibration", "calibrate", "choose_detector", "key_for", "PLANTS"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CalibrationConfig:
-    """How the detector is chosen."""
+class Calibration:
+    """The detector chosen for a run, and how."""
 
-    #: planted fakes, as a fraction of the run's training triples (the field's protocol uses 5%)
-    fraction: float = 0.05
-    seed: int = 0
-    progress: bool = True
-    #: ``plausible``: fakes that fit the relations' heads and tails (:func:`~.noisy.corrupt_plausible`), like a
-    #: wrong fact in a real graph; ``triples``: the field's protocol (:func:`~.noisy.corrupt_triples`), whose fakes
-    #: mostly ask queries no fact asks. Planting the field's fakes into a run whose errors were plausible chose
-    #: ``support``, with nothing at the top of its order (docs/quality/umls-noisy-field-protocol.md)
-    plant: str = "plausible"
+    #: the detector whose ROC AUC for the planted fakes was highest
+    chosen: str
+    #: every detector compared -> its ROC AUC for the planted fakes (NaN: it gave NaN scores)
+    aucs: dict[str, float]
+    #: read back from an earlier calibration of the same run and settings (no training this time)
+    reused: bool
+    #: the file the outcome is kept in; ``None`` when it is not kept
+    path: Path | None
 
-    def __post_init__(self) -> None:
-        if not 0 < self.fraction < 1:
-            raise KGTracinError(f"the planted fraction must be between 0 and 1, got {self.fraction}")
-        if self.plant not in PLANTS:
-            raise KGTracinError(f"unknown kind of planted fakes {self.plant!r}; choose from {', '.join(PLANTS)}")
+
+def calibrate(
+    run,
+    detectors: tuple[str, ...],
+    config: CalibrationConfig = CalibrationConfig(),
+    folder: Path | None = None,
+    **tracin_kwargs,
+) -> Calibration:
+    """:func:`choose_detector`, kept: the outcome of an earlier calibration of the same run and settings is read
+    back (:mod:`kgtracin.calibrations`), else it is computed and kept.
+
+    :param folder: where outcomes are kept (default: :func:`kgtracin.calibrations.cache_folder`)
+    """
+    key = key_for(run, detectors, config, **tracin_kwargs)
+    kept = read_kept(key, folder)
+    if kept is not None:
+        chosen, aucs, path = kept
+        logger.info("calibration read back from %s", path)
+        return Calibration(chosen, aucs, True, path)
+    chosen, aucs = choose_detector(run, detectors, config, **tracin_kwargs)
+    return Calibration(chosen, aucs, False, keep(key, chosen, aucs, folder))
 
 
 def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig = CalibrationConfig(), **tracin_kwargs):

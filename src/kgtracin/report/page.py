@@ -88,6 +88,7 @@ def render_page(
     self_influence_svg: str | None = None,
     self_influence_top: pd.DataFrame | None = None,
     audit: pd.DataFrame | None = None,
+    audit_order: str = "",
 ) -> str:
     """The whole report as one HTML string.
 
@@ -95,6 +96,7 @@ def render_page(
     :param views: the explained triples
     :param self_influence_svg: a histogram of self-influence, when asked
     :param audit: the audit's most suspicious training triples, when asked
+    :param audit_order: a sentence on the detector that orders them, and why
     """
     body = [f"<h1>{escape(title)}</h1>"] + [f'<p class="summary">{escape(line)}</p>' for line in summary]
     body += [_triple_section(i + 1, view) for i, view in enumerate(views)]
@@ -112,6 +114,7 @@ def render_page(
         floats = tuple(c for c in audit.columns if c not in ("rank", "head", "relation", "tail", "train_index"))
         body.append(
             '<section class="audit"><h2>Audit: the most suspicious training triples</h2>'
+            + (f"<p>{escape(audit_order)}</p>" if audit_order else "")
             + _table(audit, floats=floats)
             + "</section>"
         )

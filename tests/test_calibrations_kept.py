@@ -1,0 +1,229 @@
+"""Kept calibrations (:mod:`kgtracin.calibrations`): the audit's default order is chosen from the run once, then
+read back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pandas as pd
+import pytest
+
+from kgtracin import calibrations
+from kgtracin.calibrations import FORMAT, cache_folder, calibration_key, keep, key_for, read_kept
+from kgtracin.evaluation import calibration
+from kgtracin.evaluation.calibration import CalibrationConfig, calibrate
+from kgtracin.runs import load_run
+
+from .test_cli import assert_clean_error, run_cli
+
+DETECTORS = ("memorization", "self_influence", "support", "loss")
+SETTINGS = dict(plant="plausible", fraction=0.05, seed=0, loss="bce", parameters="all")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Stand in for the retraining: ``choose_detector`` returns a fixed choice and counts its calls."""
+    calls = []
+
+    def choose(run, detectors, config, **kwargs):
+        calls.append((config, kwargs))
+        return "support", {name: 0.5 + 0.1 * (name == "support") for name in detectors}
+
+    monkeypatch.setattr(calibration, "choose_detector", choose)
+    return calls
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KGTRACIN_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_folder() == tmp_path / "mine" / "calibrations"
+    monkeypatch.delenv("KGTRACIN_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == tmp_path / "xdg" / "kgtracin" / "calibrations"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_folder() == tmp_path / "home" / ".cache" / "kgtracin" / "calibrations"
+
+
+def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
+    run = load_run(distmult_run_copy)
+    key = calibration_key(run, DETECTORS, **SETTINGS)
+    assert key == calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)  # the same run, read again
+    changed = [
+        calibration_key(run, DETECTORS[:3], **SETTINGS),
+        *(
+            calibration_key(run, DETECTORS, **{**SETTINGS, name: value})
+            for name, value in [
+                ("plant", "triples"),
+                ("fraction", 0.1),
+                ("seed", 1),
+                ("loss", "softmax"),
+                ("parameters", ["x.*"]),
+            ]
+        ),
+        calibration_key(run, DETECTORS, **SETTINGS, options={"precision": "bf16"}),
+    ]
+    assert all(other != key for other in changed)
+    # the run's training triples and its final model are part of it
+    run.training_triples = run.training_triples[1:]
+    assert calibration_key(run, DETECTORS, **SETTINGS)["run"] != key["run"]
+    model = distmult_run_copy / "model.pt"
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)["run"] != key["run"]
+    run.path = None
+    assert calibration_key(run, DETECTORS, **SETTINGS) is None
+
+
+def test_key_for_leaves_out_what_changes_no_score(distmult_run):
+    run = load_run(distmult_run)
+    plain = key_for(run, DETECTORS, CalibrationConfig())
+    assert plain == key_for(run, DETECTORS, CalibrationConfig(progress=False), method="loop", batch_size=7)
+    assert plain == key_for(run, DETECTORS, CalibrationConfig(), loss="bce", parameters=[])  # the audit's defaults
+    assert plain != key_for(run, DETECTORS, CalibrationConfig(), precision="bf16")
+    assert plain != key_for(run, DETECTORS, CalibrationConfig(plant="triples"))
+
+
+def test_kept_and_read_back(distmult_run, tmp_path):
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    assert read_kept(key, tmp_path) is None
+    aucs = {"memorization": 0.7, "self_influence": float("nan"), "support": 0.9, "loss": 0.5}
+    path = keep(key, "support", aucs, tmp_path)
+    assert path.parent == tmp_path and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+    chosen, read, where = read_kept(key, tmp_path)
+    assert (chosen, where) == ("support", path) and read["support"] == 0.9 and read["self_influence"] != 0.0
+    assert read_kept({**key, "seed": 1}, tmp_path) is None
+    assert read_kept(None, tmp_path) is None and keep(None, "support", aucs, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda record: "not json",
+        lambda record: json.dumps({**record, "format": "other/1"}),
+        lambda record: json.dumps({**record, "key": {**record["key"], "loss": "softmax"}}),
+        lambda record: json.dumps({**record, "chosen": "validation"}),
+        lambda record: json.dumps({**record, "aucs": {"support": 0.9}}),
+    ],
+)
+def test_a_damaged_or_foreign_file_counts_as_absent(distmult_run, tmp_path, damage):
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    path = keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
+    path.write_text(damage(json.loads(path.read_text())))
+    assert read_kept(key, tmp_path) is None
+
+
+def test_a_file_kgtracin_did_not_write_is_never_replaced(distmult_run, tmp_path, caplog):
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    path = keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
+    path.write_text("the user's own notes")
+    with caplog.at_level(logging.WARNING):
+        assert keep(key, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
+    assert path.read_text() == "the user's own notes" and "not written by kgtracin" in caplog.text
+    record = json.loads(keep({**key, "seed": 5}, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path).read_text())
+    assert record["format"] == FORMAT  # a kgtracin file of its own name is written, and replaced when asked again
+    assert keep({**key, "seed": 5}, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path) is not None
+
+
+def test_a_folder_that_is_a_file_costs_only_the_keeping(distmult_run, tmp_path, caplog):
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    (tmp_path / "kept").write_text("a file")
+    with caplog.at_level(logging.WARNING):
+        assert keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path / "kept") is None
+    assert "calibration not kept" in caplog.text and (tmp_path / "kept").read_text() == "a file"
+
+
+def test_calibrate_retrains_once_per_run_and_settings(distmult_run, tmp_path, counted):
+    run = load_run(distmult_run)
+    first = calibrate(run, DETECTORS, CalibrationConfig(progress=False), tmp_path, loss="bce")
+    assert (first.chosen, first.reused, len(counted)) == ("support", False, 1) and first.path.parent == tmp_path
+    again = calibrate(load_run(distmult_run), DETECTORS, CalibrationConfig(), tmp_path, method="loop")
+    assert (again.chosen, again.aucs, again.reused, again.path, len(counted)) == (
+        "support",
+        first.aucs,
+        True,
+        first.path,
+        1,
+    )
+    other = calibrate(run, DETECTORS, CalibrationConfig(plant="triples"), tmp_path)
+    assert not other.reused and len(counted) == 2 and counted[-1][0].plant == "triples"
+    run.path = None  # nothing to identify the run by: computed every time, kept nowhere
+    for _ in range(2):
+        assert calibrate(run, DETECTORS, CalibrationConfig(), tmp_path).path is None
+    assert len(counted) == 4
+
+
+def test_the_audit_orders_by_the_runs_calibration_by_default(distmult_run, tmp_path, capsys, monkeypatch):
+    """A run made by kgtracin train is audited in the order chosen from it (plausible fakes planted); a second
+    audit reads the choice back without retraining, and says so."""
+    chosen, calls = {}, []
+    original = calibration.choose_detector
+
+    def spy(run, detectors, config, **kwargs):
+        calls.append(config)
+        chosen["result"] = original(run, detectors, config, **kwargs)
+        return chosen["result"]
+
+    monkeypatch.setattr(calibration, "choose_detector", spy)
+    out = tmp_path / "audit.tsv"
+    code, stdout, err = run_cli(capsys, "audit", distmult_run, "--output", out)
+    assert code == 0, err
+    best, aucs = chosen["result"]
+    assert [c.plant for c in calls] == ["plausible"] and "choosing the detector: retraining" in err
+    assert "calibration retraining): " in stdout and f"most suspicious first by {best}" in stdout
+    assert all(f"{name} {auc:.3f}" in stdout for name, auc in aucs.items())
+    assert pd.read_csv(out, sep="\t")[best].is_monotonic_decreasing
+    kept = list(calibrations.cache_folder().iterdir())
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["chosen"] == best
+    code, stdout, err = run_cli(capsys, "audit", distmult_run, "--output", out)
+    assert code == 0, err
+    assert len(calls) == 1 and "choosing the detector" not in err
+    assert f"read back from {kept[0]}" in stdout and f"most suspicious first by {best}" in stdout
+    # --plant alone means auto, with that plant
+    code, stdout, err = run_cli(capsys, "audit", distmult_run, "--plant", "triples", "--output", out)
+    assert code == 0, err
+    assert [c.plant for c in calls] == ["plausible", "triples"]
+
+
+def test_a_run_without_a_recipe_is_ordered_by_memorization(distmult_run_copy, tmp_path, capsys, counted):
+    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
+    del manifest["training"]
+    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "audit.tsv"
+    code, stdout, err = run_cli(capsys, "audit", distmult_run_copy, "--output", out)
+    assert code == 0, err
+    note = (
+        "ordering by memorization: choosing the detector from the run (--order-by auto) retrains its recipe, which "
+        "only a run made by kgtracin train records"
+    )
+    assert not counted and err.strip().splitlines()[0] == note and err.count("ordering by") == 1  # then progress
+    assert "most suspicious first by memorization" in stdout
+    assert pd.read_csv(out, sep="\t")["memorization"].is_monotonic_decreasing
+    out.unlink()
+    code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--plant", "triples", "--output", out)
+    assert_clean_error(code, err, "--plant", "kgtracin train")
+    assert not out.exists() and not counted
+
+
+def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_path, capsys, counted):
+    """``kgtracin report --audit N`` orders by memorization, and says how to choose, until ``kgtracin audit`` has
+    kept a choice for the run; then it orders by that choice."""
+    from kgtracin.config import DETECTORS as ALL
+
+    out = tmp_path / "report.html"
+    args = ["report", distmult_run, "--split", "test", "--limit", "1", "--audit", "5", "--output", out]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    page = out.read_text(encoding="utf-8")
+    assert "Ordered by memorization. kgtracin audit chooses the detector from the run" in page
+    key = key_for(load_run(distmult_run), ALL)
+    keep(key, "support", {name: 0.5 + 0.25 * (name == "support") for name in ALL})
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    page = out.read_text(encoding="utf-8")
+    assert "Ordered by support, the detector kgtracin audit chose for this run" in page and "0.750" in page
+    section = page[page.index('<section class="audit">') :]
+    head = re.findall(r"<th[^>]*>([^<]*)</th>", section)
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", section)[1:]]
+    support = [float(row[head.index("support")]) for row in rows]
+    assert len(rows) == 5 and support == sorted(support, reverse=True) and not counted
