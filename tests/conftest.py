@@ -18,6 +18,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 MODEL_KWARGS = {"ConvE": 32, "DistMult": 16, "TransE": 16, "ComplEx": 8, "RotatE": 8, "ERMLP": 16, "TuckER": 8}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_folder(tmp_path_factory):
+    """Kept calibrations of session- and module-scoped fixtures go to a folder of the session, never to the
+    user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KGTRACIN_CACHE_DIR", str(tmp_path_factory.mktemp("kgtracin-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _own_cache_folder(tmp_path_factory, monkeypatch):
     """Kept calibrations go to a folder of each test's own, never to the user's cache."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
+import stat
 
 import pandas as pd
 import pytest
@@ -38,11 +41,13 @@ def counted(monkeypatch):
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("KGTRACIN_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_folder() == tmp_path / "mine" / "calibrations"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KGTRACIN_CACHE_DIR", "~/mine")
+    assert cache_folder() == tmp_path / "home" / "mine" / "calibrations"
     monkeypatch.delenv("KGTRACIN_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_folder() == tmp_path / "xdg" / "kgtracin" / "calibrations"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_folder() == tmp_path / "home" / ".cache" / "kgtracin" / "calibrations"
 
 
@@ -50,6 +55,7 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
     run = load_run(distmult_run_copy)
     key = calibration_key(run, DETECTORS, **SETTINGS)
     assert key == calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)  # the same run, read again
+    assert key["pykeen"] and key["torch"] and key["kgtracin"]
     changed = [
         calibration_key(run, DETECTORS[:3], **SETTINGS),
         *(
@@ -65,12 +71,22 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
         calibration_key(run, DETECTORS, **SETTINGS, options={"precision": "bf16"}),
     ]
     assert all(other != key for other in changed)
-    # the run's training triples and its final model are part of it
+    # every split counts: the training triples are retrained on, all are kept out of the fakes, and the
+    # validation triples are scored
+    for split in ("validation", "testing"):
+        other = load_run(distmult_run_copy)
+        other.splits[split] = other.splits[split][1:]
+        assert calibration_key(other, DETECTORS, **SETTINGS)["run"] != key["run"], split
     run.training_triples = run.training_triples[1:]
     assert calibration_key(run, DETECTORS, **SETTINGS)["run"] != key["run"]
+    manifest = distmult_run_copy / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"seed": 1', '"seed": 2'))
+    assert calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)["run"] != key["run"]
+    # the final model is not retrained from: a change to it leaves the key (and the choice) as it is
+    manifest.write_text(manifest.read_text().replace('"seed": 2', '"seed": 1'))
     model = distmult_run_copy / "model.pt"
     model.write_bytes(model.read_bytes() + b"\0")
-    assert calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)["run"] != key["run"]
+    assert calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS) == key
     run.path = None
     assert calibration_key(run, DETECTORS, **SETTINGS) is None
 
@@ -91,7 +107,8 @@ def test_kept_and_read_back(distmult_run, tmp_path):
     path = keep(key, "support", aucs, tmp_path)
     assert path.parent == tmp_path and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
     chosen, read, where = read_kept(key, tmp_path)
-    assert (chosen, where) == ("support", path) and read["support"] == 0.9 and read["self_influence"] != 0.0
+    assert (chosen, where) == ("support", path) and read["support"] == 0.9 and math.isnan(read["self_influence"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # the user's umask, as every output
     assert read_kept({**key, "seed": 1}, tmp_path) is None
     assert read_kept(None, tmp_path) is None and keep(None, "support", aucs, tmp_path) is None
 
@@ -104,6 +121,11 @@ def test_kept_and_read_back(distmult_run, tmp_path):
         lambda record: json.dumps({**record, "key": {**record["key"], "loss": "softmax"}}),
         lambda record: json.dumps({**record, "chosen": "validation"}),
         lambda record: json.dumps({**record, "aucs": {"support": 0.9}}),
+        lambda record: json.dumps({**record, "aucs": {**record["aucs"], "loss": None}}),
+        lambda record: json.dumps({**record, "aucs": {**record["aucs"], "loss": "abc"}}),
+        lambda record: json.dumps({**record, "aucs": {**record["aucs"], "loss": True}}),
+        lambda record: json.dumps({**record, "aucs": {**record["aucs"], "support": float("nan")}}),
+        lambda record: json.dumps(record) + " " * (1 << 16),
     ],
 )
 def test_a_damaged_or_foreign_file_counts_as_absent(distmult_run, tmp_path, damage):
@@ -113,13 +135,73 @@ def test_a_damaged_or_foreign_file_counts_as_absent(distmult_run, tmp_path, dama
     assert read_kept(key, tmp_path) is None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_damaged_kept_file_is_replaced_by_the_next_calibration(distmult_run, tmp_path, counted):
+    run = load_run(distmult_run)
+    first = calibrate(run, DETECTORS, CalibrationConfig(progress=False), tmp_path)
+    record = json.loads(first.path.read_text())
+    first.path.write_text(json.dumps({**record, "aucs": {**record["aucs"], "loss": None}}))
+    again = calibrate(run, DETECTORS, CalibrationConfig(progress=False), tmp_path)
+    assert not again.reused and again.path == first.path and len(counted) == 2
+    assert calibrate(run, DETECTORS, CalibrationConfig(progress=False), tmp_path).reused
+
+
+def test_what_is_not_a_regular_file_is_never_opened_nor_replaced(distmult_run, tmp_path, caplog):
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    path = keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
+    path.unlink()
+    os.mkfifo(path)  # opening it to read would wait for a writer for ever
+    with caplog.at_level(logging.WARNING):
+        assert (
+            read_kept(key, tmp_path) is None and keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
+        )
+    assert stat.S_ISFIFO(os.lstat(path).st_mode) and "not a file kgtracin wrote" in caplog.text
+    path.unlink()
+    elsewhere = keep({**key, "seed": 9}, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
+    path.symlink_to(elsewhere)  # the user's link, to a file of kgtracin's format: read through, never replaced
+    assert read_kept(key, tmp_path) is None
+    assert keep(key, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
+    assert path.is_symlink() and json.loads(elsewhere.read_text())["chosen"] == "support"
+
+
+def test_a_folder_that_cannot_be_searched_costs_only_the_keeping(distmult_run, tmp_path, caplog, monkeypatch):
+    """Python raises PermissionError from ``is_symlink`` in a folder without search permission (as root cannot
+    be made to see, it is stood in for)."""
+    key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
+    path = keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "is_symlink", refused)
+    with caplog.at_level(logging.WARNING):
+        assert keep(key, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
+    assert "calibration not kept" in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_cache_folder_inside_the_run_keeps_nothing(distmult_run_copy, caplog, counted):
+    before = sorted(p.relative_to(distmult_run_copy) for p in distmult_run_copy.rglob("*"))
+    inside_run = distmult_run_copy / "checkpoints" / "cache"
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            result = calibrate(load_run(distmult_run_copy), DETECTORS, CalibrationConfig(), inside_run)
+            assert result.path is None and not result.reused
+    assert len(counted) == 2 and "inside the run's folder" in caplog.text
+    assert sorted(p.relative_to(distmult_run_copy) for p in distmult_run_copy.rglob("*")) == before
+
+
 def test_a_file_kgtracin_did_not_write_is_never_replaced(distmult_run, tmp_path, caplog):
     key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
     path = keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
     path.write_text("the user's own notes")
     with caplog.at_level(logging.WARNING):
         assert keep(key, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
-    assert path.read_text() == "the user's own notes" and "not written by kgtracin" in caplog.text
+    assert path.read_text() == "the user's own notes" and "not a file kgtracin wrote" in caplog.text
     record = json.loads(keep({**key, "seed": 5}, "loss", dict.fromkeys(DETECTORS, 0.5), tmp_path).read_text())
     assert record["format"] == FORMAT  # a kgtracin file of its own name is written, and replaced when asked again
     assert keep({**key, "seed": 5}, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path) is not None
@@ -215,7 +297,7 @@ def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_p
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     page = out.read_text(encoding="utf-8")
-    assert "Ordered by memorization. kgtracin audit chooses the detector from the run" in page
+    assert "Ordered by memorization. kgtracin audit, with its default settings, chooses the detector" in page
     key = key_for(load_run(distmult_run), ALL)
     keep(key, "support", {name: 0.5 + 0.25 * (name == "support") for name in ALL})
     code, _, err = run_cli(capsys, *args)
@@ -227,3 +309,25 @@ def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_p
     rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", section)[1:]]
     support = [float(row[head.index("support")]) for row in rows]
     assert len(rows) == 5 and support == sorted(support, reverse=True) and not counted
+
+
+def test_a_recipe_kgtracin_cannot_read_is_said_not_passed_over(distmult_run_copy, tmp_path, capsys, counted):
+    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
+    manifest["training"]["future_field"] = 1
+    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "audit.tsv"
+    code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--output", out)
+    assert_clean_error(code, err, "training recipe kgtracin cannot read", "future_field")
+    assert not out.exists() and not counted
+
+
+def test_the_report_of_a_run_without_a_recipe_says_why_memorization(distmult_run_copy, tmp_path, capsys):
+    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
+    del manifest["training"]
+    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "report.html"
+    args = ["report", distmult_run_copy, "--split", "test", "--limit", "1", "--audit", "3", "--output", out]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    page = out.read_text(encoding="utf-8")
+    assert "Ordered by memorization, the audit&#x27;s order for a run without a training recipe" in page

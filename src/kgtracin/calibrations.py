@@ -1,16 +1,20 @@
 """Kept detector choices: the audit's calibration, read back instead of retrained.
 
 Choosing the audit's detector from a run (:func:`kgtracin.evaluation.calibration.calibrate`) costs one training
-of the run's recipe. Its outcome depends only on the run (its manifest, final model and training triples), the
-detectors compared, the planted fakes (kind, fraction, seed) and the TracIn loss and parameters: the
-:func:`calibration_key`. So the outcome is kept, one small JSON file per key, and read back when the same choice
-is asked for again (a second audit of the run, or its report).
+of the run's recipe. Its outcome depends only on the run's recipe (its manifest), its triples (every split: the
+training triples are retrained on, all of them are kept out of the planted fakes, and the validation triples are
+scored by two detectors), the detectors compared, the planted fakes (kind, fraction, seed), the TracIn loss and
+parameters, and the versions of kgtracin, PyKEEN and torch that retrain: the :func:`calibration_key`. So the
+outcome is kept, one small JSON file per key, and read back when the same choice is asked for again (a second
+audit of the run, or its report).
 
 The folder is ``$KGTRACIN_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/kgtracin``, else ``~/.cache/kgtracin``;
-the files are in its ``calibrations/``. Nothing is written into the run's folder, which is an input. kgtracin
-writes only files named by a key's digest, through a temporary file renamed into place, and replaces only a file
-it wrote itself (recognised by :data:`FORMAT`). A file that cannot be read, or that holds another key, counts as
-absent; a folder that cannot be written costs the keeping only (a warning).
+the files are in its ``calibrations/``. Nothing is kept inside the run's folder, which is an input (a cache
+folder there keeps nothing, with a warning). kgtracin writes only regular files named by a key's digest, through
+a temporary file renamed into place, and replaces only a regular file it wrote itself (recognised by
+:data:`FORMAT`), never a link or a file of the user's. Anything at that name that is not such a file, cannot be
+read, or holds another key or broken values counts as absent; a folder that cannot be written or searched costs
+the keeping only (a warning).
 """
 
 from __future__ import annotations
@@ -18,21 +22,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import stat
 from pathlib import Path
 
 import torch
 
 from ._version import __version__
 from .config import AUDIT_LOSS, CalibrationConfig
-from .staging import temporary_file
+from .staging import apply_umask, temporary_file
 
-__all__ = ["calibration_key", "key_for", "cache_folder", "read_kept", "keep", "FORMAT"]
+__all__ = ["calibration_key", "key_for", "cache_folder", "run_digest", "inside", "read_kept", "keep", "FORMAT"]
 
 logger = logging.getLogger(__name__)
 
 #: the ``format`` field of every file kept here
 FORMAT = "kgtracin-calibration/1"
+#: a kept file is a few hundred bytes; anything larger at its name is not one
+_MAX_BYTES = 1 << 16
 
 #: TracIn options not keyed as ``options``: the loss and parameters have fields of their own, and the others
 #: change how the scores are computed, not what they are
@@ -44,27 +52,33 @@ def cache_folder() -> Path:
     root = os.environ.get("KGTRACIN_CACHE_DIR")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME")
-        root = os.path.join(xdg, "kgtracin") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "kgtracin")
-    return Path(root) / "calibrations"
+        root = os.path.join(xdg, "kgtracin") if xdg else os.path.join("~", ".cache", "kgtracin")
+    return Path(os.path.expanduser(root)) / "calibrations"
 
 
 def run_digest(run) -> str | None:
-    """SHA-256 of the run's manifest, final model file and training triples; ``None`` for a run without a folder.
+    """SHA-256 of the run's manifest (its recipe), its labels and every split's triples; ``None`` for a run
+    without a folder (nothing to say that it is the same run next time).
 
     :param run: a :class:`~kgtracin.runs.Run`
     """
     if run.path is None:
         return None
     digest = hashlib.sha256()
-    for name in ("manifest.json", "model.pt"):
-        path = run.path / name
-        if path.is_file():
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
-    triples = run.training_triples.to(torch.int64).contiguous()
-    digest.update(str(tuple(triples.shape)).encode())
-    digest.update(triples.numpy().tobytes())
+    manifest = run.path / "manifest.json"
+    digest.update(manifest.read_bytes() if manifest.is_file() else json.dumps(run.manifest, sort_keys=True).encode())
+    digest.update(json.dumps([list(run.labels.entities), list(run.labels.relations)]).encode())
+    for name, triples in sorted({**run.splits, "training": run.training_triples}.items()):
+        triples = triples.to(torch.int64).contiguous()
+        digest.update(f"{name}{tuple(triples.shape)}".encode())
+        digest.update(triples.numpy().tobytes())
     return digest.hexdigest()
+
+
+def inside(folder: Path, parent: Path) -> bool:
+    """Whether ``folder`` is ``parent`` or lies below it (links resolved)."""
+    folder, parent = Path(os.path.realpath(folder)), Path(os.path.realpath(parent))
+    return folder == parent or parent in folder.parents
 
 
 def calibration_key(
@@ -78,8 +92,12 @@ def calibration_key(
     digest = run_digest(run)
     if digest is None:
         return None
+    from importlib.metadata import version
+
     return {
         "kgtracin": __version__,
+        "pykeen": version("pykeen"),
+        "torch": torch.__version__,
         "run": digest,
         "detectors": list(detectors),
         "plant": plant,
@@ -116,11 +134,20 @@ def _path(key: dict, folder: Path | None) -> Path:
 
 
 def _read(path: Path) -> dict | None:
+    """The record in a regular file of kgtracin's format at ``path`` (links followed), else ``None``."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a folder, a FIFO or a device: never opened, so never waited on
+        with open(path, "rb") as handle:
+            text = handle.read(_MAX_BYTES + 1)
+        record = json.loads(text) if len(text) <= _MAX_BYTES else None
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_kept(key: dict | None, folder: Path | None = None) -> tuple[str, dict[str, float], Path] | None:
@@ -134,7 +161,10 @@ def read_kept(key: dict | None, folder: Path | None = None) -> tuple[str, dict[s
     chosen, aucs = record.get("chosen"), record.get("aucs")
     if chosen not in key["detectors"] or not isinstance(aucs, dict) or set(aucs) != set(key["detectors"]):
         return None
-    return chosen, {name: float(aucs[name]) for name in key["detectors"]}, path
+    numbers = {name: _number(aucs[name]) for name in key["detectors"]}
+    if any(value is None for value in numbers.values()) or math.isnan(numbers[chosen]):
+        return None
+    return chosen, numbers, path
 
 
 def keep(key: dict | None, chosen: str, aucs: dict[str, float], folder: Path | None = None) -> Path | None:
@@ -142,15 +172,16 @@ def keep(key: dict | None, chosen: str, aucs: dict[str, float], folder: Path | N
     if key is None:
         return None
     path = _path(key, folder)
-    if (path.exists() or path.is_symlink()) and _read(path) is None:
-        logger.warning("calibration not kept: %s exists and was not written by kgtracin", path)
-        return None
     record = {"format": FORMAT, "key": key, "chosen": chosen, "aucs": {k: float(v) for k, v in aucs.items()}}
     tmp = None
     try:
+        if os.path.lexists(path) and (path.is_symlink() or _read(path) is None):
+            logger.warning("calibration not kept: %s exists and is not a file kgtracin wrote", path)
+            return None
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_file(path)
-        tmp.write_text(json.dumps(record, indent=1, allow_nan=True), encoding="utf-8")
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        apply_umask(tmp)
         os.replace(tmp, path)
     except OSError as error:
         if tmp is not None:

@@ -59,6 +59,13 @@ class Run:
     path: Path | None = None
 
     @property
+    def has_recipe(self) -> bool:
+        """Whether the manifest holds a training recipe (a run made by ``kgtracin train``), readable or not."""
+        manifest = self.manifest or {}
+        training, kwargs = manifest.get("training"), manifest.get("model_kwargs")
+        return isinstance(training, dict) and isinstance(kwargs, dict) and "model" in manifest
+
+    @property
     def training_loss(self) -> str:
         """The PyKEEN loss the model was trained with (from the manifest, else the model's own)."""
         recorded = (self.manifest.get("training") or {}).get("loss")

@@ -70,9 +70,10 @@ def audit(
     No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
     detector chosen from the run (--order-by auto, the default there): its recipe is retrained once with planted
     fakes, and the detector that finds them best is kept for the next audit of the same run and settings (in
-    $KGTRACIN_CACHE_DIR, else ~/.cache/kgtracin; never in the run's folder). It chooses for the fakes it plants
-    (--plant): by default plausible ones, a head or tail the relation already has there. Other runs, or
-    --order-by memorization, take memorization, the only detector above chance in every setting measured.
+    $KGTRACIN_CACHE_DIR, else $XDG_CACHE_HOME/kgtracin, else ~/.cache/kgtracin; never inside the run's folder). It
+    chooses for the fakes it plants (--plant): by default plausible ones, a head or tail the relation already has
+    there. Other runs, or --order-by memorization, take memorization, the only detector above chance in every
+    setting measured.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
@@ -94,19 +95,20 @@ def audit(
         loss=loss or AUDIT_LOSS,
     )
     if order_by == "auto":
-        from ..calibrations import key_for, read_kept
         from ..evaluation.calibration import CalibrationConfig, calibrate
         from ..evaluation.end_to_end import retraining_config
 
         config = CalibrationConfig() if plant is None else CalibrationConfig(plant=plant)
         retraining_config(run, "--order-by auto retrains")  # the one-line refusal, before any other line
-        if read_kept(key_for(run, detectors, config, **options)) is None:
+
+        def announce() -> None:
             click.echo(
                 f"choosing the detector: retraining the run's recipe once with {config.fraction:.0%} planted "
                 f"{config.plant} fakes (kept for the next audit; --order-by {default_order} skips this)",
                 err=True,
             )
-        calibration = calibrate(run, detectors, config, **options)
+
+        calibration = calibrate(run, detectors, config, before_training=announce, **options)
         order_by = calibration.chosen
         found = ", ".join(f"{name} {auc:.3f}" for name, auc in calibration.aucs.items())
         how = f"read back from {calibration.path}" if calibration.reused else "calibration retraining"
@@ -128,24 +130,20 @@ def audit(
 
 
 def _default_order(run, fallback: str, plant: str | None) -> str:
-    """``auto`` for a run whose manifest holds its training recipe, else ``fallback`` (said in one line)."""
-    from ..evaluation.end_to_end import retraining_config
-
-    try:
-        retraining_config(run)
-    except KGTracinError:
-        if plant is not None:
-            raise KGTracinError(
-                "--plant chooses the detector by retraining the run's recipe, which only a run made by kgtracin "
-                "train records; this run has none"
-            ) from None
-        click.echo(
-            f"ordering by {fallback}: choosing the detector from the run (--order-by auto) retrains its recipe, "
-            "which only a run made by kgtracin train records",
-            err=True,
+    """``auto`` for a run whose manifest holds a training recipe, else ``fallback`` (said in one line)."""
+    if run.has_recipe:
+        return "auto"  # a recipe kgtracin cannot read is refused by the calibration, in one line
+    if plant is not None:
+        raise KGTracinError(
+            "--plant chooses the detector by retraining the run's recipe, which only a run made by kgtracin train "
+            "records; this run has none"
         )
-        return fallback
-    return "auto"
+    click.echo(
+        f"ordering by {fallback}: choosing the detector from the run (--order-by auto) retrains its recipe, which "
+        "only a run made by kgtracin train records",
+        err=True,
+    )
+    return fallback
 
 
 @cli.command()

@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..calibrations import keep, key_for, read_kept
+from ..calibrations import cache_folder, inside, keep, key_for, read_kept
 from ..config import PLANTS, CalibrationConfig
 from ..errors import KGTracinError
 from .noisy import corrupt, roc_auc
@@ -54,19 +55,28 @@ def calibrate(
     detectors: tuple[str, ...],
     config: CalibrationConfig = CalibrationConfig(),
     folder: Path | None = None,
+    before_training: Callable[[], None] | None = None,
     **tracin_kwargs,
 ) -> Calibration:
     """:func:`choose_detector`, kept: the outcome of an earlier calibration of the same run and settings is read
     back (:mod:`kgtracin.calibrations`), else it is computed and kept.
 
-    :param folder: where outcomes are kept (default: :func:`kgtracin.calibrations.cache_folder`)
+    :param folder: where outcomes are kept (default: :func:`kgtracin.calibrations.cache_folder`); one inside the
+        run's folder keeps nothing (the run is an input)
+    :param before_training: called once the outcome is known not to be kept, before the retraining
     """
+    folder = folder or cache_folder()
     key = key_for(run, detectors, config, **tracin_kwargs)
+    if key is not None and inside(folder, run.path):
+        logger.warning("calibration not kept: the cache folder %s is inside the run's folder, an input", folder)
+        key = None
     kept = read_kept(key, folder)
     if kept is not None:
         chosen, aucs, path = kept
         logger.info("calibration read back from %s", path)
         return Calibration(chosen, aucs, True, path)
+    if before_training is not None:
+        before_training()
     chosen, aucs = choose_detector(run, detectors, config, **tracin_kwargs)
     return Calibration(chosen, aucs, False, keep(key, chosen, aucs, folder))
 

@@ -92,7 +92,7 @@ def retraining_config(run, purpose: str = "the end-to-end protocol retrains"):
 
     manifest = run.manifest or {}
     training, kwargs = manifest.get("training"), manifest.get("model_kwargs")
-    if not isinstance(training, dict) or not isinstance(kwargs, dict) or "model" not in manifest:
+    if not run.has_recipe:
         raise KGTracinError(
             f"{purpose} with the run's own recipe, which only a run made by kgtracin train "
             "records (its manifest.json); this run has none"

@@ -86,15 +86,20 @@ def build_report(
 
 
 def _audit_order(run, detectors: tuple[str, ...], fallback: str, loss: str) -> tuple[str, str]:
-    """The detector ``kgtracin audit`` chose for this run and settings when it kept one (the report never
-    retrains), else ``fallback``; and a sentence that says which."""
+    """The detector ``kgtracin audit`` chose for this run with its default settings when it kept one (the report
+    never retrains), else ``fallback``; and a sentence that says which."""
     from ..calibrations import key_for, read_kept
 
+    if not run.has_recipe:
+        return fallback, (
+            f"Ordered by {fallback}, the audit's order for a run without a training recipe (one not made by "
+            "kgtracin train)."
+        )
     kept = read_kept(key_for(run, detectors, loss=loss))
     if kept is None:
         return fallback, (
-            f"Ordered by {fallback}. kgtracin audit chooses the detector from the run (planted fakes, one "
-            "retraining); once it has, the report follows its choice."
+            f"Ordered by {fallback}. kgtracin audit, with its default settings, chooses the detector from the run "
+            "(planted fakes, one retraining); once it has, the report follows its choice."
         )
     chosen, aucs, _ = kept
     return chosen, (
