@@ -55,7 +55,8 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
     run = load_run(distmult_run_copy)
     key = calibration_key(run, DETECTORS, **SETTINGS)
     assert key == calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS)  # the same run, read again
-    assert key["pykeen"] and key["torch"] and key["kgtracin"]
+    assert key["pykeen"] and key["torch"] and key["kgtracin"] and key["parameters"] == "all"
+    assert calibration_key(run, DETECTORS, **{**SETTINGS, "parameters": ("x.*",)})["parameters"] == ["x.*"]
     changed = [
         calibration_key(run, DETECTORS[:3], **SETTINGS),
         *(
@@ -71,6 +72,13 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
         calibration_key(run, DETECTORS, **SETTINGS, options={"precision": "bf16"}),
     ]
     assert all(other != key for other in changed)
+    bf16, fp16 = ({"precision": value} for value in ("bf16", "fp16"))
+    assert calibration_key(run, DETECTORS, **SETTINGS, options=bf16) != calibration_key(
+        run, DETECTORS, **SETTINGS, options=fp16
+    )
+    relabelled = load_run(distmult_run_copy)
+    relabelled.labels = type(run.labels)(run.labels.entities[::-1], run.labels.relations)
+    assert calibration_key(relabelled, DETECTORS, **SETTINGS)["run"] != key["run"]
     # every split counts: the training triples are retrained on, all are kept out of the fakes, and the
     # validation triples are scored
     for split in ("validation", "testing"):
@@ -97,15 +105,21 @@ def test_key_for_leaves_out_what_changes_no_score(distmult_run):
     assert plain == key_for(run, DETECTORS, CalibrationConfig(progress=False), method="loop", batch_size=7)
     assert plain == key_for(run, DETECTORS, CalibrationConfig(), loss="bce", parameters=[])  # the audit's defaults
     assert plain != key_for(run, DETECTORS, CalibrationConfig(), precision="bf16")
+    assert plain != key_for(run, DETECTORS, CalibrationConfig(), loss="softmax")
+    assert key_for(run, DETECTORS, CalibrationConfig(), parameters=["x.*"])["parameters"] == ["x.*"]
+    assert plain["loss"] == "bce" and plain["parameters"] == "all"
     assert plain != key_for(run, DETECTORS, CalibrationConfig(plant="triples"))
 
 
 def test_kept_and_read_back(distmult_run, tmp_path):
     key = calibration_key(load_run(distmult_run), DETECTORS, **SETTINGS)
     assert read_kept(key, tmp_path) is None
+    deep = tmp_path / "deep" / "new" / "calibrations"  # folders are made as needed
+    assert read_kept(key, deep) is None and keep(key, "loss", dict.fromkeys(DETECTORS, 0.5), deep).parent == deep
+    assert read_kept(key, deep)[0] == "loss"
     aucs = {"memorization": 0.7, "self_influence": float("nan"), "support": 0.9, "loss": 0.5}
     path = keep(key, "support", aucs, tmp_path)
-    assert path.parent == tmp_path and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+    assert path.parent == tmp_path and sorted(p.name for p in tmp_path.iterdir()) == ["deep", path.name]  # no tmp
     chosen, read, where = read_kept(key, tmp_path)
     assert (chosen, where) == ("support", path) and read["support"] == 0.9 and math.isnan(read["self_influence"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # the user's umask, as every output
@@ -160,7 +174,7 @@ def test_what_is_not_a_regular_file_is_never_opened_nor_replaced(distmult_run, t
         assert (
             read_kept(key, tmp_path) is None and keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path) is None
         )
-    assert stat.S_ISFIFO(os.lstat(path).st_mode) and "not a file kgtracin wrote" in caplog.text
+    assert stat.S_ISFIFO(os.lstat(path).st_mode) and f"{path} exists and is not a file kgtracin wrote" in caplog.text
     path.unlink()
     elsewhere = keep({**key, "seed": 9}, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path)
     path.symlink_to(elsewhere)  # the user's link, to a file of kgtracin's format: read through, never replaced
@@ -212,7 +226,7 @@ def test_a_folder_that_is_a_file_costs_only_the_keeping(distmult_run, tmp_path, 
     (tmp_path / "kept").write_text("a file")
     with caplog.at_level(logging.WARNING):
         assert keep(key, "support", dict.fromkeys(DETECTORS, 0.5), tmp_path / "kept") is None
-    assert "calibration not kept" in caplog.text and (tmp_path / "kept").read_text() == "a file"
+    assert f"calibration not kept in {tmp_path / 'kept'}" in caplog.text and (tmp_path / "kept").read_text() == "a file"
 
 
 def test_calibrate_retrains_once_per_run_and_settings(distmult_run, tmp_path, counted):

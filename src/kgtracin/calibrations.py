@@ -64,9 +64,7 @@ def run_digest(run) -> str | None:
     """
     if run.path is None:
         return None
-    digest = hashlib.sha256()
-    manifest = run.path / "manifest.json"
-    digest.update(manifest.read_bytes() if manifest.is_file() else json.dumps(run.manifest, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(run.manifest, sort_keys=True).encode())
     digest.update(json.dumps([list(run.labels.entities), list(run.labels.relations)]).encode())
     for name, triples in sorted({**run.splits, "training": run.training_triples}.items()):
         triples = triples.to(torch.int64).contiguous()
