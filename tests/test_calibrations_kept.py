@@ -266,6 +266,8 @@ def test_the_audit_orders_by_the_runs_calibration_by_default(distmult_run, tmp_p
     assert code == 0, err
     best, aucs = chosen["result"]
     assert [c.plant for c in calls] == ["plausible"] and "choosing the detector: retraining" in err
+    seconds = sum(json.loads((distmult_run / "manifest.json").read_text())["epoch_seconds"])
+    assert f"about as long as the run's own training ({seconds:.0f} s)" in err
     assert "calibration retraining): " in stdout and f"most suspicious first by {best}" in stdout
     assert all(f"{name} {auc:.3f}" in stdout for name, auc in aucs.items())
     assert pd.read_csv(out, sep="\t")[best].is_monotonic_decreasing
@@ -345,3 +347,22 @@ def test_the_report_of_a_run_without_a_recipe_says_why_memorization(distmult_run
     assert code == 0, err
     page = out.read_text(encoding="utf-8")
     assert "Ordered by memorization, the audit&#x27;s order for a run without a training recipe" in page
+
+
+@pytest.mark.parametrize(
+    "times, said",
+    [
+        ([30.0, 40.0], " (70 s)"),
+        ([600, 300], " (15 min)"),
+        ([], ""),
+        (None, ""),
+        (["30"], ""),
+    ],
+)
+def test_the_retraining_is_announced_with_the_runs_training_time(times, said):
+    from types import SimpleNamespace
+
+    from kgtracin.cli.quality import _training_time
+
+    text = _training_time(SimpleNamespace(manifest={} if times is None else {"epoch_seconds": times}))
+    assert text == (f", about as long as the run's own training{said}" if said else "")

@@ -104,7 +104,8 @@ def audit(
         def announce() -> None:
             click.echo(
                 f"choosing the detector: retraining the run's recipe once with {config.fraction:.0%} planted "
-                f"{config.plant} fakes (kept for the next audit; --order-by {default_order} skips this)",
+                f"{config.plant} fakes{_training_time(run)} (kept for the next audit; --order-by {default_order} "
+                "skips this)",
                 err=True,
             )
 
@@ -127,6 +128,19 @@ def audit(
     for row in frame.head(5).itertuples():
         click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
     click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
+
+
+def _training_time(run) -> str:
+    """``", as long as the run's own training (N min)"`` from the manifest's epoch times, else ``""``."""
+    times = run.manifest.get("epoch_seconds")
+    if not isinstance(times, list) or not times or not all(isinstance(t, (int, float)) for t in times):
+        return ""
+    total = sum(times)
+    return (
+        f", about as long as the run's own training ({total:.0f} s)"
+        if total < 120
+        else (f", about as long as the run's own training ({total / 60:.0f} min)")
+    )
 
 
 def _default_order(run, fallback: str, plant: str | None) -> str:
