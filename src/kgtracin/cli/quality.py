@@ -131,16 +131,13 @@ def audit(
 
 
 def _training_time(run) -> str:
-    """``", as long as the run's own training (N min)"`` from the manifest's epoch times, else ``""``."""
+    """``", about as long as the run's own training (N min)"``, from the manifest's epoch times; else ``""``."""
     times = run.manifest.get("epoch_seconds")
     if not isinstance(times, list) or not times or not all(isinstance(t, (int, float)) for t in times):
         return ""
     total = sum(times)
-    return (
-        f", about as long as the run's own training ({total:.0f} s)"
-        if total < 120
-        else (f", about as long as the run's own training ({total / 60:.0f} min)")
-    )
+    said = f"{total:.0f} s" if total < 120 else f"{total / 60:.0f} min"
+    return f", about as long as the run's own training ({said})"
 
 
 def _default_order(run, fallback: str, plant: str | None) -> str:
