@@ -25,6 +25,21 @@ DETECTORS = ("memorization", "self_influence", "support", "loss")
 SETTINGS = dict(plant="plausible", fraction=0.05, seed=0, loss="bce", parameters="all")
 
 
+def _edit_manifest(run_dir, change) -> None:
+    """Change a copied run's manifest in place: ``change(manifest)``."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    change(manifest)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _report_page(capsys, run_dir, out, audit: int) -> str:
+    """``kgtracin report RUN --audit N`` on one test triple: the page written."""
+    args = ["report", run_dir, "--split", "test", "--limit", "1", "--audit", str(audit), "--output", out]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    return out.read_text(encoding="utf-8")
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """Stand in for the retraining: ``choose_detector`` returns a fixed choice and counts its calls."""
@@ -284,9 +299,7 @@ def test_the_audit_orders_by_the_runs_calibration_by_default(distmult_run, tmp_p
 
 
 def test_a_run_without_a_recipe_is_ordered_by_memorization(distmult_run_copy, tmp_path, capsys, counted):
-    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
-    del manifest["training"]
-    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    _edit_manifest(distmult_run_copy, lambda manifest: manifest.pop("training"))
     out = tmp_path / "audit.tsv"
     code, stdout, err = run_cli(capsys, "audit", distmult_run_copy, "--output", out)
     assert code == 0, err
@@ -309,16 +322,11 @@ def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_p
     from kgtracin.config import DETECTORS as ALL
 
     out = tmp_path / "report.html"
-    args = ["report", distmult_run, "--split", "test", "--limit", "1", "--audit", "5", "--output", out]
-    code, _, err = run_cli(capsys, *args)
-    assert code == 0, err
-    page = out.read_text(encoding="utf-8")
+    page = _report_page(capsys, distmult_run, out, 5)
     assert "Ordered by memorization. kgtracin audit, with its default settings, chooses the detector" in page
     key = key_for(load_run(distmult_run), ALL)
     keep(key, "support", {name: 0.5 + 0.25 * (name == "support") for name in ALL})
-    code, _, err = run_cli(capsys, *args)
-    assert code == 0, err
-    page = out.read_text(encoding="utf-8")
+    page = _report_page(capsys, distmult_run, out, 5)
     assert "Ordered by support, the detector kgtracin audit chose for this run" in page and "0.750" in page
     section = page[page.index('<section class="audit">') :]
     head = re.findall(r"<th[^>]*>([^<]*)</th>", section)
@@ -328,9 +336,7 @@ def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_p
 
 
 def test_a_recipe_kgtracin_cannot_read_is_said_not_passed_over(distmult_run_copy, tmp_path, capsys, counted):
-    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
-    manifest["training"]["future_field"] = 1
-    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    _edit_manifest(distmult_run_copy, lambda manifest: manifest["training"].update(future_field=1))
     out = tmp_path / "audit.tsv"
     code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--output", out)
     assert_clean_error(code, err, "training recipe kgtracin cannot read", "future_field")
@@ -338,14 +344,8 @@ def test_a_recipe_kgtracin_cannot_read_is_said_not_passed_over(distmult_run_copy
 
 
 def test_the_report_of_a_run_without_a_recipe_says_why_memorization(distmult_run_copy, tmp_path, capsys):
-    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
-    del manifest["training"]
-    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
-    out = tmp_path / "report.html"
-    args = ["report", distmult_run_copy, "--split", "test", "--limit", "1", "--audit", "3", "--output", out]
-    code, _, err = run_cli(capsys, *args)
-    assert code == 0, err
-    page = out.read_text(encoding="utf-8")
+    _edit_manifest(distmult_run_copy, lambda manifest: manifest.pop("training"))
+    page = _report_page(capsys, distmult_run_copy, tmp_path / "report.html", 3)
     assert "Ordered by memorization, the audit&#x27;s order for a run without a training recipe" in page
 
 
