@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from kgtracin.config import PLANTS
+
 
 def main(runs: list[Path], seed: int, plant: str = "plausible") -> None:
     from kgtracin.audit import AUDIT_LOSS, DEFAULT_DETECTOR, detector_scores, detectors_for
@@ -59,6 +61,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plant", choices=["plausible", "triples"], default="plausible")
+    parser.add_argument("--plant", choices=PLANTS, default="plausible")
     args = parser.parse_args()
     main(args.runs, args.seed, args.plant)

@@ -209,3 +209,17 @@ def test_the_smallest_choices_are_allowed(distmult_run, spied):
     spied["fake"] = lambda triples: torch.tensor([tuple(t) in fakes for t in triples.tolist()])
     best, aucs = choose_detector(run, DETECTORS, CalibrationConfig(fraction=one, progress=False))
     assert int(spied["fake"](spied["triples"]).sum()) == 1 and best == "loss" and aucs["loss"] == 1.0
+
+
+def test_the_retraining_is_announced_after_every_refusal_and_before_it_starts(distmult_run, spied):
+    run, *_ = _spy_on_planted(spied, distmult_run)
+    seen_at_announcement = []
+
+    def announce() -> None:
+        seen_at_announcement.append("config" in spied)  # has fit run yet?
+
+    choose_detector(run, DETECTORS, CalibrationConfig(progress=False), before_training=announce)
+    assert seen_at_announcement == [False] and "config" in spied
+    with pytest.raises(KGTracinError, match="needs at least two"):
+        choose_detector(run, ("loss",), CalibrationConfig(progress=False), before_training=announce)
+    assert seen_at_announcement == [False]  # a refusal is not announced as a retraining

@@ -335,12 +335,16 @@ def test_the_report_follows_a_kept_choice_and_never_retrains(distmult_run, tmp_p
     assert len(rows) == 5 and support == sorted(support, reverse=True) and not counted
 
 
-def test_a_recipe_kgtracin_cannot_read_is_said_not_passed_over(distmult_run_copy, tmp_path, capsys, counted):
+def test_a_recipe_kgtracin_cannot_read_is_said_not_passed_over(distmult_run_copy, tmp_path, capsys, monkeypatch):
+    import kgtracin.training
+
+    trained = []
+    monkeypatch.setattr(kgtracin.training, "fit", lambda *args, **kwargs: trained.append(args))
     _edit_manifest(distmult_run_copy, lambda manifest: manifest["training"].update(future_field=1))
     out = tmp_path / "audit.tsv"
     code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--output", out)
     assert_clean_error(code, err, "training recipe kgtracin cannot read", "future_field")
-    assert not out.exists() and not counted
+    assert not out.exists() and not trained
 
 
 def test_the_report_of_a_run_without_a_recipe_says_why_memorization(distmult_run_copy, tmp_path, capsys):

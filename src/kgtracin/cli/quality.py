@@ -96,10 +96,8 @@ def audit(
     )
     if order_by == "auto":
         from ..evaluation.calibration import CalibrationConfig, calibrate
-        from ..evaluation.end_to_end import retraining_config
 
         config = CalibrationConfig() if plant is None else CalibrationConfig(plant=plant)
-        retraining_config(run, "--order-by auto retrains")  # the one-line refusal, before any other line
 
         def announce() -> None:
             click.echo(

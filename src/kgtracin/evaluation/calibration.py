@@ -63,7 +63,7 @@ def calibrate(
 
     :param folder: where outcomes are kept (default: :func:`kgtracin.calibrations.cache_folder`); one inside the
         run's folder keeps nothing (the run is an input)
-    :param before_training: called once the outcome is known not to be kept, before the retraining
+    :param before_training: for :func:`choose_detector`, when the outcome is not kept
     """
     folder = folder or cache_folder()
     key = key_for(run, detectors, config, **tracin_kwargs)
@@ -75,16 +75,21 @@ def calibrate(
         chosen, aucs, path = kept
         logger.info("calibration read back from %s", path)
         return Calibration(chosen, aucs, True, path)
-    if before_training is not None:
-        before_training()
-    chosen, aucs = choose_detector(run, detectors, config, **tracin_kwargs)
+    chosen, aucs = choose_detector(run, detectors, config, before_training=before_training, **tracin_kwargs)
     return Calibration(chosen, aucs, False, keep(key, chosen, aucs, folder))
 
 
-def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig = CalibrationConfig(), **tracin_kwargs):
+def choose_detector(
+    run,
+    detectors: tuple[str, ...],
+    config: CalibrationConfig = CalibrationConfig(),
+    before_training: Callable[[], None] | None = None,
+    **tracin_kwargs,
+):
     """The detector among ``detectors`` that best finds fakes planted in the run's training triples.
 
     :param run: a :class:`~kgtracin.runs.Run` made by ``kgtracin train`` (its manifest holds the recipe)
+    :param before_training: called once every refusal below has passed, just before the retraining (to say it)
     :param tracin_kwargs: for :func:`~kgtracin.audit.detector_scores` (``loss``, ``method``, ``parameters``, ...)
     :return: the chosen detector, and every detector's ROC AUC for the planted fakes (ties: the earlier detector of
         ``detectors``). The baselines (``support``, ``loss``) can be chosen too: where the model's own loss or the
@@ -119,6 +124,8 @@ def choose_detector(run, detectors: tuple[str, ...], config: CalibrationConfig =
     )
     logger.info("calibration: %d fakes planted; retraining %s with the run's recipe", int(fake.sum()), recipe.model)
     with tempfile.TemporaryDirectory(prefix="kgtracin-calibration-") as scratch:
+        if before_training is not None:
+            before_training()
         model = build_model(recipe, kwargs, factory)
         saver = CheckpointCallback(Path(scratch), epochs=recipe.checkpoint_epochs())
         fit(model, recipe, factory, callbacks=[saver], progress=config.progress)
