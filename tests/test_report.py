@@ -42,6 +42,15 @@ for (const svg of document.querySelectorAll("svg.subgraph")) {
       out.problems.push("entity labels overlap: " + na + " / " + nb);
   }
 }
+const page = document.body.getBoundingClientRect();
+for (const table of document.querySelectorAll("table")) {
+  if (!table.closest(".wide") && table.getBoundingClientRect().right > page.right + 1)
+    out.problems.push("a table wider than the page: " + table.querySelector("th").textContent);
+}
+for (const cell of document.querySelectorAll("td.num")) {
+  const range = document.createRange(); range.selectNodeContents(cell);
+  if (range.getClientRects().length > 1) out.problems.push("a number broken over lines: " + cell.textContent);
+}
 const pre = document.createElement("pre"); pre.id = "kgtracin-check"; pre.textContent = JSON.stringify(out);
 document.body.appendChild(pre);
 </script>

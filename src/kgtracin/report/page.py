@@ -22,7 +22,8 @@ h3 {{ font-size: 15px; margin: 18px 0 6px; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: 6px 0 12px; }}
 th, td {{ border-bottom: 1px solid #e4e4e4; padding: 3px 10px; text-align: left; }}
 th {{ background: #f7f7f7; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+.wide {{ overflow-x: auto; max-width: 100%; }}
 tr.proponent td:first-child {{ border-left: 4px solid {proponent}; }}
 tr.opponent td:first-child {{ border-left: 4px solid {opponent}; }}
 .swatch {{ display: inline-block; width: 22px; height: 4px; vertical-align: middle; margin: 0 4px 0 12px; }}
@@ -114,8 +115,8 @@ def render_page(
         floats = tuple(c for c in audit.columns if c not in ("rank", "head", "relation", "tail", "train_index"))
         body.append(
             '<section class="audit"><h2>Audit: the most suspicious training triples</h2>'
-            + (f"<p>{escape(audit_order)}</p>" if audit_order else "")
-            + _table(audit, floats=floats)
+            + (f'<p class="summary">{escape(audit_order)}</p>' if audit_order else "")
+            + f'<div class="wide">{_table(audit, floats=floats)}</div>'
             + "</section>"
         )
     return (
