@@ -366,7 +366,7 @@ def test_the_report_of_a_run_without_a_recipe_says_why_memorization(distmult_run
 def test_the_retraining_is_announced_with_the_runs_training_time(times, said):
     from types import SimpleNamespace
 
-    from kgtracin.cli.quality import _training_time
+    from kgtracin.cli.audit import _training_time
 
     text = _training_time(SimpleNamespace(manifest={} if times is None else {"epoch_seconds": times}))
     assert text == (f", about as long as the run's own training{said}" if said else "")

@@ -15,6 +15,11 @@ Each detector gives every training triple a number, higher meaning more suspicio
   other fact asks;
 * ``loss``: the final model's loss of z alone, the baseline every detector must beat.
 
+One more detector retrains instead of tracing, so it lives above this layer and is computed only when asked for
+(``kgtracin audit --order-by held_out`` or ``--folds K``): ``held_out`` (:mod:`kgtracin.evaluation.held_out`), z's
+log ranks under the run's recipe retrained without a random fold of the training triples that holds z. It measures
+the leave-one-out judgement that self-influence and ``memorization`` estimate.
+
 TracIn is linear in the test gradient, so a validation detector is the column sum of the (validation x
 training) TracIn matrix, and ``memorization``'s denominator that of the (training x training) one. Both are taken
 along one summed gradient per checkpoint (:meth:`kgtracin.TracIn.total_influence`): a few passes over the

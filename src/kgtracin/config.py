@@ -24,6 +24,7 @@ __all__ = [
     "LOSS_NAMES",
     "TEST_BLOCK_BYTES",
     "DETECTORS",
+    "RETRAINED_DETECTORS",
     "PLANTS",
     "CORRUPTIONS",
     "AUDIT_LOSS",
@@ -39,6 +40,9 @@ PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "fl
 
 #: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
 DETECTORS: tuple[str, ...] = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
+
+#: Detectors that retrain the run's recipe (:mod:`kgtracin.evaluation.held_out`): asked for by name, never chosen.
+RETRAINED_DETECTORS: tuple[str, ...] = ("held_out",)
 
 #: The ways to corrupt training triples (:func:`kgtracin.evaluation.noisy.corrupt`): the field's fakes, plausible
 #: fakes, replaced tails.

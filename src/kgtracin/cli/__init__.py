@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from . import commands, quality, report  # noqa: F401 - register the commands
+from . import audit, commands, quality, report  # noqa: F401 - register the commands
 from .group import cli, main
 
 __all__ = ["cli", "main"]

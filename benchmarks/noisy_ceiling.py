@@ -1,0 +1,180 @@
+"""How far can a detector that judges a triple by the rest of the graph go? The held-out ceiling of noisy-fact
+detection, on a run kept by ``benchmarks/noisy_facts.py --keep DIR``.
+
+Usage: ``python benchmarks/noisy_ceiling.py RUN [RUN ...] [--folds K] [--seed S]``, each RUN a kept noisy run
+(``DIR/MODEL``, holding ``noisy-truth.pt``).
+
+TracIn's self-influence is a first-order estimate of how much a triple's own training steps lowered its loss, that
+is of the gap between the loss of the model trained on it and of one trained without it. ``memorization`` divides it
+by what the other triples did. Both stand in for a *leave-one-out* judgement: how well does a model that never saw
+the triple predict it? This script measures that judgement itself, so the figures are a ceiling for every detector
+of this kind, however exactly it estimated it:
+
+* **held out (no retraining):** the run's final model never saw the validation and test triples. They are real
+  facts held out, and the field's protocol turns a copy of each into a fresh fake (head, relation or tail replaced
+  by a random one, never a known triple) that the model never saw either. Each is scored by its filtered log rank
+  among all tails and all heads (and by its ``bce`` loss), and precision and recall within the top 1%, 5% and 10%
+  are those of a training set that mixes the two in the run's own proportions (its real and fake triples),
+  weighting each held-out triple by it. This assumes a training triple, held out, looks like a validation or
+  test triple: those were drawn at random from the graph, among triples whose entities keep other facts;
+* **cross-fitted (``--folds K``):** the audit's ``held_out`` detector (:mod:`kgtracin.evaluation.held_out`, K
+  retrainings with the run's recipe and seed): each training triple scored by a model retrained without its fold.
+  Measured on the run's own fakes, but each model sees (K-1)/K of the graph;
+* **type compatibility (no model):** how often the entities that share another role of the triple's head (a
+  relation and side) also play the triple's head role, best over those roles, and likewise for the tail:
+  ``-log P(h's role | h's other roles) - log P(t's role | t's other roles)``, the triple's own role left out.
+  A fake whose random entity is of the wrong kind for its relation stands out. The graph's own signal, beside
+  ``support``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+BUDGETS = (0.01, 0.05, 0.10)
+
+
+def mixture_metrics(real: torch.Tensor, fake: torch.Tensor, num_real: int, num_fake: int) -> dict:
+    """ROC AUC, and precision and recall within the top 1%, 5% and 10% of a set of ``num_real`` real and
+    ``num_fake`` fake triples whose scores follow ``real`` and ``fake`` (higher: more suspicious).
+
+    :param real: shape: (R,), held-out real triples' scores; each stands for ``num_real / R`` triples
+    :param fake: shape: (F,), fresh fakes' scores; each stands for ``num_fake / F`` triples
+    """
+    from kgtracin.evaluation.noisy import roc_auc
+
+    scores = torch.cat([real, fake]).double()
+    is_fake = torch.cat([torch.zeros(real.shape[0], dtype=torch.bool), torch.ones(fake.shape[0], dtype=torch.bool)])
+    weight = torch.where(is_fake, num_fake / fake.shape[0], num_real / real.shape[0]).double()
+    order = torch.argsort(scores, descending=True, stable=True)
+    taken, found = weight[order].cumsum(0), (weight * is_fake)[order].cumsum(0)
+    out = {"auc": roc_auc(scores, is_fake)}
+    total = num_real + num_fake
+    for budget in BUDGETS:
+        at = int(torch.searchsorted(taken, torch.tensor(budget * total, dtype=torch.float64)).clamp_max(len(taken) - 1))
+        name = f"{round(budget * 100)}pct"
+        out[f"precision_at_{name}"] = float(found[at] / taken[at])
+        out[f"recall_at_{name}"] = float(found[at] / num_fake)
+    return out
+
+
+def rank_scores(model, triples: torch.Tensor, known) -> dict[str, torch.Tensor]:
+    """Filtered log ranks (tail side, head side, their sum) and ``bce`` loss: higher is less plausible.
+
+    :param triples: shape: (B, 3), dtype: long
+    """
+    from kgtracin.audit import plain_losses
+    from kgtracin.predictions import head_view, tail_view
+
+    tails, heads = [], []
+    for start in range(0, triples.shape[0], 1024):
+        batch = triples[start : start + 1024]
+        tails.append(tail_view(model, batch, known)[1])
+        heads.append(head_view(model, batch, known)[1])
+    tail, head = torch.cat(tails).log(), torch.cat(heads).log()
+    return {
+        "log rank, both sides": tail + head,
+        "log rank, tail": tail,
+        "log rank, head": head,
+        "bce loss": plain_losses(model, triples, "bce").double(),
+    }
+
+
+def type_compatibility(training: torch.Tensor) -> torch.Tensor:
+    """``-log P(h's role | h's other roles) - log P(t's role | t's other roles)`` per training triple.
+
+    A role is a relation and a side. ``P(a | b)`` is the share of the entities with role ``b`` that also have
+    role ``a`` (the triple's own contribution left out, add-0.1 smoothing), best over the entity's other roles;
+    an entity with no other role scores 0 there.
+
+    :param training: shape: (N, 3), dtype: long
+    :return: shape: (N,), float64, higher is more suspicious
+    """
+    roles: dict[int, Counter] = defaultdict(Counter)
+    rows = training.tolist()
+    for h, r, t in rows:
+        roles[h][(r, 0)] += 1
+        roles[t][(r, 1)] += 1
+    having, both = Counter(), Counter()
+    for counts in roles.values():
+        for a in counts:
+            having[a] += 1
+            for b in counts:
+                if a != b:
+                    both[a, b] += 1
+
+    def surprise(entity: int, role: tuple[int, int]) -> float:
+        counts = roles[entity]
+        alone = counts[role] == 1  # this triple is the entity's only one in this role
+        others = [b for b in counts if b != role]
+        if not others:
+            return 0.0
+        best = max((both[b, role] - alone + 0.1) / (having[b] + 1.0) for b in others)
+        return -math.log(best)
+
+    return torch.tensor([surprise(h, (r, 0)) + surprise(t, (r, 1)) for h, r, t in rows], dtype=torch.float64)
+
+
+def show(title: str, metrics: dict) -> None:
+    print(f"  {title}")
+    for name, m in metrics.items():
+        print(
+            f"    {name:22s} auc {m['auc']:.3f}  P@1% {m['precision_at_1pct']:.3f}  P@5% {m['precision_at_5pct']:.3f}"
+            f"  R@5% {m['recall_at_5pct']:.3f}  P@10% {m['precision_at_10pct']:.3f}  R@10% {m['recall_at_10pct']:.3f}",
+            flush=True,
+        )
+
+
+def main(paths: list[Path], folds: int, seed: int) -> None:
+    from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
+    from kgtracin.predictions import KnownTriples
+    from kgtracin.runs import load_run
+
+    for path in paths:
+        run, truth = load_run(path), torch.load(path / "noisy-truth.pt")
+        train = run.training_triples
+        held = torch.cat([run.splits[name] for name in ("validation", "testing") if name in run.splits])
+        known_set = {tuple(t) for split in run.splits.values() for t in split.tolist()}
+        mixed, is_fake = corrupt_triples(
+            held, 0.5, len(run.labels.entities), len(run.labels.relations), seed, known_set
+        )
+        fakes = mixed[is_fake]
+        known = KnownTriples([train, held])
+        model = run.model.eval()
+        num_fake = int(truth.sum())
+        print(
+            f"{path}: {train.shape[0]} training triples, {num_fake} fakes; {held.shape[0]} held-out real, "
+            f"{fakes.shape[0]} fresh fakes",
+            flush=True,
+        )
+        real_scores, fake_scores = rank_scores(model, held, known), rank_scores(model, fakes, known)
+        show(
+            "held out, the run's final model (leave-one-out ceiling)",
+            {
+                k: mixture_metrics(real_scores[k], fake_scores[k], train.shape[0] - num_fake, num_fake)
+                for k in real_scores
+            },
+        )
+        show(
+            "type compatibility (no model), the run's own fakes",
+            detection_metrics({"type compatibility": type_compatibility(train)}, truth),
+        )
+        if folds > 1:
+            from kgtracin.evaluation.held_out import HeldOutConfig, held_out_scores
+
+            scores = held_out_scores(run, HeldOutConfig(folds=folds, seed=seed, progress=False))
+            show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics({"held_out": scores}, truth))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--folds", type=int, default=0, help="also cross-fit with this many retrainings (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh fakes and of the folds")
+    args = parser.parse_args()
+    main(args.runs, args.folds, args.seed)

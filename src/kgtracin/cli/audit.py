@@ -1,0 +1,180 @@
+"""``kgtracin audit``: every training triple ranked by how suspicious it is (noisy or wrong facts first)."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import DETECTORS, PLANTS, RETRAINED_DETECTORS
+from ..errors import KGTracinError
+from .group import cli
+from .options import (
+    _setup_logging,
+    _top_k,
+    audit_loss_option,
+    batch_option,
+    device_option,
+    method_option,
+    open_run,
+    parameters_option,
+    run_folders,
+    run_options,
+    verbose_option,
+)
+
+#: the held_out detector's retrainings unless --folds says otherwise
+DEFAULT_FOLDS = 5
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--top-k", type=int, default=None, callback=_top_k, help="only the K most suspicious (default: all)")
+@click.option(
+    "--order-by",
+    type=click.Choice([*DETECTORS, *RETRAINED_DETECTORS, "auto"]),
+    default=None,
+    help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes "
+    "(--plant) and take the detector that finds them best (ROC AUC), kept for the next audit of the run "
+    "[default: auto for a run made by kgtracin train, else memorization]",
+)
+@click.option(
+    "--plant",
+    type=click.Choice(PLANTS),
+    default=None,
+    help="with --order-by auto, the fakes planted: plausible (a head or tail the relation already has there, like "
+    "a wrong fact in a real graph) or triples (the field's protocol: a head, relation or tail replaced by a random "
+    "one) [default: plausible]",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="add the held_out column: retrain the run's recipe K times, each without 1/K of the training triples, and "
+    "score each triple by the log ranks it gets from the model that never saw it (K times the run's training) "
+    f"[default with --order-by held_out: {DEFAULT_FOLDS}]",
+)
+@parameters_option
+@method_option
+@batch_option
+@device_option
+@audit_loss_option
+@click.option("--output", type=click.Path(), required=True, help="FILE.tsv or FILE.jsonl")
+@run_options
+@verbose_option
+def audit(
+    run_dir, top_k, order_by, plant, folds, parameters, method, batch_size, device, loss, output, run_source, verbose
+) -> None:
+    """Rank every training triple by how suspicious it is (noisy or wrong facts first).
+
+    Columns: rank head relation tail train_index, then one per detector: memorization (the share of the triple's
+    own steps in its learning, self-influence over the summed influence of all training triples on it),
+    validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the same, raw TracIn),
+    self_influence, support (few other facts share the triple's head and relation, or its relation and tail: the
+    graph's own baseline, no model) and loss (the final model's loss of the triple alone: the model's baseline).
+    With --folds K or --order-by held_out, also held_out: the triple's log ranks under a model retrained without it
+    (K retrainings of the run's recipe, no TracIn), which TracIn's self-influence estimates.
+    The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
+
+    No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
+    detector chosen from the run (--order-by auto, the default there): its recipe is retrained once with planted
+    fakes, and the detector that finds them best is kept for the next audit of the same run and settings (in
+    $KGTRACIN_CACHE_DIR, else $XDG_CACHE_HOME/kgtracin, else ~/.cache/kgtracin; never inside the run's folder). It
+    chooses for the fakes it plants (--plant): by default plausible ones, a head or tail the relation already has
+    there. Other runs, or --order-by memorization, take memorization, the only detector above chance in every
+    setting measured.
+    """
+    _setup_logging(verbose)
+    from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
+    from ..outputs import check_output, write_table
+
+    if plant is not None and order_by not in (None, "auto"):
+        raise KGTracinError(f"--plant chooses the fakes that --order-by auto plants, not {order_by}; drop one")
+    check_output(output, input_folders=run_folders(run_dir, run_source))
+    run = open_run(run_dir, run_source)
+    validation = run.splits.get("validation")
+    detectors, default_order = detectors_for(validation is not None)
+    if order_by == "held_out" and folds is None:
+        folds = DEFAULT_FOLDS
+    if folds is not None:
+        from ..evaluation.held_out import HeldOutConfig, check_held_out
+
+        held_out = HeldOutConfig(folds=folds)
+        check_held_out(run, held_out)  # refused before any computation
+    if order_by is None:
+        order_by = _default_order(run, default_order, plant)
+    options = dict(
+        parameters=list(parameters) or "all",
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        loss=loss or AUDIT_LOSS,
+    )
+    if order_by == "auto":
+        from ..evaluation.calibration import CalibrationConfig, calibrate
+
+        config = CalibrationConfig() if plant is None else CalibrationConfig(plant=plant)
+
+        def announce() -> None:
+            click.echo(
+                f"choosing the detector: retraining the run's recipe once with {config.fraction:.0%} planted "
+                f"{config.plant} fakes{_training_time(run)} (kept for the next audit; --order-by {default_order} "
+                "skips this)",
+                err=True,
+            )
+
+        calibration = calibrate(run, detectors, config, before_training=announce, **options)
+        order_by = calibration.chosen
+        found = ", ".join(f"{name} {auc:.3f}" for name, auc in calibration.aucs.items())
+        how = f"read back from {calibration.path}" if calibration.reused else "calibration retraining"
+        click.echo(f"planted fakes found (ROC AUC, {how}): {found}; ordering by {order_by}")
+    scores = detector_scores(
+        run.model,
+        run.training_triples,
+        validation,
+        run.checkpoints,
+        detectors,
+        labels=run.labels,
+        **options,
+    )
+    if folds is not None:
+        from ..evaluation.held_out import held_out_scores
+
+        click.echo(
+            f"held_out: retraining the run's recipe {folds} times, each without 1/{folds} of the training triples"
+            f"{_training_time(run, folds)}",
+            err=True,
+        )
+        scores["held_out"] = held_out_scores(run, held_out)
+    frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
+    write_table(frame, output)
+    for row in frame.head(5).itertuples():
+        click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
+    click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
+
+
+def _training_time(run, times: int = 1) -> str:
+    """``", about as long as the run's own training (N min)"`` (or ``"about K times ..."``), from the manifest's
+    epoch times; else ``""``."""
+    epochs = run.manifest.get("epoch_seconds")
+    if not isinstance(epochs, list) or not epochs or not all(isinstance(t, (int, float)) for t in epochs):
+        return ""
+    total = sum(epochs) * times
+    said = f"{total:.0f} s" if total < 120 else f"{total / 60:.0f} min"
+    how = "as long as" if times == 1 else f"{times} times as long as"
+    return f", about {how} the run's own training ({said})"
+
+
+def _default_order(run, fallback: str, plant: str | None) -> str:
+    """``auto`` for a run whose manifest holds a training recipe, else ``fallback`` (said in one line)."""
+    if run.has_recipe:
+        return "auto"  # a recipe kgtracin cannot read is refused by the calibration, in one line
+    if plant is not None:
+        raise KGTracinError(
+            "--plant chooses the detector by retraining the run's recipe, which only a run made by kgtracin train "
+            "records; this run has none"
+        )
+    click.echo(
+        f"ordering by {fallback}: choosing the detector from the run (--order-by auto) retrains its recipe, which "
+        "only a run made by kgtracin train records",
+        err=True,
+    )
+    return fallback
