@@ -92,6 +92,8 @@ def audit(
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
     detectors, default_order = detectors_for(validation is not None)
+    if order_by in DETECTORS and order_by not in detectors:  # before any computation
+        raise KGTracinError(f"--order-by {order_by} needs the run's validation triples; this run has none")
     if order_by == "held_out" and folds is None:
         folds = DEFAULT_FOLDS
     if folds is not None:

@@ -3,9 +3,9 @@
 TracIn's self-influence estimates, to first order, how much a triple's own training steps lowered its loss: the
 gap between the model trained on it and one trained without it. ``memorization`` divides it by what the other
 triples did. This detector measures that judgement instead of estimating it: the training triples are split into K
-random folds of (nearly) equal size, the run's recipe is retrained K times with its own seed (:func:`kgtracin.
-training.fit`, the code ``kgtracin train`` ran), each time without one fold, and each triple is scored by the model
-that never saw it:
+random folds of (nearly) equal size (copies of a triple share a fold), the run's recipe is retrained K times with
+its own seed (:func:`kgtracin.training.fit`, the code ``kgtracin train`` ran), each time without one fold, and each
+triple is scored by the model that never saw it:
 
     held_out(h, r, t) = log rank(t | h, r) + log rank(h | r, t)
 
@@ -55,15 +55,21 @@ class HeldOutConfig:
             raise KGTracinError(f"the held_out detector needs at least 2 folds, got {self.folds!r}")
 
 
-def folds_of(num_triples: int, folds: int, seed: int) -> torch.Tensor:
-    """A random fold per training triple, the folds' sizes differing by at most one.
+def folds_of(triples: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """A random fold per training row. Rows holding the same triple share the fold of the first of them (a copy
+    left in training would let the model see the triple it judges); where no triple repeats, the folds' sizes differ
+    by at most one.
 
-    :return: shape: (num_triples,), dtype: long, values in ``[0, folds)``
+    :param triples: shape: (N, 3), dtype: long
+    :return: shape: (N,), dtype: long, values in ``[0, folds)``
     """
-    order = torch.randperm(num_triples, generator=torch.Generator().manual_seed(seed))
-    fold = torch.empty(num_triples, dtype=torch.long)
-    fold[order] = torch.arange(num_triples) % folds
-    return fold
+    n = triples.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fold = torch.empty(n, dtype=torch.long)
+    fold[order] = torch.arange(n) % folds
+    distinct, which = torch.unique(triples, dim=0, return_inverse=True)
+    first = torch.full((distinct.shape[0],), n, dtype=torch.long).scatter_reduce(0, which, torch.arange(n), "amin")
+    return fold[first[which]]
 
 
 def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor:
@@ -75,7 +81,16 @@ def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor
     out = []
     for start in range(0, triples.shape[0], _BATCH):
         batch = triples[start : start + _BATCH]
-        out.append(tail_view(model, batch, known)[1].log() + head_view(model, batch, known)[1].log())
+        (tail_score, tail_rank), (head_score, head_rank) = (
+            tail_view(model, batch, known),
+            head_view(model, batch, known),
+        )
+        if not (torch.isfinite(tail_score).all() and torch.isfinite(head_score).all()):
+            raise KGTracinError(
+                "held_out: a model retrained without a fold gives non-finite scores (the retraining diverged); "
+                "its ranks would mean nothing"
+            )
+        out.append(tail_rank.log() + head_rank.log())
     return torch.cat(out).double() if out else torch.zeros(0, dtype=torch.float64)
 
 
@@ -85,9 +100,10 @@ def check_held_out(run, config: HeldOutConfig) -> None:
     :raises KGTracinError: for a run without a recipe, or with fewer training triples than folds
     """
     retraining_config(run, _PURPOSE)
-    if run.training_triples.shape[0] < config.folds:
+    distinct = torch.unique(run.training_triples, dim=0).shape[0]
+    if distinct < config.folds:
         raise KGTracinError(
-            f"{config.folds} folds need at least as many training triples; the run has {run.training_triples.shape[0]}"
+            f"{config.folds} folds need at least as many distinct training triples; the run has {distinct}"
         )
 
 
@@ -96,12 +112,13 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
 
     :param run: a :class:`~kgtracin.runs.Run` made by ``kgtracin train`` (its manifest holds the recipe)
     :return: shape: (N,), float64, higher is more suspicious, in the order of ``run.training_triples``
-    :raises KGTracinError: for a run without a recipe, or with fewer training triples than folds
+    :raises KGTracinError: for a run without a recipe, with fewer distinct training triples than folds, or whose
+        retraining diverges
     """
     check_held_out(run, config)
     train = run.training_triples
     retrain = _Retrainer(run, progress=False, purpose=_PURPOSE)
-    fold = folds_of(train.shape[0], config.folds, config.seed)
+    fold = folds_of(train, config.folds, config.seed)
     known = KnownTriples([train])
     scores = torch.empty(train.shape[0], dtype=torch.float64)
     model = None
