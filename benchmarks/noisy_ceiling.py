@@ -15,9 +15,10 @@ of this kind, however exactly it estimated it:
   by a random one, never a known triple) that the model never saw either. Each is scored by its filtered log rank
   among all tails and all heads (and by its ``bce`` loss), and precision and recall within the top 1%, 5% and 10%
   are those of a training set that mixes the two in the run's own proportions (its real and fake triples),
-  weighting each held-out triple by it. Ranks are filtered by every known triple (training, validation, test), where
-  the audit's ``held_out`` column filters by the training triples it has. This assumes a training triple, held out, looks like a validation or
-  test triple: those were drawn at random from the graph, among triples whose entities keep other facts;
+  weighting each held-out triple by it. Ranks are filtered by every known triple (training, validation, test),
+  where the audit's ``held_out`` column filters by the training triples it has. This assumes a training triple,
+  held out, looks like a validation or test triple: those were drawn at random from the graph, among triples whose
+  entities keep other facts;
 * **cross-fitted (``--folds K``):** the audit's ``held_out`` detector (:mod:`kgtracin.evaluation.held_out`, K
   retrainings with the run's recipe and seed): each training triple scored by a model retrained without its fold.
   Measured on the run's own fakes, but each model sees (K-1)/K of the graph;
