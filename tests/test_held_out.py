@@ -211,3 +211,33 @@ def test_an_order_the_run_cannot_compute_is_refused_before_any_work(distmult_run
         code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--order-by", order, "--folds", "2", "--output", out)
         assert_clean_error(code, err, f"--order-by {order}", "validation triples")
         assert not out.exists() and not computed
+
+
+def test_as_many_folds_as_distinct_triples_and_no_more(distmult_run):
+    """Copies count once: a run of N rows with 40 repeated has N - 40 distinct triples."""
+    from kgtracin.evaluation.held_out import check_held_out
+
+    run = load_run(distmult_run)
+    run.training_triples = torch.cat([run.training_triples, run.training_triples[:40]])
+    distinct = run.training_triples.shape[0] - 40
+    check_held_out(run, HeldOutConfig(folds=distinct, progress=False))
+    with pytest.raises(KGTracinError, match=f"{distinct + 1} folds need .* the run has {distinct}$"):
+        check_held_out(run, HeldOutConfig(folds=distinct + 1, progress=False))
+
+
+def test_no_triples_rank_to_nothing_and_one_non_finite_side_is_refused(distmult_run, monkeypatch):
+    from kgtracin.evaluation import held_out
+
+    run = load_run(distmult_run)
+    known = KnownTriples([run.training_triples])
+    empty = held_out.log_ranks(run.model, torch.zeros(0, 3, dtype=torch.long), known)
+    assert empty.shape == (0,) and empty.dtype == torch.float64
+    original = held_out.head_view
+
+    def nan_heads(model, triples, known):
+        scores, ranks = original(model, triples, known)
+        return scores.clone().fill_(float("nan")), ranks
+
+    monkeypatch.setattr(held_out, "head_view", nan_heads)
+    with pytest.raises(KGTracinError, match="non-finite"):
+        held_out.log_ranks(run.model, run.training_triples[:5], known)
