@@ -71,14 +71,9 @@ def rank_scores(model, triples: torch.Tensor, known) -> dict[str, torch.Tensor]:
     :param triples: shape: (B, 3), dtype: long
     """
     from kgtracin.audit import plain_losses
-    from kgtracin.predictions import head_view, tail_view
+    from kgtracin.evaluation.held_out import ranks_both_ways
 
-    tails, heads = [], []
-    for start in range(0, triples.shape[0], 1024):
-        batch = triples[start : start + 1024]
-        tails.append(tail_view(model, batch, known)[1])
-        heads.append(head_view(model, batch, known)[1])
-    tail, head = torch.cat(tails).log(), torch.cat(heads).log()
+    tail, head = (ranks.log() for ranks in ranks_both_ways(model, triples, known))
     return {
         "log rank, both sides": tail + head,
         "log rank, tail": tail,

@@ -168,14 +168,13 @@ def fingerprint(run, config: EndToEndConfig) -> dict:
 class _Retrainer:
     """Retrains the run's model with its own recipe and seed, without some training rows."""
 
-    def __init__(self, run, progress: bool, batches: str = "reshuffled", purpose: str | None = None):
-        """:param purpose: what retrains, for the refusal of a run without a recipe"""
+    def __init__(self, run, progress: bool, batches: str = "reshuffled"):
         from pykeen.triples import TriplesFactory
 
         from .batches import same_batches_loop, same_batches_unsupported
 
         self.run, self.progress = run, progress
-        self.config, self.kwargs = retraining_config(run, *([purpose] if purpose else []))
+        self.config, self.kwargs = retraining_config(run)
         self.train = run.training_triples
         self.loop_cls, self._state = None, None
         if batches == "same":

@@ -31,7 +31,7 @@ from ..errors import KGTracinError
 from ..predictions import KnownTriples, head_view, tail_view
 from .end_to_end import _Retrainer, retraining_config
 
-__all__ = ["HeldOutConfig", "held_out_scores", "check_held_out", "folds_of", "log_ranks"]
+__all__ = ["HeldOutConfig", "held_out_scores", "check_held_out", "folds_of", "log_ranks", "ranks_both_ways"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +72,15 @@ def folds_of(triples: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
     return fold[first[which]]
 
 
-def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor:
-    """``log rank(t | h, r) + log rank(h | r, t)`` of each triple, filtered by ``known``, realistic ranks.
+def ranks_both_ways(model, triples: torch.Tensor, known: KnownTriples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each triple's filtered, realistic rank among all tails of ``(h, r, ?)`` and among all heads of ``(?, r, t)``.
 
     :param triples: shape: (B, 3), dtype: long, dataset ids
-    :return: shape: (B,), float64; 0 where the triple ranks first both ways
+    :return: tail ranks and head ranks, each shape: (B,), float64, rank 1 is best
+    :raises KGTracinError: where the model gives a non-finite score (a diverged retraining: no rank would mean
+        anything)
     """
-    out = []
+    tails, heads = [], []
     for start in range(0, triples.shape[0], _BATCH):
         batch = triples[start : start + _BATCH]
         (tail_score, tail_rank), (head_score, head_rank) = (
@@ -90,8 +92,21 @@ def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor
                 "held_out: a model retrained without a fold gives non-finite scores (the retraining diverged); "
                 "its ranks would mean nothing"
             )
-        out.append(tail_rank.log() + head_rank.log())
-    return torch.cat(out).double() if out else torch.zeros(0, dtype=torch.float64)
+        tails.append(tail_rank.double())
+        heads.append(head_rank.double())
+    if not tails:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    return torch.cat(tails), torch.cat(heads)
+
+
+def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor:
+    """``log rank(t | h, r) + log rank(h | r, t)`` of each triple (:func:`ranks_both_ways`).
+
+    :param triples: shape: (B, 3), dtype: long, dataset ids
+    :return: shape: (B,), float64; 0 where the triple ranks first both ways
+    """
+    tail, head = ranks_both_ways(model, triples, known)
+    return tail.log() + head.log()
 
 
 def check_held_out(run, config: HeldOutConfig) -> None:
@@ -117,7 +132,7 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
     """
     check_held_out(run, config)
     train = run.training_triples
-    retrain = _Retrainer(run, progress=False, purpose=_PURPOSE)
+    retrain = _Retrainer(run, progress=False)  # check_held_out refused a run without a recipe
     fold = folds_of(train, config.folds, config.seed)
     known = KnownTriples([train])
     scores = torch.empty(train.shape[0], dtype=torch.float64)
