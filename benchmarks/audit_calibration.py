@@ -25,6 +25,23 @@ from pathlib import Path
 from real_graph import _run  # benchmarks/ is on the path when this script runs
 
 
+def about_run(run: Path, manifest: dict) -> dict:
+    """The machine, the run's model and its number of training triples, for a benchmark record."""
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} threads",
+        "model": manifest.get("model"),
+        "training_triples": len((run / "triples" / "training.tsv").read_text(encoding="utf-8").splitlines()),
+    }
+
+
+def emit(record: dict, append: Path | None) -> None:
+    """Print the record, and append it as one line to ``append`` when given."""
+    print(json.dumps(record, indent=2))
+    if append:
+        with open(append, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -43,9 +60,7 @@ def main() -> None:
     record = {
         "started": started,
         "command": f"python benchmarks/audit_calibration.py {options.run.name}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} threads",
-        "model": manifest.get("model"),
-        "training_triples": len((options.run / "triples" / "training.tsv").read_text(encoding="utf-8").splitlines()),
+        **about_run(options.run, manifest),
         "run_training_seconds": round(training, 1),
         "named_order_seconds": round(named, 1),
         "first_audit_seconds": round(first, 1),
@@ -56,10 +71,7 @@ def main() -> None:
         "chosen": chosen,
         "read_back": "read back from" in said_again,
     }
-    print(json.dumps(record, indent=2))
-    if options.append:
-        with open(options.append, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+    emit(record, options.append)
 
 
 if __name__ == "__main__":

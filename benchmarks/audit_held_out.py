@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from real_graph import _run  # benchmarks/ is on the path when this script runs
+from audit_calibration import about_run, emit  # benchmarks/ is on the path when this script runs
+from real_graph import _run
 
 _RETRAIN = """
 import sys, time
@@ -58,9 +57,7 @@ def main() -> None:
     record = {
         "started": started,
         "command": f"python benchmarks/audit_held_out.py {options.run.name} --folds {options.folds}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} threads",
-        "model": manifest.get("model"),
-        "training_triples": len((options.run / "triples" / "training.tsv").read_text(encoding="utf-8").splitlines()),
+        **about_run(options.run, manifest),
         "folds": options.folds,
         "named_order_seconds": round(named, 1),
         "held_out_audit_seconds": round(held, 1),
@@ -68,10 +65,7 @@ def main() -> None:
         "held_out_cost_in_retrainings": round((held - named) / retraining, 2),
         "held_out_over_named": round(held / named, 2),
     }
-    print(json.dumps(record, indent=2))
-    if options.append:
-        with open(options.append, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+    emit(record, options.append)
 
 
 if __name__ == "__main__":
