@@ -16,12 +16,14 @@ of this kind, however exactly it estimated it:
   among all tails and all heads (and by its ``bce`` loss), and precision and recall within the top 1%, 5% and 10%
   are those of a training set that mixes the two in the run's own proportions (its real and fake triples),
   weighting each held-out triple by it. Ranks are filtered by every known triple (training, validation, test),
-  where the audit's ``held_out`` column filters by the training triples it has. This assumes a training triple,
-  held out, looks like a validation or test triple: those were drawn at random from the graph, among triples whose
-  entities keep other facts;
+  where the audit's ``held_out`` column filters by the training triples it has. The log ranks are also shown
+  standardised within each relation, as the audit's ``held_out`` column is (the mixture's mean and deviation per
+  relation, weighted as above). This assumes a training triple, held out, looks like a validation or test triple:
+  those were drawn at random from the graph, among triples whose entities keep other facts;
 * **cross-fitted (``--folds K``):** the audit's ``held_out`` detector (:mod:`kgtracin.evaluation.held_out`, K
-  retrainings with the run's recipe and seed): each training triple scored by a model retrained without its fold.
-  Measured on the run's own fakes, but each model sees (K-1)/K of the graph;
+  retrainings with the run's recipe and seed): each training triple scored by a model retrained without its fold,
+  standardised within its relation (the audit's column) and raw. Measured on the run's own fakes, but each model
+  sees (K-1)/K of the graph;
 * **type compatibility (no model):** how often the entities that share another role of the triple's head (a
   relation and side) also play the triple's head role, best over those roles, and likewise for the tail:
   ``-log P(h's role | h's other roles) - log P(t's role | t's other roles)``, the triple's own role left out.
@@ -39,6 +41,7 @@ from pathlib import Path
 import torch
 
 BUDGETS = (0.01, 0.05, 0.10)
+BOTH, BY_RELATION = "log rank, both sides", "both sides, by relation"
 
 
 def mixture_metrics(real: torch.Tensor, fake: torch.Tensor, num_real: int, num_fake: int) -> dict:
@@ -75,7 +78,7 @@ def rank_scores(model, triples: torch.Tensor, known) -> dict[str, torch.Tensor]:
 
     tail, head = (ranks.log() for ranks in ranks_both_ways(model, triples, known))
     return {
-        "log rank, both sides": tail + head,
+        BOTH: tail + head,
         "log rank, tail": tail,
         "log rank, head": head,
         "bce loss": plain_losses(model, triples, "bce").double(),
@@ -128,6 +131,7 @@ def show(title: str, metrics: dict) -> None:
 
 
 def main(paths: list[Path], folds: int, seed: int) -> None:
+    from kgtracin.evaluation.held_out import standardized_by_relation
     from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
     from kgtracin.predictions import KnownTriples
     from kgtracin.runs import load_run
@@ -150,12 +154,19 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
             flush=True,
         )
         real_scores, fake_scores = rank_scores(model, held, known), rank_scores(model, fakes, known)
+        num_real = train.shape[0] - num_fake
+        both = torch.cat([real_scores[BOTH], fake_scores[BOTH]])
+        weights = torch.cat(
+            [
+                torch.full((held.shape[0],), num_real / held.shape[0]),
+                torch.full((fakes.shape[0],), num_fake / fakes.shape[0]),
+            ]
+        )
+        standardized = standardized_by_relation(both, torch.cat([held[:, 1], fakes[:, 1]]), weights)
+        real_scores[BY_RELATION], fake_scores[BY_RELATION] = standardized.split([held.shape[0], fakes.shape[0]])
         show(
             "held out, the run's final model (leave-one-out ceiling)",
-            {
-                k: mixture_metrics(real_scores[k], fake_scores[k], train.shape[0] - num_fake, num_fake)
-                for k in real_scores
-            },
+            {k: mixture_metrics(real_scores[k], fake_scores[k], num_real, num_fake) for k in real_scores},
         )
         show(
             "type compatibility (no model), the run's own fakes",
@@ -164,8 +175,9 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
         if folds > 1:
             from kgtracin.evaluation.held_out import HeldOutConfig, held_out_scores
 
-            scores = held_out_scores(run, HeldOutConfig(folds=folds, seed=seed, progress=False))
-            show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics({"held_out": scores}, truth))
+            raw = held_out_scores(run, HeldOutConfig(folds=folds, seed=seed, by_relation=False, progress=False))
+            scores = {"held_out": standardized_by_relation(raw, train[:, 1]), "held_out, raw log ranks": raw}
+            show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics(scores, truth))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Noisy-fact detection by the field's protocol (CKRL, KGTtm, CAGED), on a model trained by ``kgtracin train``.
 
 Usage: ``python benchmarks/noisy_facts.py [MODEL ...] [--graph DIR] [--fraction 0.05] [--corruption triples|plausible|tails]
-[--validation-sample N] [--schedule log|linear] [--losses softmax bce] [--keep DIR]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
+[--validation-sample N] [--schedule log|linear] [--losses softmax bce] [--keep DIR] [--seed S]`` (default: DistMult ConvE on UMLS, 5% fakes, ``kgtracin
 train``'s defaults).
 
 ``--corruption triples`` (default) adds ``fraction`` x N fake triples, each a copy of a real one with its head,
@@ -41,7 +41,7 @@ def _splits(graph: Path | None):
     return labels, [labels.to_ids(p) for p in parts]
 
 
-def main(models, graph, fraction, corruption, validation_sample, schedule, losses, keep=None) -> None:
+def main(models, graph, fraction, corruption, validation_sample, schedule, losses, keep=None, seed=0) -> None:
     from kgtracin.audit import detector_scores
     from kgtracin.evaluation.noisy import corrupt, detection_metrics
     from kgtracin.runs import load_run
@@ -53,7 +53,7 @@ def main(models, graph, fraction, corruption, validation_sample, schedule, losse
     for part in (training, validation, testing):
         known |= set(map(tuple, part.tolist()))
     num_entities, num_relations = len(labels.entities), len(labels.relations)
-    train, noisy = corrupt(corruption, training, fraction, num_entities, num_relations, 0, known)
+    train, noisy = corrupt(corruption, training, fraction, num_entities, num_relations, seed, known)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch) if keep is None else keep
         scratch.mkdir(parents=True, exist_ok=True)
@@ -106,6 +106,9 @@ if __name__ == "__main__":
     parser.add_argument("--schedule", choices=["linear", "log"], default="log")
     parser.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])
     parser.add_argument("--keep", type=Path, default=None, help="keep the corrupted splits and runs in this new folder")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the fakes (a replicate of the field; training keeps its own)"
+    )
     args = parser.parse_args()
     if args.keep is not None and args.keep.exists():
         parser.error(f"--keep {args.keep} exists; give a new folder")
@@ -118,4 +121,5 @@ if __name__ == "__main__":
         args.schedule,
         args.losses,
         args.keep,
+        args.seed,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 
 import pandas as pd
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from kgtracin.errors import KGTracinError
 from kgtracin.evaluation import end_to_end
-from kgtracin.evaluation.held_out import HeldOutConfig, folds_of, held_out_scores
+from kgtracin.evaluation.held_out import HeldOutConfig, folds_of, held_out_scores, standardized_by_relation
 from kgtracin.predictions import KnownTriples
 from kgtracin.runs import load_run
 
@@ -81,13 +82,16 @@ def _log_rank(model, triple, known: KnownTriples, inverse: bool) -> float:
 
 
 def _fake_retrainings(monkeypatch, run, models: list, deleted: list, nan: bool = False) -> None:
-    """Each retraining returns the run's model, moved differently each time, in float64 (no rounding ties)."""
+    """Each retraining returns the run's model, moved differently each time (the same way for the same place in
+    ``models``), in float64 (no rounding ties)."""
 
     def retrained(self, rows, epochs=None):
         model = copy.deepcopy(run.model).double()
+        generator = torch.Generator().manual_seed(len(models))
         with torch.no_grad():
             for parameter in model.parameters():
-                parameter.add_(0.3 * len(models) * torch.randn_like(parameter))
+                move = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+                parameter.add_(0.3 * len(models) * move)
                 if nan:
                     parameter.fill_(float("nan"))
         models.append(model.eval())
@@ -107,7 +111,7 @@ def test_each_triple_is_scored_by_the_model_retrained_without_its_fold(model, ru
     train = run.training_triples
     models, deleted = [], []
     _fake_retrainings(monkeypatch, run, models, deleted)
-    scores = held_out_scores(run, HeldOutConfig(folds=3, progress=False))
+    scores = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False))
     assert scores.dtype == torch.float64 and scores.shape == (train.shape[0],)
     assert len(deleted) == 3 and sorted(row for rows in deleted for row in rows) == list(range(train.shape[0]))
     assert torch.equal(torch.tensor(deleted[1]), (folds_of(train, 3, 0) == 1).nonzero().flatten())
@@ -117,6 +121,93 @@ def test_each_triple_is_scored_by_the_model_retrained_without_its_fold(model, ru
             expected = _log_rank(fitted, train[row], known, inverse)
             assert scores[row].item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert (scores >= 0).all() and scores.max() > 0
+
+
+def test_the_default_standardises_the_log_ranks_within_each_relation(distmult_run, monkeypatch):
+    """The same retrainings, scored both ways: the default is each log rank minus its relation's mean, over its
+    relation's population standard deviation (computed here with ``statistics``, one relation at a time), or, for a
+    relation of one triple or of equal scores, all triples' mean and deviation."""
+    run = load_run(distmult_run)
+    raw_models, default_models = [], []
+    _fake_retrainings(monkeypatch, run, raw_models, [])
+    raw = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False))
+    _fake_retrainings(monkeypatch, run, default_models, [])
+    scores = held_out_scores(run, HeldOutConfig(folds=3, progress=False))
+    relations = run.training_triples[:, 1].tolist()
+    overall, regular = (statistics.fmean(raw.tolist()), statistics.pstdev(raw.tolist())), 0
+    for relation in set(relations):
+        rows = [i for i, r in enumerate(relations) if r == relation]
+        mean, std = statistics.fmean(raw[rows].tolist()), statistics.pstdev(raw[rows].tolist())
+        if len(rows) < 2 or std == 0:
+            mean, std = overall
+        else:
+            regular += 1
+        for row in rows:
+            assert scores[row].item() == pytest.approx((raw[row].item() - mean) / std, rel=1e-12, abs=1e-12)
+    assert regular > 1 and not torch.equal(scores.argsort(), raw.argsort())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.floats(-50, 50, allow_nan=False)), min_size=1, max_size=60),
+    st.lists(st.floats(0.1, 10), min_size=5, max_size=5),
+    st.lists(st.floats(-20, 20), min_size=5, max_size=5),
+)
+def test_standardising_removes_each_relations_offset_and_scale(rows, scales, offsets):
+    """A relation whose facts all rank worse (or spread wider) than another's weighs nothing in the order: moving
+    and stretching one relation's scores changes nothing, and within a relation the order is kept."""
+    relations = torch.tensor([r for r, _ in rows])
+    scores = torch.tensor([x for _, x in rows], dtype=torch.float64)
+    out = standardized_by_relation(scores, relations)
+    regular = [r for r in set(relations.tolist()) if (relations == r).sum() > 1 and scores[relations == r].std() > 1e-6]
+    moved = scores * torch.tensor(scales, dtype=torch.float64)[relations] + torch.tensor(offsets)[relations]
+    again = standardized_by_relation(moved, relations)
+    for r in regular:
+        group = out[relations == r]
+        assert group.mean().item() == pytest.approx(0.0, abs=1e-9)
+        assert group.std(correction=0).item() == pytest.approx(1.0, abs=1e-9)
+        assert torch.allclose(again[relations == r], group, rtol=0, atol=1e-9)
+        order = torch.argsort(scores[relations == r], stable=True)
+        assert bool((group[order].diff() >= -1e-12).all())
+    assert torch.isfinite(out).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.floats(-9, 9, allow_nan=False), st.integers(1, 4)), min_size=1, max_size=40
+    )
+)
+def test_a_weight_counts_as_that_many_copies(rows):
+    """The held-out ceiling weighs a sample to stand for a population: weight w is w copies of the score."""
+    relations = torch.tensor([r for r, _, _ in rows])
+    scores = torch.tensor([x for _, x, _ in rows], dtype=torch.float64)
+    weights = torch.tensor([w for _, _, w in rows])
+    weighted = standardized_by_relation(scores, relations, weights.double())
+    copies = standardized_by_relation(scores.repeat_interleave(weights), relations.repeat_interleave(weights))
+    first = torch.cumsum(weights, 0) - weights
+    assert torch.allclose(weighted, copies[first], rtol=1e-9, atol=1e-9)
+
+
+def test_a_lone_or_flat_relation_is_standardised_by_all_scores():
+    scores = torch.tensor([1.0, 3.0, 5.0, 7.0, 2.0, 2.0], dtype=torch.float64)
+    relations = torch.tensor([0, 0, 0, 1, 2, 2])  # relation 1 has one triple, relation 2 two equal ones
+    out = standardized_by_relation(scores, relations)
+    mean, std = statistics.fmean(scores.tolist()), statistics.pstdev(scores.tolist())
+    assert out[3].item() == pytest.approx((7.0 - mean) / std, rel=1e-12)
+    assert out[4].item() == out[5].item() == pytest.approx((2.0 - mean) / std, rel=1e-12)
+    assert out[:3].tolist() == pytest.approx([-(1.5**0.5), 0.0, 1.5**0.5], rel=1e-12)
+    assert standardized_by_relation(torch.full((3,), 4.0, dtype=torch.float64), torch.tensor([0, 0, 1])).eq(0).all()
+    thirds = torch.full((3,), 1 / 3, dtype=torch.float64)  # their weighted mean of 0.1 rounds off 0.1
+    weighted = standardized_by_relation(
+        torch.tensor([0.1, 0.1, 0.1, 0.9], dtype=torch.float64),
+        torch.tensor([0, 0, 0, 1]),
+        torch.cat([thirds, torch.ones(1)]),
+    )
+    assert weighted.tolist() == pytest.approx([-1.0, -1.0, -1.0, 1.0], rel=1e-12)  # all: mean 0.5, deviation 0.4
+    sevenths = torch.full((7,), 1 / 3, dtype=torch.float64)  # seven equal scores: their weighted mean is not 0.1
+    flat = standardized_by_relation(torch.full((7,), 0.1, dtype=torch.float64), torch.tensor([0] * 6 + [1]), sevenths)
+    assert flat.eq(0).all()
 
 
 def test_copies_of_a_training_triple_are_left_out_together(distmult_run, monkeypatch):

@@ -17,8 +17,9 @@ Each detector gives every training triple a number, higher meaning more suspicio
 
 One more detector retrains instead of tracing, so it lives above this layer and is computed only when asked for
 (``kgtracin audit --order-by held_out`` or ``--folds K``): ``held_out`` (:mod:`kgtracin.evaluation.held_out`), z's
-log ranks under the run's recipe retrained without a random fold of the training triples that holds z. It measures
-the leave-one-out judgement that self-influence and ``memorization`` estimate.
+log ranks under the run's recipe retrained without a random fold of the training triples that holds z,
+standardised among the training triples of z's relation. It measures the leave-one-out judgement that
+self-influence and ``memorization`` estimate.
 
 TracIn is linear in the test gradient, so a validation detector is the column sum of the (validation x
 training) TracIn matrix, and ``memorization``'s denominator that of the (training x training) one. Both are taken

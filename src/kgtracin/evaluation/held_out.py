@@ -7,10 +7,16 @@ random folds of (nearly) equal size (copies of a triple share a fold), the run's
 its own seed (:func:`kgtracin.training.fit`, the code ``kgtracin train`` ran), each time without one fold, and each
 triple is scored by the model that never saw it:
 
-    held_out(h, r, t) = log rank(t | h, r) + log rank(h | r, t)
+    x(h, r, t) = log rank(t | h, r) + log rank(h | r, t)
+    held_out(h, r, t) = (x(h, r, t) - mean_r x) / std_r x
 
-the filtered, realistic ranks among all entities, other training triples filtered. A fact the rest of the graph
-predicts ranks near 1 (score near 0); a fake, a random entity in a real fact's place, ranks like a random entity.
+the filtered, realistic ranks among all entities, other training triples filtered, standardised among the training
+triples of the same relation (mean and population standard deviation of x over them). A fact the rest of the graph
+predicts ranks near 1; a fake, a random entity in a real fact's place, ranks like a random entity. Some relations'
+real facts are hard to predict from the rest of the graph whatever their truth (a hierarchy's one parent of a
+concept): their raw log ranks crowd the top of the order. Standardising within the relation, as triple
+classification sets one threshold per relation, compares each fact with its relation's other facts instead. A
+relation with one training triple, or whose triples all score alike, is compared with all training triples.
 
 It costs K retrainings (K times the run's training), against a few passes over the training triples for a TracIn
 detector, and it needs the run's recipe (a run made by ``kgtracin train``). Measured against the field's fakes
@@ -31,7 +37,15 @@ from ..errors import KGTracinError
 from ..predictions import KnownTriples, head_view, tail_view
 from .end_to_end import _Retrainer, retraining_config
 
-__all__ = ["HeldOutConfig", "held_out_scores", "check_held_out", "folds_of", "log_ranks", "ranks_both_ways"]
+__all__ = [
+    "HeldOutConfig",
+    "held_out_scores",
+    "check_held_out",
+    "folds_of",
+    "log_ranks",
+    "ranks_both_ways",
+    "standardized_by_relation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +62,8 @@ class HeldOutConfig:
     folds: int = 5
     #: the folds' random split (the retrainings use the run's own seed)
     seed: int = 0
+    #: standardise the log ranks among each relation's training triples (False: the raw log ranks)
+    by_relation: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -109,6 +125,48 @@ def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor
     return tail.log() + head.log()
 
 
+def standardized_by_relation(
+    scores: torch.Tensor, relations: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each score minus the mean of its relation's scores, over their population standard deviation. A relation
+    with one score, or whose scores are all equal, is standardised by all scores instead (and where those are all
+    equal too, every score becomes 0).
+
+    :param scores: shape: (N,), float64
+    :param relations: shape: (N,), dtype: long
+    :param weights: shape: (N,), positive: how many triples each score stands for in the means and deviations
+        (a sample standing for a population); ``None``: one each
+    :return: shape: (N,), float64
+    """
+    out = torch.zeros_like(scores)
+    if scores.numel() == 0:
+        return out
+    weights = torch.ones_like(scores) if weights is None else weights.to(scores.dtype)
+
+    def moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        share = weights[rows] / weights[rows].sum()
+        mean = (share * scores[rows]).sum()
+        return mean, (share * (scores[rows] - mean) ** 2).sum().sqrt()
+
+    def flat(rows: torch.Tensor) -> bool:  # exactly: weighted moments of equal scores may round to a tiny deviation
+        return bool(scores[rows].max() == scores[rows].min())
+
+    everything = torch.ones_like(relations, dtype=torch.bool)
+    if flat(everything):
+        return out
+    overall = moments(everything)
+    if overall[1] == 0:
+        return out
+    which, inverse = torch.unique(relations, return_inverse=True)
+    for group in range(which.shape[0]):
+        rows = inverse == group
+        mean, std = overall if flat(rows) else moments(rows)
+        if std == 0:  # spread too small for float64 to square
+            mean, std = overall
+        out[rows] = (scores[rows] - mean) / std
+    return out
+
+
 def check_held_out(run, config: HeldOutConfig) -> None:
     """Refuse, before any computation, a run :func:`held_out_scores` cannot cross-fit.
 
@@ -126,7 +184,9 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
     """Each training triple's ``held_out`` score: its log ranks under a model retrained without its fold.
 
     :param run: a :class:`~kgtracin.runs.Run` made by ``kgtracin train`` (its manifest holds the recipe)
-    :return: shape: (N,), float64, higher is more suspicious, in the order of ``run.training_triples``
+    :return: shape: (N,), float64, higher is more suspicious, in the order of ``run.training_triples``: the log
+        ranks standardised within each relation (:func:`standardized_by_relation`), or, with ``by_relation=False``,
+        the log ranks themselves
     :raises KGTracinError: for a run without a recipe, with fewer distinct training triples than folds, or whose
         retraining diverges
     """
@@ -143,4 +203,4 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
         model = retrain(rows.tolist())
         scores[rows] = log_ranks(model, train[rows], known)
         logger.info("held_out: fold %d of %d (%d triples) scored", f + 1, config.folds, rows.numel())
-    return scores
+    return standardized_by_relation(scores, train[:, 1]) if config.by_relation else scores
