@@ -124,14 +124,14 @@ def show(title: str, metrics: dict) -> None:
     print(f"  {title}")
     for name, m in metrics.items():
         print(
-            f"    {name:22s} auc {m['auc']:.3f}  P@1% {m['precision_at_1pct']:.3f}  P@5% {m['precision_at_5pct']:.3f}"
+            f"    {name:24s} auc {m['auc']:.3f}  P@1% {m['precision_at_1pct']:.3f}  P@5% {m['precision_at_5pct']:.3f}"
             f"  R@5% {m['recall_at_5pct']:.3f}  P@10% {m['precision_at_10pct']:.3f}  R@10% {m['recall_at_10pct']:.3f}",
             flush=True,
         )
 
 
 def main(paths: list[Path], folds: int, seed: int) -> None:
-    from kgtracin.evaluation.held_out import standardized_by_relation
+    from kgtracin.evaluation.held_out import HeldOutConfig, standardized_by_relation
     from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
     from kgtracin.predictions import KnownTriples
     from kgtracin.runs import load_run
@@ -158,11 +158,12 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
         both = torch.cat([real_scores[BOTH], fake_scores[BOTH]])
         weights = torch.cat(
             [
-                torch.full((held.shape[0],), num_real / held.shape[0]),
-                torch.full((fakes.shape[0],), num_fake / fakes.shape[0]),
+                torch.full((held.shape[0],), num_real / held.shape[0], dtype=torch.float64),
+                torch.full((fakes.shape[0],), num_fake / fakes.shape[0], dtype=torch.float64),
             ]
         )
-        standardized = standardized_by_relation(both, torch.cat([held[:, 1], fakes[:, 1]]), weights)
+        relations = torch.cat([held[:, 1], fakes[:, 1]])
+        standardized = standardized_by_relation(both, relations, HeldOutConfig().relation_prior, weights)
         real_scores[BY_RELATION], fake_scores[BY_RELATION] = standardized.split([held.shape[0], fakes.shape[0]])
         show(
             "held out, the run's final model (leave-one-out ceiling)",
@@ -173,10 +174,12 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
             detection_metrics({"type compatibility": type_compatibility(train)}, truth),
         )
         if folds > 1:
-            from kgtracin.evaluation.held_out import HeldOutConfig, held_out_scores
+            from kgtracin.evaluation.held_out import held_out_scores
 
-            raw = held_out_scores(run, HeldOutConfig(folds=folds, seed=seed, by_relation=False, progress=False))
-            scores = {"held_out": standardized_by_relation(raw, train[:, 1]), "held_out, raw log ranks": raw}
+            config = HeldOutConfig(folds=folds, seed=seed, by_relation=False, progress=False)
+            raw = held_out_scores(run, config)  # once, then standardised as the audit's column is
+            column = standardized_by_relation(raw, train[:, 1], config.relation_prior)
+            scores = {"held_out": column, "held_out, raw log ranks": raw}
             show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics(scores, truth))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import math
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kgtracin.errors import KGTracinError
-from kgtracin.evaluation import end_to_end
+from kgtracin.evaluation import end_to_end, held_out
 from kgtracin.evaluation.held_out import HeldOutConfig, folds_of, held_out_scores, standardized_by_relation
 from kgtracin.predictions import KnownTriples
 from kgtracin.runs import load_run
@@ -123,53 +124,88 @@ def test_each_triple_is_scored_by_the_model_retrained_without_its_fold(model, ru
     assert (scores >= 0).all() and scores.max() > 0
 
 
-def test_the_default_standardises_the_log_ranks_within_each_relation(distmult_run, monkeypatch):
-    """The same retrainings, scored both ways: the default is each log rank minus its relation's mean, over its
-    relation's population standard deviation (computed here with ``statistics``, one relation at a time), or, for a
-    relation of one triple or of equal scores, all triples' mean and deviation."""
+def _shrunk(raw: list[float], relations: list[int], prior: float) -> list[float]:
+    """Independent: each relation's mean and variance start from ``prior`` pseudo-triples at all scores' mean and
+    population variance (``statistics``, one relation at a time, no rescaling)."""
+    mean, var = statistics.fmean(raw), statistics.pvariance(raw)
+    out = []
+    for x, relation in zip(raw, relations):
+        own = [y for y, r in zip(raw, relations) if r == relation]
+        mean_r = (sum(own) + prior * mean) / (len(own) + prior)
+        var_r = (sum((y - mean_r) ** 2 for y in own) + prior * (var + (mean - mean_r) ** 2)) / (len(own) + prior)
+        out.append((x - mean_r) / math.sqrt(var_r))
+    return out
+
+
+@pytest.mark.parametrize("prior", [5.0, 0.5])
+def test_the_default_standardises_the_log_ranks_within_each_relation(distmult_run, monkeypatch, prior):
+    """The same retrainings, scored both ways: the default is each log rank standardised by its relation's mean
+    and deviation, shrunk towards all triples' by ``relation_prior`` pseudo-triples (computed independently)."""
     run = load_run(distmult_run)
-    raw_models, default_models = [], []
-    _fake_retrainings(monkeypatch, run, raw_models, [])
+    _fake_retrainings(monkeypatch, run, [], [])
     raw = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False))
-    _fake_retrainings(monkeypatch, run, default_models, [])
-    scores = held_out_scores(run, HeldOutConfig(folds=3, progress=False))
+    models = []
+    _fake_retrainings(monkeypatch, run, models, [])
+    scores = held_out_scores(run, HeldOutConfig(folds=3, relation_prior=prior, progress=False))
     relations = run.training_triples[:, 1].tolist()
-    overall, regular = (statistics.fmean(raw.tolist()), statistics.pstdev(raw.tolist())), 0
-    for relation in set(relations):
-        rows = [i for i, r in enumerate(relations) if r == relation]
-        mean, std = statistics.fmean(raw[rows].tolist()), statistics.pstdev(raw[rows].tolist())
-        if len(rows) < 2 or std == 0:
-            mean, std = overall
-        else:
-            regular += 1
-        for row in rows:
-            assert scores[row].item() == pytest.approx((raw[row].item() - mean) / std, rel=1e-12, abs=1e-12)
-    assert regular > 1 and not torch.equal(scores.argsort(), raw.argsort())
+    assert 1 in collections.Counter(relations).values()  # a lone relation: compared with all triples
+    assert scores.tolist() == pytest.approx(_shrunk(raw.tolist(), relations, prior), rel=1e-10, abs=1e-10)
+    assert not torch.equal(scores.argsort(), raw.argsort())
+
+
+def test_equal_rank_products_tie_exactly(monkeypatch):
+    """``log 1 + log 3`` and ``log 1.5 + log 2`` differ in the last bit; their relation must not see a spread."""
+    tail, head = torch.tensor([1.0, 1.5, 3.0], dtype=torch.float64), torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    monkeypatch.setattr(held_out, "ranks_both_ways", lambda *a: (tail, head))
+    x = held_out.log_ranks(None, torch.zeros(3, 3, dtype=torch.long), None)
+    assert x[0] == x[1] == x[2] == pytest.approx(math.log(3), rel=1e-15)
+
+
+# scores on a grid of 1/64: any two distinct ones stay distinct when moved and stretched (tiny spreads: a test below)
+_RELATION_SCORES = st.lists(
+    st.tuples(st.integers(0, 4), st.integers(-3200, 3200).map(lambda i: i / 64)), min_size=1, max_size=60
+)
 
 
 @settings(max_examples=80, deadline=None)
+@given(_RELATION_SCORES, st.floats(0.1, 10), st.floats(-20, 20), st.floats(0.01, 100))
+def test_standardising_keeps_each_relations_order_and_ignores_units(rows, scale, offset, prior):
+    """The result does not depend on the scores' unit or origin, keeps the order within each relation, and agrees
+    with the independent formula."""
+    relations = torch.tensor([r for r, _ in rows])
+    scores = torch.tensor([x for _, x in rows], dtype=torch.float64)
+    out = standardized_by_relation(scores, relations, prior)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    if scores.max() == scores.min():
+        assert out.eq(0).all()
+        return
+    again = standardized_by_relation(scores * scale + offset, relations, prior)
+    assert torch.allclose(again, out, rtol=1e-6, atol=1e-6)
+    assert out.tolist() == pytest.approx(_shrunk(scores.tolist(), relations.tolist(), prior), rel=1e-7, abs=1e-7)
+    for r in set(relations.tolist()):
+        group, raw = out[relations == r], scores[relations == r]
+        assert bool((group[torch.argsort(raw, stable=True)].diff() >= -1e-12).all())
+
+
+@settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 4), st.floats(-50, 50, allow_nan=False)), min_size=1, max_size=60),
+    _RELATION_SCORES,
     st.lists(st.floats(0.1, 10), min_size=5, max_size=5),
     st.lists(st.floats(-20, 20), min_size=5, max_size=5),
 )
-def test_standardising_removes_each_relations_offset_and_scale(rows, scales, offsets):
-    """A relation whose facts all rank worse (or spread wider) than another's weighs nothing in the order: moving
-    and stretching one relation's scores changes nothing, and within a relation the order is kept."""
+def test_a_faint_prior_removes_each_relations_offset_and_scale(rows, scales, offsets):
+    """With a prior of almost no triples, a relation whose facts all rank worse (or spread wider) than another's
+    weighs nothing in the order: each relation of distinct scores gets mean 0 and deviation 1, whatever its unit."""
     relations = torch.tensor([r for r, _ in rows])
     scores = torch.tensor([x for _, x in rows], dtype=torch.float64)
-    out = standardized_by_relation(scores, relations)
-    regular = [r for r in set(relations.tolist()) if (relations == r).sum() > 1 and scores[relations == r].std() > 1e-6]
     moved = scores * torch.tensor(scales, dtype=torch.float64)[relations] + torch.tensor(offsets)[relations]
-    again = standardized_by_relation(moved, relations)
-    for r in regular:
-        group = out[relations == r]
-        assert group.mean().item() == pytest.approx(0.0, abs=1e-9)
-        assert group.std(correction=0).item() == pytest.approx(1.0, abs=1e-9)
-        assert torch.allclose(again[relations == r], group, rtol=0, atol=1e-9)
-        order = torch.argsort(scores[relations == r], stable=True)
-        assert bool((group[order].diff() >= -1e-12).all())
-    assert torch.isfinite(out).all()
+    for values in (scores, moved):
+        out = standardized_by_relation(values, relations, 1e-12)
+        for r in set(relations.tolist()):
+            group, raw = out[relations == r], values[relations == r]
+            if raw.max() - raw.min() > 1e-2 * (values.max() - values.min()):  # the prior is negligible there
+                assert group.mean().item() == pytest.approx(0.0, abs=1e-4)
+                assert group.std(correction=0).item() == pytest.approx(1.0, abs=1e-4)
 
 
 @settings(max_examples=60, deadline=None)
@@ -183,31 +219,55 @@ def test_a_weight_counts_as_that_many_copies(rows):
     relations = torch.tensor([r for r, _, _ in rows])
     scores = torch.tensor([x for _, x, _ in rows], dtype=torch.float64)
     weights = torch.tensor([w for _, _, w in rows])
-    weighted = standardized_by_relation(scores, relations, weights.double())
+    weighted = standardized_by_relation(scores, relations, weights=weights.double())
     copies = standardized_by_relation(scores.repeat_interleave(weights), relations.repeat_interleave(weights))
     first = torch.cumsum(weights, 0) - weights
     assert torch.allclose(weighted, copies[first], rtol=1e-9, atol=1e-9)
 
 
-def test_a_lone_or_flat_relation_is_standardised_by_all_scores():
+def test_a_lone_relation_leans_on_all_triples_and_a_flat_graph_scores_zero():
     scores = torch.tensor([1.0, 3.0, 5.0, 7.0, 2.0, 2.0], dtype=torch.float64)
     relations = torch.tensor([0, 0, 0, 1, 2, 2])  # relation 1 has one triple, relation 2 two equal ones
-    out = standardized_by_relation(scores, relations)
-    mean, std = statistics.fmean(scores.tolist()), statistics.pstdev(scores.tolist())
-    assert out[3].item() == pytest.approx((7.0 - mean) / std, rel=1e-12)
-    assert out[4].item() == out[5].item() == pytest.approx((2.0 - mean) / std, rel=1e-12)
-    assert out[:3].tolist() == pytest.approx([-(1.5**0.5), 0.0, 1.5**0.5], rel=1e-12)
-    assert standardized_by_relation(torch.full((3,), 4.0, dtype=torch.float64), torch.tensor([0, 0, 1])).eq(0).all()
-    thirds = torch.full((3,), 1 / 3, dtype=torch.float64)  # their weighted mean of 0.1 rounds off 0.1
-    weighted = standardized_by_relation(
-        torch.tensor([0.1, 0.1, 0.1, 0.9], dtype=torch.float64),
-        torch.tensor([0, 0, 0, 1]),
-        torch.cat([thirds, torch.ones(1)]),
+    out = standardized_by_relation(scores, relations, prior=2.0)
+    mean, var = statistics.fmean(scores.tolist()), statistics.pvariance(scores.tolist())
+    lone_mean = (7.0 + 2 * mean) / 3
+    lone_var = ((7.0 - lone_mean) ** 2 + 2 * (var + (mean - lone_mean) ** 2)) / 3
+    assert out[3].item() == pytest.approx((7.0 - lone_mean) / math.sqrt(lone_var), rel=1e-12)
+    assert out[4].item() == out[5].item() < 0  # equal scores, below the graph's mean: no division by zero
+    pair = standardized_by_relation(torch.tensor([0.0, 0.1, 10.0, 20.0]), torch.tensor([0, 0, 1, 1]))
+    assert abs(pair[1] - pair[0]) < 0.1  # two close scores are not pinned to -1 and +1
+    assert standardized_by_relation(torch.full((3,), 4.0), torch.tensor([0, 0, 1])).eq(0).all()
+    assert standardized_by_relation(torch.zeros(0), torch.zeros(0, dtype=torch.long)).shape == (0,)
+    tiny = standardized_by_relation(
+        torch.tensor([0.0, 5e-324, 1.0, 2.0], dtype=torch.float64), torch.tensor([0, 0, 1, 1])
     )
-    assert weighted.tolist() == pytest.approx([-1.0, -1.0, -1.0, 1.0], rel=1e-12)  # all: mean 0.5, deviation 0.4
-    sevenths = torch.full((7,), 1 / 3, dtype=torch.float64)  # seven equal scores: their weighted mean is not 0.1
-    flat = standardized_by_relation(torch.full((7,), 0.1, dtype=torch.float64), torch.tensor([0] * 6 + [1]), sevenths)
-    assert flat.eq(0).all()
+    assert torch.isfinite(tiny).all() and abs(tiny[1] - tiny[0]) < 1e-300
+
+
+@pytest.mark.parametrize(
+    "scores, relations, weights, prior, problem",
+    [
+        ([1.0, float("nan")], [0, 0], None, 5.0, "score is not finite"),
+        ([1.0, float("inf")], [0, 1], None, 5.0, "score is not finite"),
+        ([1.0, 2.0], [0, 1], [1.0, 0.0], 5.0, "finite and positive"),
+        ([1.0, 2.0], [0, 1], [1.0, -2.0], 5.0, "finite and positive"),
+        ([1.0, 2.0], [0, 1], [1.0, float("nan")], 5.0, "finite and positive"),
+        ([1.0, 2.0], [0], None, 5.0, "one length"),
+        ([1.0, 2.0], [0, 1], None, 0.0, "positive number of triples"),
+        ([1.0, 2.0], [0, 1], None, float("inf"), "positive number of triples"),
+        ([1.0, 2.0], [0, 1], None, True, "positive number of triples"),
+    ],
+)
+def test_standardising_refuses_what_it_cannot_rank(scores, relations, weights, prior, problem):
+    weights = None if weights is None else torch.tensor(weights)
+    with pytest.raises(KGTracinError, match=problem):
+        standardized_by_relation(torch.tensor(scores), torch.tensor(relations), prior, weights)
+
+
+@pytest.mark.parametrize("prior", [0, -1.0, float("nan"), "5"])
+def test_a_relation_prior_that_is_not_a_positive_count_is_refused(prior):
+    with pytest.raises(KGTracinError, match="relation prior must be a positive number"):
+        HeldOutConfig(relation_prior=prior)
 
 
 def test_copies_of_a_training_triple_are_left_out_together(distmult_run, monkeypatch):
@@ -317,8 +377,6 @@ def test_as_many_folds_as_distinct_triples_and_no_more(distmult_run):
 
 
 def test_no_triples_rank_to_nothing_and_one_non_finite_side_is_refused(distmult_run, monkeypatch):
-    from kgtracin.evaluation import held_out
-
     run = load_run(distmult_run)
     known = KnownTriples([run.training_triples])
     empty = held_out.log_ranks(run.model, torch.zeros(0, 3, dtype=torch.long), known)

@@ -49,8 +49,8 @@ DEFAULT_FOLDS = 5
     type=click.IntRange(min=2),
     default=None,
     help="add the held_out column: retrain the run's recipe K times, each without 1/K of the training triples, and "
-    "score each triple by the log ranks it gets from the model that never saw it, standardised among its "
-    "relation's triples (K times the run's training) "
+    "score each triple by the log ranks it gets from the model that never saw it (K times the run's training), "
+    "standardised among its relation's triples "
     f"[default with --order-by held_out: {DEFAULT_FOLDS}]",
 )
 @parameters_option
@@ -72,8 +72,8 @@ def audit(
     self_influence, support (few other facts share the triple's head and relation, or its relation and tail: the
     graph's own baseline, no model) and loss (the final model's loss of the triple alone: the model's baseline).
     With --folds K or --order-by held_out, also held_out: the triple's log ranks under a model retrained without it
-    (K retrainings of the run's recipe, no TracIn), which TracIn's self-influence estimates, standardised among the
-    training triples of its relation (how much worse it ranks than its relation's other facts).
+    (K retrainings of the run's recipe, no TracIn; the judgement TracIn's self-influence estimates), standardised
+    among the training triples of its relation: how much worse it ranks than its relation's other facts.
     The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
 
     No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the

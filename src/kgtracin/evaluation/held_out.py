@@ -8,15 +8,15 @@ its own seed (:func:`kgtracin.training.fit`, the code ``kgtracin train`` ran), e
 triple is scored by the model that never saw it:
 
     x(h, r, t) = log rank(t | h, r) + log rank(h | r, t)
-    held_out(h, r, t) = (x(h, r, t) - mean_r x) / std_r x
+    held_out(h, r, t) = (x(h, r, t) - mean_r) / std_r
 
 the filtered, realistic ranks among all entities, other training triples filtered, standardised among the training
-triples of the same relation (mean and population standard deviation of x over them). A fact the rest of the graph
-predicts ranks near 1; a fake, a random entity in a real fact's place, ranks like a random entity. Some relations'
-real facts are hard to predict from the rest of the graph whatever their truth (a hierarchy's one parent of a
-concept): their raw log ranks crowd the top of the order. Standardising within the relation, as triple
-classification sets one threshold per relation, compares each fact with its relation's other facts instead. A
-relation with one training triple, or whose triples all score alike, is compared with all training triples.
+triples of the same relation r. A fact the rest of the graph predicts ranks near 1; a fake, a random entity in a
+real fact's place, ranks like a random entity. Some relations' real facts are hard to predict from the rest of the
+graph whatever their truth (a concept's one parent in a hierarchy): their raw log ranks crowd the top of the order.
+Standardising within the relation, as triple classification sets one threshold per relation, compares each fact
+with its relation's other facts instead. A relation's mean and deviation start from a few pseudo-triples at all
+triples' (:func:`standardized_by_relation`), so that a small relation leans on the whole graph.
 
 It costs K retrainings (K times the run's training), against a few passes over the training triples for a TracIn
 detector, and it needs the run's recipe (a run made by ``kgtracin train``). Measured against the field's fakes
@@ -28,6 +28,7 @@ bounded by what a model trained without a fact can say about it, which is little
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,11 +65,22 @@ class HeldOutConfig:
     seed: int = 0
     #: standardise the log ranks among each relation's training triples (False: the raw log ranks)
     by_relation: bool = True
+    #: pseudo-triples at all triples' mean and variance that each relation's moments start from
+    #: (:func:`standardized_by_relation`)
+    relation_prior: float = 5.0
     progress: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise KGTracinError(f"the held_out detector needs at least 2 folds, got {self.folds!r}")
+        _check_prior(self.relation_prior)
+
+
+def _check_prior(prior) -> None:
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < math.inf:
+        raise KGTracinError(
+            f"the held_out detector's relation prior must be a positive number of triples, got {prior!r}"
+        )
 
 
 def folds_of(triples: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
@@ -122,49 +134,55 @@ def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor
     :return: shape: (B,), float64; 0 where the triple ranks first both ways
     """
     tail, head = ranks_both_ways(model, triples, known)
-    return tail.log() + head.log()
+    return (tail * head).log()  # equal rank products tie exactly (log 1 + log 3 and log 1.5 + log 2 differ)
 
 
 def standardized_by_relation(
-    scores: torch.Tensor, relations: torch.Tensor, weights: torch.Tensor | None = None
+    scores: torch.Tensor, relations: torch.Tensor, prior: float = 5.0, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Each score minus the mean of its relation's scores, over their population standard deviation. A relation
-    with one score, or whose scores are all equal, is standardised by all scores instead (and where those are all
-    equal too, every score becomes 0).
+    """Each score minus its relation's mean, over its relation's standard deviation, where a relation's moments
+    start from ``prior`` pseudo-triples at the mean and variance of all scores (empirical-Bayes shrinkage):
 
-    :param scores: shape: (N,), float64
+        mean_r = (sum_r w x + k mean) / (W_r + k)
+        var_r = (sum_r w (x - mean_r)^2 + k (var + (mean - mean_r)^2)) / (W_r + k)
+
+    with W_r the relation's total weight and ``k = prior``. A large relation keeps its own moments; a small one
+    leans on all triples' (a lone triple is compared with all of them), so a relation of two triples does not
+    pin them to -1 and +1 whatever their scores. Where every score is equal, every result is 0.
+
+    :param scores: shape: (N,), finite
     :param relations: shape: (N,), dtype: long
-    :param weights: shape: (N,), positive: how many triples each score stands for in the means and deviations
-        (a sample standing for a population); ``None``: one each
+    :param prior: pseudo-triples, > 0
+    :param weights: shape: (N,), finite and > 0: how many triples each score stands for (a sample weighed to a
+        population); ``None``: one each
     :return: shape: (N,), float64
+    :raises KGTracinError: for a non-finite score, a weight that is not finite and positive, a prior that is not,
+        or shapes that disagree
     """
-    out = torch.zeros_like(scores)
-    if scores.numel() == 0:
-        return out
-    weights = torch.ones_like(scores) if weights is None else weights.to(scores.dtype)
+    scores = scores.double()
+    weights = torch.ones_like(scores) if weights is None else weights.double()
+    if not (scores.shape == relations.shape == weights.shape and scores.dim() == 1):
+        raise KGTracinError("standardized_by_relation: scores, relations and weights must be vectors of one length")
+    if not torch.isfinite(scores).all():
+        raise KGTracinError("standardized_by_relation: a score is not finite")
+    if not (torch.isfinite(weights).all() and (weights > 0).all()):
+        raise KGTracinError("standardized_by_relation: every weight must be finite and positive")
+    _check_prior(prior)
+    if scores.numel() == 0 or scores.max() == scores.min():
+        return torch.zeros_like(scores)
+    x = (scores - scores.min()) / (scores.max() - scores.min())  # in [0, 1]: the result is the same, the sums safer
+    share = weights / weights.sum()
+    mean = (share * x).sum()
+    var = (share * (x - mean) ** 2).sum()
+    _, group = torch.unique(relations, return_inverse=True)
 
-    def moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        share = weights[rows] / weights[rows].sum()
-        mean = (share * scores[rows]).sum()
-        return mean, (share * (scores[rows] - mean) ** 2).sum().sqrt()
+    def by_group(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(int(group.max()) + 1, dtype=torch.float64).index_add_(0, group, values)
 
-    def flat(rows: torch.Tensor) -> bool:  # exactly: weighted moments of equal scores may round to a tiny deviation
-        return bool(scores[rows].max() == scores[rows].min())
-
-    everything = torch.ones_like(relations, dtype=torch.bool)
-    if flat(everything):
-        return out
-    overall = moments(everything)
-    if overall[1] == 0:
-        return out
-    which, inverse = torch.unique(relations, return_inverse=True)
-    for group in range(which.shape[0]):
-        rows = inverse == group
-        mean, std = overall if flat(rows) else moments(rows)
-        if std == 0:  # spread too small for float64 to square
-            mean, std = overall
-        out[rows] = (scores[rows] - mean) / std
-    return out
+    total = by_group(weights) + prior
+    mean_r = (by_group(weights * x) + prior * mean) / total
+    var_r = (by_group(weights * (x - mean_r[group]) ** 2) + prior * (var + (mean - mean_r) ** 2)) / total
+    return (x - mean_r[group]) / var_r[group].sqrt()
 
 
 def check_held_out(run, config: HeldOutConfig) -> None:
@@ -203,4 +221,4 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
         model = retrain(rows.tolist())
         scores[rows] = log_ranks(model, train[rows], known)
         logger.info("held_out: fold %d of %d (%d triples) scored", f + 1, config.folds, rows.numel())
-    return standardized_by_relation(scores, train[:, 1]) if config.by_relation else scores
+    return standardized_by_relation(scores, train[:, 1], config.relation_prior) if config.by_relation else scores
