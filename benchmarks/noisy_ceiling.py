@@ -131,7 +131,7 @@ def show(title: str, metrics: dict) -> None:
 
 
 def main(paths: list[Path], folds: int, seed: int) -> None:
-    from kgtracin.evaluation.held_out import HeldOutConfig, standardized_by_relation
+    from kgtracin.evaluation.held_out import RELATION_PRIOR, HeldOutConfig, standardized_by_relation
     from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
     from kgtracin.predictions import KnownTriples
     from kgtracin.runs import load_run
@@ -163,7 +163,7 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
             ]
         )
         relations = torch.cat([held[:, 1], fakes[:, 1]])
-        standardized = standardized_by_relation(both, relations, HeldOutConfig().relation_prior, weights)
+        standardized = standardized_by_relation(both, relations, RELATION_PRIOR, weights)
         real_scores[BY_RELATION], fake_scores[BY_RELATION] = standardized.split([held.shape[0], fakes.shape[0]])
         show(
             "held out, the run's final model (leave-one-out ceiling)",

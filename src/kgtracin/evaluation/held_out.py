@@ -46,11 +46,14 @@ __all__ = [
     "log_ranks",
     "ranks_both_ways",
     "standardized_by_relation",
+    "RELATION_PRIOR",
 ]
 
 logger = logging.getLogger(__name__)
 
 _PURPOSE = "the held_out detector retrains"
+#: pseudo-triples at all triples' mean and variance that each relation's moments start from
+RELATION_PRIOR = 5.0
 #: triples ranked at once: a (batch x entities) score matrix per side
 _BATCH = 512
 
@@ -67,7 +70,7 @@ class HeldOutConfig:
     by_relation: bool = True
     #: pseudo-triples at all triples' mean and variance that each relation's moments start from
     #: (:func:`standardized_by_relation`)
-    relation_prior: float = 5.0
+    relation_prior: float = RELATION_PRIOR
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -138,7 +141,7 @@ def log_ranks(model, triples: torch.Tensor, known: KnownTriples) -> torch.Tensor
 
 
 def standardized_by_relation(
-    scores: torch.Tensor, relations: torch.Tensor, prior: float = 5.0, weights: torch.Tensor | None = None
+    scores: torch.Tensor, relations: torch.Tensor, prior: float = RELATION_PRIOR, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Each score minus its relation's mean, over its relation's standard deviation, where a relation's moments
     start from ``prior`` pseudo-triples at the mean and variance of all scores (empirical-Bayes shrinkage):
