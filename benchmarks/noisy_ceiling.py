@@ -24,18 +24,18 @@ of this kind, however exactly it estimated it:
   retrainings with the run's recipe and seed): each training triple scored by a model retrained without its fold,
   standardised within its relation (the audit's column) and raw. Measured on the run's own fakes, but each model
   sees (K-1)/K of the graph;
-* **type compatibility (no model):** how often the entities that share another role of the triple's head (a
-  relation and side) also play the triple's head role, best over those roles, and likewise for the tail:
-  ``-log P(h's role | h's other roles) - log P(t's role | t's other roles)``, the triple's own role left out.
-  A fake whose random entity is of the wrong kind for its relation stands out. The graph's own signal, beside
-  ``support``.
+  With ``--folds``, also the audit's ``learned`` column (:mod:`kgtracin.evaluation.learned`), from the same
+  retrainings;
+* **the graph's own cues (no model, :mod:`kgtracin.consistency`):** role surprise (type compatibility: how often
+  the entities that share another role of the triple's head also play its head role, best over those roles, and
+  likewise for the tail), pair surprise (the other relations linking the triple's pair, as rules for its own),
+  multiplicity surprise (a second tail where the relation's other heads have one), and the audit's
+  ``consistency`` column (role + pair).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -85,41 +85,6 @@ def rank_scores(model, triples: torch.Tensor, known) -> dict[str, torch.Tensor]:
     }
 
 
-def type_compatibility(training: torch.Tensor) -> torch.Tensor:
-    """``-log P(h's role | h's other roles) - log P(t's role | t's other roles)`` per training triple.
-
-    A role is a relation and a side. ``P(a | b)`` is the share of the entities with role ``b`` that also have
-    role ``a`` (the triple's own contribution left out, add-0.1 smoothing), best over the entity's other roles;
-    an entity with no other role scores 0 there.
-
-    :param training: shape: (N, 3), dtype: long
-    :return: shape: (N,), float64, higher is more suspicious
-    """
-    roles: dict[int, Counter] = defaultdict(Counter)
-    rows = training.tolist()
-    for h, r, t in rows:
-        roles[h][(r, 0)] += 1
-        roles[t][(r, 1)] += 1
-    having, both = Counter(), Counter()
-    for counts in roles.values():
-        for a in counts:
-            having[a] += 1
-            for b in counts:
-                if a != b:
-                    both[a, b] += 1
-
-    def surprise(entity: int, role: tuple[int, int]) -> float:
-        counts = roles[entity]
-        alone = counts[role] == 1  # this triple is the entity's only one in this role
-        others = [b for b in counts if b != role]
-        if not others:
-            return 0.0
-        best = max((both[b, role] - alone + 0.1) / (having[b] + 1.0) for b in others)
-        return -math.log(best)
-
-    return torch.tensor([surprise(h, (r, 0)) + surprise(t, (r, 1)) for h, r, t in rows], dtype=torch.float64)
-
-
 def show(title: str, metrics: dict) -> None:
     print(f"  {title}")
     for name, m in metrics.items():
@@ -131,6 +96,7 @@ def show(title: str, metrics: dict) -> None:
 
 
 def main(paths: list[Path], folds: int, seed: int) -> None:
+    from kgtracin.consistency import consistency_scores, multiplicity_surprise, pair_surprise, role_surprise
     from kgtracin.evaluation.held_out import RELATION_PRIOR, HeldOutConfig, standardized_by_relation
     from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
     from kgtracin.predictions import KnownTriples
@@ -169,17 +135,20 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
             "held out, the run's final model (leave-one-out ceiling)",
             {k: mixture_metrics(real_scores[k], fake_scores[k], num_real, num_fake) for k in real_scores},
         )
-        show(
-            "type compatibility (no model), the run's own fakes",
-            detection_metrics({"type compatibility": type_compatibility(train)}, truth),
-        )
+        cues = {
+            "consistency (role + pair)": consistency_scores(train),
+            "role surprise (type compatibility)": role_surprise(train),
+            "pair surprise": pair_surprise(train),
+            "multiplicity surprise": multiplicity_surprise(train),
+        }
+        show("the graph's own cues (no model), the run's own fakes", detection_metrics(cues, truth))
         if folds > 1:
-            from kgtracin.evaluation.held_out import held_out_scores
+            from kgtracin.evaluation.learned import LearnedConfig, cross_fitted_detectors
 
             config = HeldOutConfig(folds=folds, seed=seed, by_relation=False, progress=False)
-            raw = held_out_scores(run, config)  # once, then standardised as the audit's column is
-            column = standardized_by_relation(raw, train[:, 1], config.relation_prior)
-            scores = {"held_out": column, "held_out, raw log ranks": raw}
+            out = cross_fitted_detectors(run, config, LearnedConfig(seed=seed))  # raw held_out: standardised below
+            column = standardized_by_relation(out["held_out"], train[:, 1], config.relation_prior)
+            scores = {"learned": out["learned"], "held_out": column, "held_out, raw log ranks": out["held_out"]}
             show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics(scores, truth))
 
 

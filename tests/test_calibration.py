@@ -18,7 +18,7 @@ from kgtracin.runs import load_run
 
 from .test_cli import assert_clean_error, run_cli
 
-DETECTORS = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
+DETECTORS = ("memorization", "validation_cosine", "validation", "self_influence", "support", "consistency", "loss")
 
 
 @pytest.fixture

@@ -435,6 +435,7 @@ def test_audit(nations_run, tmp_path, capsys):
         "validation",
         "self_influence",
         "support",
+        "consistency",
         "loss",
     ]
     assert len(frame) == 15 and frame["memorization"].is_monotonic_decreasing

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from kgtracin.errors import KGTracinError
 from kgtracin.evaluation import end_to_end, held_out
 from kgtracin.evaluation.held_out import HeldOutConfig, folds_of, held_out_scores, standardized_by_relation
+from kgtracin.evaluation.learned import cross_fitted_detectors
 from kgtracin.predictions import KnownTriples
 from kgtracin.runs import load_run
 
@@ -301,36 +302,21 @@ def test_a_run_without_a_recipe_or_with_fewer_triples_than_folds_is_refused(dist
 
 
 def test_the_audit_orders_by_held_out_with_real_retrainings(distmult_run, tmp_path, capsys):
-    """Two real retrainings of the run's recipe: the column is the API's, to the last bit, and orders the rows."""
+    """Two real retrainings of the run's recipe: the columns are the API's, to the last bit, and order the rows."""
     out = tmp_path / "audit.tsv"
     code, stdout, err = run_cli(
         capsys, "audit", distmult_run, "--order-by", "held_out", "--folds", "2", "--output", out
     )
     assert code == 0, err
-    assert "held_out: retraining the run's recipe 2 times, each without 1/2 of the training triples" in err
+    assert "held_out and learned: retraining the run's recipe 2 times, each without 1/2 of the training triples" in err
+    assert "learning from 4 plantings of 5% fakes (triples)" in err
     assert "most suspicious first by held_out" in stdout
     frame = pd.read_csv(out, sep="\t")
     assert frame["held_out"].is_monotonic_decreasing and "memorization" in frame.columns
-    expected = held_out_scores(load_run(distmult_run), HeldOutConfig(folds=2, progress=False))
-    assert torch.equal(torch.tensor(frame["held_out"].to_numpy()), expected[torch.tensor(frame["train_index"])])
-
-
-def test_folds_add_the_column_beside_another_order(distmult_run, tmp_path, capsys, monkeypatch):
-    seen = []
-    monkeypatch.setattr(
-        "kgtracin.evaluation.held_out.held_out_scores",
-        lambda run, config: seen.append(config.folds) or torch.arange(run.training_triples.shape[0]).double(),
-    )
-    out = tmp_path / "audit.tsv"
-    code, _, err = run_cli(capsys, "audit", distmult_run, "--order-by", "memorization", "--folds", "3", "--output", out)
-    assert code == 0, err
-    frame = pd.read_csv(out, sep="\t")
-    assert seen == [3] and frame["memorization"].is_monotonic_decreasing
-    assert (frame["held_out"] == frame["train_index"]).all()
-    out.unlink()
-    code, _, err = run_cli(capsys, "audit", distmult_run, "--order-by", "held_out", "--output", out)
-    assert code == 0, err
-    assert seen == [3, 5] and "5 times" in err  # the default number of folds
+    expected = cross_fitted_detectors(load_run(distmult_run), HeldOutConfig(folds=2, progress=False))
+    for column in ("held_out", "learned"):
+        written = torch.tensor(frame[column].to_numpy())
+        assert torch.equal(written, expected[column][torch.tensor(frame["train_index"])])
 
 
 def test_held_out_is_refused_in_one_line_with_no_output(distmult_run_copy, tmp_path, capsys, monkeypatch):
@@ -356,7 +342,7 @@ def test_an_order_the_run_cannot_compute_is_refused_before_any_work(distmult_run
     (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
     computed = []
     monkeypatch.setattr("kgtracin.audit.detector_scores", lambda *a, **k: computed.append(1))
-    monkeypatch.setattr("kgtracin.evaluation.held_out.held_out_scores", lambda *a, **k: computed.append(2))
+    monkeypatch.setattr("kgtracin.evaluation.learned.cross_fitted_detectors", lambda *a, **k: computed.append(2))
     out = tmp_path / "audit.tsv"
     for order in ("validation", "validation_cosine"):
         code, _, err = run_cli(capsys, "audit", distmult_run_copy, "--order-by", order, "--folds", "2", "--output", out)

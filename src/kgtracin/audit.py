@@ -13,13 +13,18 @@ Each detector gives every training triple a number, higher meaning more suspicio
   relation and ``n(r, t)`` those of its relation and tail: few other facts ask z's query. No model, no TracIn: the
   graph's own baseline. A fake made by replacing a real triple's head, relation or tail mostly asks a query no
   other fact asks;
+* ``consistency``: how ill z fits what else the graph says of its entities and of their pair, no model
+  (:mod:`kgtracin.consistency`): an entity in a role its other roles rarely come with, a pair linked by two
+  relations that rarely link one pair;
 * ``loss``: the final model's loss of z alone, the baseline every detector must beat.
 
-One more detector retrains instead of tracing, so it lives above this layer and is computed only when asked for
-(``kgtracin audit --order-by held_out`` or ``--folds K``): ``held_out`` (:mod:`kgtracin.evaluation.held_out`), z's
-log ranks under the run's recipe retrained without a random fold of the training triples that holds z,
-standardised among the training triples of z's relation. It measures the leave-one-out judgement that
-self-influence and ``memorization`` estimate.
+Two more detectors retrain instead of tracing, so they live above this layer and are computed only when asked for
+(``kgtracin audit --order-by held_out``, ``--order-by learned`` or ``--folds K``): ``held_out``
+(:mod:`kgtracin.evaluation.held_out`), z's log ranks under the run's recipe retrained without a random fold of the
+training triples that holds z, standardised among the training triples of z's relation. It measures the
+leave-one-out judgement that self-influence and ``memorization`` estimate. ``learned``
+(:mod:`kgtracin.evaluation.learned`) weighs it with the graph's own cues by a classifier learned from fakes planted
+in the run.
 
 TracIn is linear in the test gradient, so a validation detector is the column sum of the (validation x
 training) TracIn matrix, and ``memorization``'s denominator that of the (training x training) one. Both are taken
@@ -37,6 +42,7 @@ import torch
 
 from .adapters import ModelAdapter
 from .config import AUDIT_LOSS, DETECTORS
+from .consistency import consistency_scores
 from .errors import KGTracinError
 
 __all__ = [
@@ -73,7 +79,7 @@ _TINY = 1e-30
 def detectors_for(has_validation: bool) -> tuple[tuple[str, ...], str]:
     """The detectors an audit runs, and the one its rows are ordered by (the default either way): all of them
     with validation triples; without, those that need none (``memorization``, ``self_influence``, ``support``,
-    ``loss``)."""
+    ``consistency``, ``loss``)."""
     if has_validation:
         return DETECTORS, DEFAULT_DETECTOR
     return tuple(d for d in DETECTORS if not d.startswith("validation")), DEFAULT_DETECTOR
@@ -171,6 +177,9 @@ def detector_scores(
             continue
         if name == "support":
             out[name] = support_scores(training_triples)
+            continue
+        if name == "consistency":
+            out[name] = consistency_scores(training_triples)
             continue
         tracin = raw
         if name == "validation_cosine":

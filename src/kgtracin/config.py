@@ -39,10 +39,19 @@ METHODS: tuple[str, ...] = ("fast", "vmap", "loop")
 PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
 
 #: The audit's detectors, in the order of its columns (see :mod:`kgtracin.audit`).
-DETECTORS: tuple[str, ...] = ("memorization", "validation_cosine", "validation", "self_influence", "support", "loss")
+DETECTORS: tuple[str, ...] = (
+    "memorization",
+    "validation_cosine",
+    "validation",
+    "self_influence",
+    "support",
+    "consistency",
+    "loss",
+)
 
-#: Detectors that retrain the run's recipe (:mod:`kgtracin.evaluation.held_out`): asked for by name, never chosen.
-RETRAINED_DETECTORS: tuple[str, ...] = ("held_out",)
+#: Detectors that retrain the run's recipe (:mod:`kgtracin.evaluation.held_out`, :mod:`kgtracin.evaluation.learned`):
+#: asked for by name, never chosen.
+RETRAINED_DETECTORS: tuple[str, ...] = ("held_out", "learned")
 
 #: The ways to corrupt training triples (:func:`kgtracin.evaluation.noisy.corrupt`): the field's fakes, plausible
 #: fakes, replaced tails.

@@ -40,18 +40,19 @@ DEFAULT_FOLDS = 5
     "--plant",
     type=click.Choice(PLANTS),
     default=None,
-    help="with --order-by auto, the fakes planted: plausible (a head or tail the relation already has there, like "
-    "a wrong fact in a real graph) or triples (the field's protocol: a head, relation or tail replaced by a random "
-    "one) [default: plausible]",
+    help="the fakes planted by --order-by auto and by the learned column: plausible (a head or tail the relation "
+    "already has there, like a wrong fact in a real graph) or triples (the field's protocol: a head, relation or "
+    "tail replaced by a random one) [default: plausible for auto, triples for learned]",
 )
 @click.option(
     "--folds",
     type=click.IntRange(min=2),
     default=None,
-    help="add the held_out column: retrain the run's recipe K times, each without 1/K of the training triples, and "
-    "score each triple by the log ranks it gets from the model that never saw it (K times the run's training), "
-    "standardised among its relation's triples "
-    f"[default with --order-by held_out: {DEFAULT_FOLDS}]",
+    help="add the held_out and learned columns: retrain the run's recipe K times, each without 1/K of the training "
+    "triples, and score each triple by the log ranks it gets from the model that never saw it (K times the run's "
+    "training), standardised among its relation's triples (held_out), and weighed with the graph's own cues by a "
+    "classifier learned from planted fakes (learned) "
+    f"[default with --order-by held_out or learned: {DEFAULT_FOLDS}]",
 )
 @parameters_option
 @method_option
@@ -70,10 +71,13 @@ def audit(
     own steps in its learning, self-influence over the summed influence of all training triples on it),
     validation_cosine (harm to the validation loss, gradient-cosine TracIn), validation (the same, raw TracIn),
     self_influence, support (few other facts share the triple's head and relation, or its relation and tail: the
-    graph's own baseline, no model) and loss (the final model's loss of the triple alone: the model's baseline).
-    With --folds K or --order-by held_out, also held_out: the triple's log ranks under a model retrained without it
-    (K retrainings of the run's recipe, no TracIn; the judgement TracIn's self-influence estimates), standardised
-    among the training triples of its relation: how much worse it ranks than its relation's other facts.
+    graph's own baseline, no model), consistency (an entity in a role its other roles rarely come with, or a pair
+    linked by two relations that rarely link one pair: no model) and loss (the final model's loss of the triple
+    alone: the model's baseline). With --folds K, --order-by held_out or --order-by learned, also held_out: the
+    triple's log ranks under a model retrained without it (K retrainings of the run's recipe, no TracIn; the
+    judgement TracIn's self-influence estimates), standardised among the training triples of its relation; and
+    learned: held_out and the graph's cues weighed by a classifier that learns from fakes planted in the run
+    (--plant, the field's by default) which of them find fakes in this graph.
     The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
 
     No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
@@ -88,21 +92,21 @@ def audit(
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
-    if plant is not None and order_by not in (None, "auto"):
-        raise KGTracinError(f"--plant chooses the fakes that --order-by auto plants, not {order_by}; drop one")
+    if plant is not None and order_by not in (None, "auto", "learned") and folds is None:
+        raise KGTracinError(
+            f"--plant chooses the fakes that --order-by auto or the learned column plants, not {order_by}; drop one"
+        )
     check_output(output, input_folders=run_folders(run_dir, run_source))
     run = open_run(run_dir, run_source)
     validation = run.splits.get("validation")
     detectors, default_order = detectors_for(validation is not None)
     if order_by in DETECTORS and order_by not in detectors:  # before any computation
         raise KGTracinError(f"--order-by {order_by} needs the run's validation triples; this run has none")
-    if order_by == "held_out" and folds is None:
+    if order_by in RETRAINED_DETECTORS and folds is None:
         folds = DEFAULT_FOLDS
+    learned = fakes = None
     if folds is not None:
-        from ..evaluation.held_out import HeldOutConfig, check_held_out
-
-        held_out = HeldOutConfig(folds=folds)
-        check_held_out(run, held_out)  # refused before any computation
+        held_out, learned, fakes = _cross_fitting(run, folds, plant, order_by == "learned")
     if order_by is None:
         order_by = _default_order(run, default_order, plant)
     options = dict(
@@ -141,18 +145,47 @@ def audit(
     )
     if folds is not None:
         from ..evaluation.held_out import held_out_scores
+        from ..evaluation.learned import cross_fitted_detectors
 
-        click.echo(
-            f"held_out: retraining the run's recipe {folds} times, each without 1/{folds} of the training triples"
-            f"{_training_time(run, folds)}",
-            err=True,
+        retraining = (
+            f"retraining the run's recipe {folds} times, each without 1/{folds} of the training triples"
+            f"{_training_time(run, folds)}"
         )
-        scores["held_out"] = held_out_scores(run, held_out)
+        if learned is None:
+            click.echo(f"held_out: {retraining}", err=True)
+            scores["held_out"] = held_out_scores(run, held_out)
+        else:
+            how = f"{learned.plantings} plantings of {learned.fraction:.0%} fakes ({learned.plant})"
+            click.echo(f"held_out and learned: {retraining}; then learning from {how}", err=True)
+            scores.update(cross_fitted_detectors(run, held_out, learned, fakes))
     frame = audit_frame(scores, run.training_triples, run.labels, order_by=order_by, top_k=top_k)
     write_table(frame, output)
     for row in frame.head(5).itertuples():
         click.echo(f"{row.rank:>3}  {getattr(row, order_by):+.4e}  {row.head}  {row.relation}  {row.tail}")
     click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
+
+
+def _cross_fitting(run, folds: int, plant: str | None, learned_asked: bool):
+    """The configurations of the held_out and learned columns and the learned column's planted fakes, refused
+    before any computation where the run cannot give them. A run too small to plant a fake in, or where every fake
+    drawn is a known triple, gets the held_out column alone (said in one line), unless learned was asked for.
+
+    :return: ``(HeldOutConfig, LearnedConfig or None, fakes or None)``
+    """
+    from ..evaluation.held_out import HeldOutConfig, check_held_out
+    from ..evaluation.learned import LearnedConfig, check_learned, plant_fakes
+
+    held_out = HeldOutConfig(folds=folds)
+    learned = LearnedConfig() if plant is None else LearnedConfig(plant=plant)
+    try:
+        check_learned(run, held_out, learned)
+        return held_out, learned, plant_fakes(run, learned)
+    except KGTracinError as refusal:
+        if learned_asked:
+            raise
+        check_held_out(run, held_out)  # a refusal of held_out itself stops here
+        click.echo(f"no learned column: {refusal}", err=True)
+        return held_out, None, None
 
 
 def _training_time(run, times: int = 1) -> str:

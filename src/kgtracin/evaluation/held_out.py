@@ -41,6 +41,7 @@ from .end_to_end import _Retrainer, retraining_config
 __all__ = [
     "HeldOutConfig",
     "held_out_scores",
+    "cross_fit",
     "check_held_out",
     "folds_of",
     "log_ranks",
@@ -188,12 +189,13 @@ def standardized_by_relation(
     return (x - mean_r[group]) / var_r[group].sqrt()
 
 
-def check_held_out(run, config: HeldOutConfig) -> None:
+def check_held_out(run, config: HeldOutConfig, purpose: str = _PURPOSE) -> None:
     """Refuse, before any computation, a run :func:`held_out_scores` cannot cross-fit.
 
+    :param purpose: what retrains, for the refusal of a run without a recipe
     :raises KGTracinError: for a run without a recipe, or with fewer training triples than folds
     """
-    retraining_config(run, _PURPOSE)
+    retraining_config(run, purpose)
     distinct = torch.unique(run.training_triples, dim=0).shape[0]
     if distinct < config.folds:
         raise KGTracinError(
@@ -211,17 +213,48 @@ def held_out_scores(run, config: HeldOutConfig = HeldOutConfig()) -> torch.Tenso
     :raises KGTracinError: for a run without a recipe, with fewer distinct training triples than folds, or whose
         retraining diverges
     """
+    scores, _ = cross_fit(run, config)
+    return (
+        standardized_by_relation(scores, run.training_triples[:, 1], config.relation_prior)
+        if config.by_relation
+        else scores
+    )
+
+
+def cross_fit(
+    run, config: HeldOutConfig, probes: torch.Tensor | None = None, probe_folds: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The raw log ranks (:func:`log_ranks`) of each training triple under the model retrained without its fold,
+    and of each probe triple (a triple of no fold, such as a planted fake) under the model of the fold it is given.
+
+    :param probes: shape: (M, 3), dtype: long, dataset ids, or ``None``
+    :param probe_folds: shape: (M,), dtype: long, values in ``[0, config.folds)``
+    :return: shape: (N,) and (M,) (``None`` without probes), float64
+    :raises KGTracinError: as :func:`held_out_scores`
+    """
     check_held_out(run, config)
+    if (probes is None) != (probe_folds is None):
+        raise KGTracinError("cross_fit: probes and probe_folds go together")
+    if probes is not None:
+        ok = probes.dim() == 2 and probes.shape[1] == 3 and probe_folds.shape == (probes.shape[0],)
+        if not ok or probe_folds.dtype.is_floating_point or probe_folds.dtype == torch.bool:
+            raise KGTracinError("cross_fit: probes must be of shape (M, 3), with one integer fold each")
+        if probe_folds.numel() and not (int(probe_folds.min()) >= 0 and int(probe_folds.max()) < config.folds):
+            raise KGTracinError(f"cross_fit: every probe's fold must be in [0, {config.folds})")
     train = run.training_triples
     retrain = _Retrainer(run, progress=False)  # check_held_out refused a run without a recipe
     fold = folds_of(train, config.folds, config.seed)
     known = KnownTriples([train])
     scores = torch.empty(train.shape[0], dtype=torch.float64)
+    probed = None if probes is None else torch.full((probes.shape[0],), torch.nan, dtype=torch.float64)
     model = None
     for f in tqdm(range(config.folds), desc="held_out: retraining without each fold", disable=not config.progress):
         rows = (fold == f).nonzero().flatten()
         del model  # one retrained model at a time
         model = retrain(rows.tolist())
         scores[rows] = log_ranks(model, train[rows], known)
+        if probes is not None:
+            mine = probe_folds == f
+            probed[mine] = log_ranks(model, probes[mine], known)
         logger.info("held_out: fold %d of %d (%d triples) scored", f + 1, config.folds, rows.numel())
-    return standardized_by_relation(scores, train[:, 1], config.relation_prior) if config.by_relation else scores
+    return scores, probed
