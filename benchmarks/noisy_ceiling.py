@@ -1,8 +1,8 @@
 """How far can a detector that judges a triple by the rest of the graph go? The held-out ceiling of noisy-fact
 detection, on a run kept by ``benchmarks/noisy_facts.py --keep DIR``.
 
-Usage: ``python benchmarks/noisy_ceiling.py RUN [RUN ...] [--folds K] [--seed S]``, each RUN a kept noisy run
-(``DIR/MODEL``, holding ``noisy-truth.pt``).
+Usage: ``python benchmarks/noisy_ceiling.py RUN [RUN ...] [--folds K] [--seed S] [--plant KIND]``, each RUN a kept
+noisy run (``DIR/MODEL``, holding ``noisy-truth.pt``).
 
 TracIn's self-influence is a first-order estimate of how much a triple's own training steps lowered its loss, that
 is of the gap between the loss of the model trained on it and of one trained without it. ``memorization`` divides it
@@ -25,7 +25,7 @@ of this kind, however exactly it estimated it:
   standardised within its relation (the audit's column) and raw. Measured on the run's own fakes, but each model
   sees (K-1)/K of the graph;
   With ``--folds``, also the audit's ``learned`` column (:mod:`kgtracin.evaluation.learned`), from the same
-  retrainings;
+  retrainings, planting the field's fakes (``--plant triples``, the default) or plausible ones;
 * **the graph's own cues (no model, :mod:`kgtracin.consistency`):** role surprise (type compatibility: how often
   the entities that share another role of the triple's head also play its head role, best over those roles, and
   likewise for the tail), pair surprise (the other relations linking the triple's pair, as rules for its own),
@@ -95,7 +95,7 @@ def show(title: str, metrics: dict) -> None:
         )
 
 
-def main(paths: list[Path], folds: int, seed: int) -> None:
+def main(paths: list[Path], folds: int, seed: int, plant: str = "triples") -> None:
     from kgtracin.consistency import consistency_scores, multiplicity_surprise, pair_surprise, role_surprise
     from kgtracin.evaluation.held_out import RELATION_PRIOR, HeldOutConfig, standardized_by_relation
     from kgtracin.evaluation.noisy import corrupt_triples, detection_metrics
@@ -146,7 +146,9 @@ def main(paths: list[Path], folds: int, seed: int) -> None:
             from kgtracin.evaluation.learned import LearnedConfig, cross_fitted_detectors
 
             config = HeldOutConfig(folds=folds, seed=seed, by_relation=False, progress=False)
-            out = cross_fitted_detectors(run, config, LearnedConfig(seed=seed))  # raw held_out: standardised below
+            out = cross_fitted_detectors(
+                run, config, LearnedConfig(plant=plant, seed=seed)
+            )  # raw held_out: standardised below
             column = standardized_by_relation(out["held_out"], train[:, 1], config.relation_prior)
             scores = {"learned": out["learned"], "held_out": column, "held_out, raw log ranks": out["held_out"]}
             show(f"cross-fitted, {folds} folds, the run's own fakes", detection_metrics(scores, truth))
@@ -157,5 +159,6 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--folds", type=int, default=0, help="also cross-fit with this many retrainings (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh fakes and of the folds")
+    parser.add_argument("--plant", default="triples", help="the fakes the learned column plants: triples or plausible")
     args = parser.parse_args()
-    main(args.runs, args.folds, args.seed)
+    main(args.runs, args.folds, args.seed, args.plant)
