@@ -182,10 +182,16 @@ def test_folds_add_the_columns_beside_another_order(distmult_run, tmp_path, caps
         assert pd.read_csv(out, sep="\t")[order].is_monotonic_decreasing
     out.unlink()
     code, _, err = run_cli(
-        capsys, "audit", distmult_run, "--order-by", "held_out", "--plant", "triples", "--output", out
+        capsys, "audit", distmult_run, "--order-by", "memorization", "--plant", "triples", "--output", out
     )
-    assert_clean_error(code, err, "--plant", "auto or the learned column")
+    assert_clean_error(code, err, "--plant", "auto or the learned column")  # nothing planted: no auto, no folds
     assert not out.exists()
+    code, _, err = run_cli(
+        capsys, "audit", distmult_run, "--order-by", "held_out", "--plant", "plausible", "--output", out
+    )
+    assert code == 0, err
+    assert seen[-1] == (5, "plausible")  # held_out's retrainings give the learned column too
+    out.unlink()
     code, _, err = run_cli(
         capsys,
         "audit",

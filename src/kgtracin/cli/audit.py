@@ -85,14 +85,13 @@ def audit(
     fakes, and the detector that finds them best is kept for the next audit of the same run and settings (in
     $KGTRACIN_CACHE_DIR, else $XDG_CACHE_HOME/kgtracin, else ~/.cache/kgtracin; never inside the run's folder). It
     chooses for the fakes it plants (--plant): by default plausible ones, a head or tail the relation already has
-    there. Other runs, or --order-by memorization, take memorization, the only detector above chance in every
-    setting measured.
+    there. Other runs, or --order-by memorization, take memorization, above chance in every setting measured.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
     from ..outputs import check_output, write_table
 
-    if plant is not None and order_by not in (None, "auto", "learned") and folds is None:
+    if plant is not None and order_by not in (None, "auto", *RETRAINED_DETECTORS) and folds is None:
         raise KGTracinError(
             f"--plant chooses the fakes that --order-by auto or the learned column plants, not {order_by}; drop one"
         )

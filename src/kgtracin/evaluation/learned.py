@@ -21,7 +21,7 @@ the graph, and the run does not say which of its triples are fake. So plant know
    training triple, constrained to be monotone: more surprise never makes a triple less suspect;
 5. score each training triple, its cues taken in the training graph, by the classifier's log-odds.
 
-The run's own unknown fakes count as real in step 4, which only blunts the classifier. The classifier scores the
+The run's own unknown fakes count as real in step 4 (what that costs was not measured). The classifier scores the
 training triples it was fitted on (as real), which its monotone constraint keeps from mattering much. It costs what
 the ``held_out`` column costs (K retrainings), plus ranking the planted fakes (``plantings * fraction`` of the
 training triples) and the fit. It learns the kind of fake it is shown: with ``plant="plausible"`` the graph's cues
