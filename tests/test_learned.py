@@ -264,3 +264,29 @@ def test_probes_without_a_fold_of_the_run_are_refused_before_retraining(
     with pytest.raises(KGTracinError, match=message):
         cross_fit(run, HeldOutConfig(folds=3, progress=False), probes, probe_folds)
     assert not retrained
+
+
+def test_where_every_fake_drawn_is_known_learned_is_refused_and_held_out_goes_on_alone(
+    distmult_run, tmp_path, capsys, monkeypatch
+):
+    from kgtracin.evaluation.learned import plant_fakes
+
+    def nothing_new(kind, triples, *args):
+        return triples, torch.zeros(triples.shape[0], dtype=torch.bool)
+
+    monkeypatch.setattr(learned_module, "corrupt", nothing_new)
+    with pytest.raises(KGTracinError, match="could not plant fakes"):
+        plant_fakes(load_run(distmult_run), LearnedConfig())
+    monkeypatch.setattr(
+        "kgtracin.evaluation.held_out.held_out_scores",
+        lambda run, config: torch.arange(run.training_triples.shape[0]).double(),
+    )
+    out = tmp_path / "audit.tsv"
+    code, _, err = run_cli(capsys, "audit", distmult_run, "--order-by", "held_out", "--folds", "2", "--output", out)
+    assert code == 0, err
+    assert "no learned column: the learned detector could not plant fakes" in err
+    assert "learned" not in pd.read_csv(out, sep="\t").columns
+    out.unlink()
+    code, _, err = run_cli(capsys, "audit", distmult_run, "--order-by", "learned", "--folds", "2", "--output", out)
+    assert_clean_error(code, err, "could not plant fakes")
+    assert not out.exists()
