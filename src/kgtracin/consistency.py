@@ -66,10 +66,9 @@ def role_surprise(training_triples: torch.Tensor) -> torch.Tensor:
     :param training_triples: shape: (N, 3), dtype: long
     :return: shape: (N,), float64, >= 0
     """
-    triples = _checked(training_triples)
-    if triples.shape[0] == 0:
+    facts, row_fact = _facts(training_triples)
+    if facts.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
-    facts, row_fact = torch.unique(triples, dim=0, return_inverse=True)
     head, relation, tail = facts.unbind(1)
     loop = head == tail
     # one row per (entity, role): (r, head) = 3r, (r, tail) = 3r + 1, (r, loop) = 3r + 2, once per self-loop
@@ -95,10 +94,9 @@ def pair_surprise(training_triples: torch.Tensor) -> torch.Tensor:
     :return: shape: (N,), float64; 0 where no other fact links the pair, negative where one makes r likelier
         than its base rate (the reversal of a symmetric relation's fact)
     """
-    triples = _checked(training_triples)
-    if triples.shape[0] == 0:
+    facts, row_fact = _facts(training_triples)
+    if facts.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
-    facts, row_fact = torch.unique(triples, dim=0, return_inverse=True)
     head, relation, tail = facts.unbind(1)
     _, pair = torch.unique(
         torch.stack([torch.minimum(head, tail), torch.maximum(head, tail)], 1), dim=0, return_inverse=True
@@ -146,10 +144,9 @@ def multiplicity_surprise(training_triples: torch.Tensor) -> torch.Tensor:
     :param training_triples: shape: (N, 3), dtype: long
     :return: shape: (N,), float64, >= 0
     """
-    triples = _checked(training_triples)
-    if triples.shape[0] == 0:
+    facts, row_fact = _facts(training_triples)
+    if facts.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64)
-    facts, row_fact = torch.unique(triples, dim=0, return_inverse=True)
     out = torch.zeros(facts.shape[0], dtype=torch.float64)
     for anchor in (facts[:, [0, 1]], facts[:, [2, 1]]):
         anchors, of_fact, count = torch.unique(anchor, dim=0, return_inverse=True, return_counts=True)
@@ -162,6 +159,11 @@ def multiplicity_surprise(training_triples: torch.Tensor) -> torch.Tensor:
         share = (at_least[r, k] - 1 + ROLE_SMOOTHING) / at_least[r, k - 1]
         out += torch.where(k > 1, -share.log(), torch.zeros_like(share))
     return out[row_fact]
+
+
+def _facts(training_triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct facts of the checked triples (:func:`_checked`), shape (F, 3), and each row's fact, shape (N,)."""
+    return torch.unique(_checked(training_triples), dim=0, return_inverse=True)
 
 
 def _checked(training_triples: torch.Tensor) -> torch.Tensor:
