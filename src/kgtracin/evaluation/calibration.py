@@ -29,7 +29,7 @@ from pathlib import Path
 from ..calibrations import cache_folder, inside, keep, key_for, read_kept
 from ..config import PLANTS, CalibrationConfig
 from ..errors import KGTracinError
-from .noisy import corrupt, roc_auc
+from .noisy import corrupt, known_triples, roc_auc
 
 __all__ = ["CalibrationConfig", "Calibration", "calibrate", "choose_detector", "key_for", "PLANTS"]
 
@@ -110,7 +110,7 @@ def choose_detector(
     train = run.training_triples
     if round(config.fraction * train.shape[0]) < 1:
         raise KGTracinError(f"planting {config.fraction} of the run's {train.shape[0]} training triples plants none")
-    known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
+    known = known_triples(run)
     planted, fake = corrupt(
         config.plant, train, config.fraction, len(run.labels.entities), len(run.labels.relations), config.seed, known
     )

@@ -41,7 +41,7 @@ from ..config import PLANTS
 from ..consistency import multiplicity_surprise, pair_surprise, role_surprise
 from ..errors import KGTracinError
 from .held_out import RELATION_PRIOR, HeldOutConfig, check_held_out, cross_fit, standardized_by_relation
-from .noisy import corrupt
+from .noisy import corrupt, known_triples
 
 __all__ = ["LearnedConfig", "CUES", "cross_fitted_detectors", "cues", "check_learned", "plant_fakes"]
 
@@ -121,7 +121,7 @@ def plant_fakes(run, learned: LearnedConfig) -> list[torch.Tensor]:
     :raises KGTracinError: where a planting draws no fake (every corruption drawn was a known triple)
     """
     train = run.training_triples
-    known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
+    known = known_triples(run)
     fakes = []
     for planting in range(learned.plantings):
         planted, fake = corrupt(

@@ -23,6 +23,7 @@ __all__ = [
     "corrupt_tails",
     "corrupt_triples",
     "corrupt_plausible",
+    "known_triples",
     "detection_metrics",
     "roc_auc",
     "BUDGETS",
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 #: the fractions of the training triples at which precision and recall are reported
 BUDGETS = (0.01, 0.05, 0.1)
+
+
+def known_triples(run) -> set[tuple[int, int, int]]:
+    """Every triple of the run's splits (training, validation, testing): the triples a planted fake must not be."""
+    return {tuple(t) for split in run.splits.values() for t in split.tolist()}
 
 
 def corrupt(
