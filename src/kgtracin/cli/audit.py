@@ -77,7 +77,9 @@ def audit(
     triple's log ranks under a model retrained without it (K retrainings of the run's recipe, no TracIn; the
     judgement TracIn's self-influence estimates), standardised among the training triples of its relation; and
     learned: held_out and the graph's cues weighed by a classifier that learns from fakes planted in the run
-    (--plant, the field's by default) which of them find fakes in this graph.
+    (--plant, the field's by default) which of them find fakes in this graph. Each retrained model is kept in
+    the cache folder below (retrainings/, one file the size of the run's model per fold), so an interrupted audit
+    resumes at its fold and the next audit of the run with the same --folds retrains nothing.
     The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
 
     No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
@@ -143,13 +145,22 @@ def audit(
         **options,
     )
     if folds is not None:
-        from ..evaluation.held_out import held_out_scores
+        from ..evaluation.held_out import held_out_scores, kept_folds
         from ..evaluation.learned import cross_fitted_detectors
+        from ..retrainings import cache_folder as retrainings_folder
 
+        kept = kept_folds(run, held_out)
+        times = "once" if folds - kept == 1 else f"{folds - kept} times"
         retraining = (
-            f"retraining the run's recipe {folds} times, each without 1/{folds} of the training triples"
-            f"{_training_time(run, folds)}"
+            f"retraining the run's recipe {times}, each without 1/{folds} of the training triples"
+            f"{_training_time(run, folds - kept)}"
         )
+        if kept:
+            retraining = (
+                f"the run's {folds} retrainings read back from {retrainings_folder()}"
+                if kept == folds
+                else f"{retraining} ({kept} of {folds} read back from {retrainings_folder()})"
+            )
         if learned is None:
             click.echo(f"held_out: {retraining}", err=True)
             scores["held_out"] = held_out_scores(run, held_out)

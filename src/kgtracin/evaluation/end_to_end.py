@@ -208,6 +208,22 @@ class _Retrainer:
         fit(model, config, factory, progress=self.progress, loop_cls=self.loop_cls)
         return model.eval()
 
+    def rebuilt(self, deleted: list[int], state: dict[str, torch.Tensor]):
+        """The model that ``self(deleted)`` retrains, built as it would be and given the weights ``state`` (a kept
+        retraining, :mod:`kgtracin.retrainings`); ``None`` where they do not fit it."""
+        from ..training import build_model
+
+        keep = torch.ones(self.train.shape[0], dtype=torch.bool)
+        keep[torch.as_tensor(deleted, dtype=torch.long)] = False
+        model = build_model(self.config, self.kwargs, self._factory(self.train[keep]))
+        own = model.state_dict()
+        if set(own) != set(state) or any(
+            own[name].shape != value.shape or own[name].dtype != value.dtype for name, value in state.items()
+        ):
+            return None
+        model.load_state_dict(state)
+        return model.eval()
+
     def reproduces_first_checkpoint(self) -> bool | None:
         """Whether one epoch of retraining with nothing deleted equals the run's epoch-1 checkpoint bit for bit
         (None when the run kept no epoch-1 checkpoint)."""

@@ -34,8 +34,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..calibrations import inside
 from ..errors import KGTracinError
 from ..predictions import KnownTriples, head_view, tail_view
+from ..retrainings import cache_folder as retrainings_folder
+from ..retrainings import keep_state, read_state, retraining_key
 from .end_to_end import _Retrainer, retraining_config
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "held_out_scores",
     "cross_fit",
     "check_held_out",
+    "kept_folds",
     "folds_of",
     "log_ranks",
     "ranks_both_ways",
@@ -73,6 +77,9 @@ class HeldOutConfig:
     #: (:func:`standardized_by_relation`)
     relation_prior: float = RELATION_PRIOR
     progress: bool = True
+    #: keep each retrained model in kgtracin's cache folder and read it back instead of retraining it
+    #: (:mod:`kgtracin.retrainings`): an interrupted cross-fitting resumes, and the next one of the run is free
+    keep: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
@@ -247,14 +254,40 @@ def cross_fit(
     known = KnownTriples([train])
     scores = torch.empty(train.shape[0], dtype=torch.float64)
     probed = None if probes is None else torch.full((probes.shape[0],), torch.nan, dtype=torch.float64)
+    keyed = config.keep and _keeps(run)
     model = None
     for f in tqdm(range(config.folds), desc="held_out: retraining without each fold", disable=not config.progress):
         rows = (fold == f).nonzero().flatten()
         del model  # one retrained model at a time
-        model = retrain(rows.tolist())
+        key = retraining_key(run, config.folds, config.seed, f) if keyed else None
+        state = read_state(key)
+        model = None if state is None else retrain.rebuilt(rows.tolist(), state)
+        kept = model is not None
+        if not kept:
+            model = retrain(rows.tolist())
         scores[rows] = log_ranks(model, train[rows], known)
         if probes is not None:
             mine = probe_folds == f
             probed[mine] = log_ranks(model, probes[mine], known)
-        logger.info("held_out: fold %d of %d (%d triples) scored", f + 1, config.folds, rows.numel())
+        if not kept:  # kept once it scored: a retraining that diverged is refused again, not read back
+            keep_state(key, model.state_dict())
+        how = "read back" if kept else "retrained"
+        logger.info("held_out: fold %d of %d (%d triples) %s and scored", f + 1, config.folds, rows.numel(), how)
     return scores, probed
+
+
+def kept_folds(run, config: HeldOutConfig) -> int:
+    """How many of the run's K retrainings :func:`cross_fit` would read back instead of retraining."""
+    if not (config.keep and run.path is not None and not inside(retrainings_folder(), run.path)):
+        return 0
+    return sum(read_state(retraining_key(run, config.folds, config.seed, f)) is not None for f in range(config.folds))
+
+
+def _keeps(run) -> bool:
+    """Whether the run's retrainings can be kept: it has a folder, and the cache folder is not inside it."""
+    if run.path is None:
+        return False
+    if inside(retrainings_folder(), run.path):
+        logger.warning("retrainings not kept: the cache folder %s is inside the run's folder", retrainings_folder())
+        return False
+    return True

@@ -1,0 +1,118 @@
+"""Kept retrainings: the models of a cross-fitting, read back instead of retrained.
+
+The ``held_out`` and ``learned`` columns retrain the run's recipe K times, each without one fold of the training
+triples (:func:`kgtracin.evaluation.held_out.cross_fit`): hours on a real graph. Each retrained model depends only
+on the run (its recipe and triples: :func:`kgtracin.calibrations.run_digest`), the folds (their number and seed),
+which fold it left out, and the versions of kgtracin, PyKEEN and torch that retrained it: the
+:func:`retraining_key`. So each model is kept as soon as it is retrained, one file per key, and read back when the
+same retraining is asked for again: an interrupted audit resumes at the fold it stopped in, and a second audit of
+the run (another ``--plant``, another order) retrains nothing.
+
+The folder is the ``retrainings/`` folder of kgtracin's cache folder (``$KGTRACIN_CACHE_DIR``, else
+``$XDG_CACHE_HOME/kgtracin``, else ``~/.cache/kgtracin``); each file holds one model's weights (the size of the
+run's ``model.pt``), and the folder may be deleted at any time. The rules are those of kept calibrations: nothing
+is kept inside the run's folder, an input; kgtracin writes only regular files named by a key's digest, through a
+temporary file renamed into place, and replaces only a file of its own format, never a link or a file of the
+user's; anything at that name that is not such a file, cannot be read, or holds another key counts as absent.
+Files are read with ``torch.load(weights_only=True)``, which runs no code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .calibrations import cache_folder as _calibrations_folder
+from .calibrations import run_digest
+from .staging import apply_umask, temporary_file
+
+__all__ = ["FORMAT", "cache_folder", "retraining_key", "read_state", "keep_state"]
+
+logger = logging.getLogger(__name__)
+
+#: the ``format`` field of every file kept here
+FORMAT = "kgtracin-retraining/1"
+
+
+def cache_folder() -> Path:
+    """Where kept retrainings live (the ``retrainings/`` folder of kgtracin's cache folder)."""
+    return _calibrations_folder().parent / "retrainings"
+
+
+def retraining_key(run, folds: int, seed: int, fold: int) -> dict | None:
+    """What the model retrained without fold ``fold`` of ``folds`` (split by ``seed``) depends on, as JSON;
+    ``None`` for a run without a folder (nothing to say that it is the same run next time)."""
+    digest = run_digest(run)
+    if digest is None:
+        return None
+    from importlib.metadata import version
+
+    return {
+        "kgtracin": __version__,
+        "pykeen": version("pykeen"),
+        "torch": str(torch.__version__),
+        "run": digest,
+        "folds": int(folds),
+        "seed": int(seed),
+        "fold": int(fold),
+    }
+
+
+def _path(key: dict, folder: Path | None) -> Path:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return (folder or cache_folder()) / f"{name}.pt"
+
+
+def _read(path: Path) -> dict | None:
+    """The record in a regular file of kgtracin's format at ``path`` (links followed), else ``None``."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a folder, a FIFO or a device: never opened, so never waited on
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # whatever a damaged or foreign file raises, it is not a kept retraining
+        return None
+    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+def read_state(key: dict | None, folder: Path | None = None) -> dict[str, torch.Tensor] | None:
+    """The kept weights for ``key`` (a model's ``state_dict``), else ``None``."""
+    if key is None:
+        return None
+    record = _read(_path(key, folder))
+    if record is None or record.get("key") != key:
+        return None
+    state = record.get("state")
+    ok = isinstance(state, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items())
+    return state if ok else None
+
+
+def keep_state(key: dict | None, state: dict[str, torch.Tensor], folder: Path | None = None) -> Path | None:
+    """Keep a retrained model's weights for ``key``; :return: the file, or ``None`` when it could not be kept
+    (a warning says why)."""
+    if key is None:
+        return None
+    path = _path(key, folder)
+    record = {"format": FORMAT, "key": key, "state": {name: value.detach().cpu() for name, value in state.items()}}
+    tmp = None
+    try:
+        if os.path.lexists(path) and (path.is_symlink() or _read(path) is None):
+            logger.warning("retraining not kept: %s exists and is not a file kgtracin wrote", path)
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_file(path)
+        torch.save(record, tmp)
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        logger.warning("retraining not kept in %s: %s", path.parent, getattr(error, "strerror", None) or error)
+        return None
+    return path
