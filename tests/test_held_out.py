@@ -113,7 +113,7 @@ def test_each_triple_is_scored_by_the_model_retrained_without_its_fold(model, ru
     train = run.training_triples
     models, deleted = [], []
     _fake_retrainings(monkeypatch, run, models, deleted)
-    scores = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False))
+    scores = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False, keep=False))
     assert scores.dtype == torch.float64 and scores.shape == (train.shape[0],)
     assert len(deleted) == 3 and sorted(row for rows in deleted for row in rows) == list(range(train.shape[0]))
     assert torch.equal(torch.tensor(deleted[1]), (folds_of(train, 3, 0) == 1).nonzero().flatten())
@@ -144,10 +144,10 @@ def test_the_default_standardises_the_log_ranks_within_each_relation(distmult_ru
     and deviation, shrunk towards all triples' by ``relation_prior`` pseudo-triples (computed independently)."""
     run = load_run(distmult_run)
     _fake_retrainings(monkeypatch, run, [], [])
-    raw = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False))
+    raw = held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False, keep=False))
     models = []
     _fake_retrainings(monkeypatch, run, models, [])
-    scores = held_out_scores(run, HeldOutConfig(folds=3, relation_prior=prior, progress=False))
+    scores = held_out_scores(run, HeldOutConfig(folds=3, relation_prior=prior, progress=False, keep=False))
     relations = run.training_triples[:, 1].tolist()
     assert 1 in collections.Counter(relations).values()  # a lone relation: compared with all triples
     assert scores.tolist() == pytest.approx(_shrunk(raw.tolist(), relations, prior), rel=1e-10, abs=1e-10)
@@ -276,7 +276,7 @@ def test_copies_of_a_training_triple_are_left_out_together(distmult_run, monkeyp
     run.training_triples = torch.cat([run.training_triples, run.training_triples[:40]])
     models, deleted = [], []
     _fake_retrainings(monkeypatch, run, models, deleted)
-    held_out_scores(run, HeldOutConfig(folds=4, progress=False))
+    held_out_scores(run, HeldOutConfig(folds=4, progress=False, keep=False))
     n = run.training_triples.shape[0] - 40
     for rows in deleted:
         left_out = set(rows)
@@ -287,18 +287,18 @@ def test_a_retraining_that_diverges_is_refused(distmult_run, monkeypatch):
     run = load_run(distmult_run)
     _fake_retrainings(monkeypatch, run, [], [], nan=True)
     with pytest.raises(KGTracinError, match="non-finite scores"):
-        held_out_scores(run, HeldOutConfig(folds=2, progress=False))
+        held_out_scores(run, HeldOutConfig(folds=2, progress=False, keep=False))
 
 
 def test_a_run_without_a_recipe_or_with_fewer_triples_than_folds_is_refused(distmult_run_copy):
     run = load_run(distmult_run_copy)
     with pytest.raises(KGTracinError, match="at least as many distinct training triples"):
-        held_out_scores(run, HeldOutConfig(folds=run.training_triples.shape[0] + 1, progress=False))
+        held_out_scores(run, HeldOutConfig(folds=run.training_triples.shape[0] + 1, progress=False, keep=False))
     manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
     manifest.pop("training")
     (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(KGTracinError, match="the held_out detector retrains with the run's own recipe"):
-        held_out_scores(load_run(distmult_run_copy), HeldOutConfig(progress=False))
+        held_out_scores(load_run(distmult_run_copy), HeldOutConfig(progress=False, keep=False))
 
 
 def test_the_audit_orders_by_held_out_with_real_retrainings(distmult_run, tmp_path, capsys):
@@ -313,7 +313,7 @@ def test_the_audit_orders_by_held_out_with_real_retrainings(distmult_run, tmp_pa
     assert "most suspicious first by held_out" in stdout
     frame = pd.read_csv(out, sep="\t")
     assert frame["held_out"].is_monotonic_decreasing and "memorization" in frame.columns
-    expected = cross_fitted_detectors(load_run(distmult_run), HeldOutConfig(folds=2, progress=False))
+    expected = cross_fitted_detectors(load_run(distmult_run), HeldOutConfig(folds=2, progress=False, keep=False))
     for column in ("held_out", "learned"):
         written = torch.tensor(frame[column].to_numpy())
         assert torch.equal(written, expected[column][torch.tensor(frame["train_index"])])
@@ -357,9 +357,9 @@ def test_as_many_folds_as_distinct_triples_and_no_more(distmult_run):
     run = load_run(distmult_run)
     run.training_triples = torch.cat([run.training_triples, run.training_triples[:40]])
     distinct = run.training_triples.shape[0] - 40
-    check_held_out(run, HeldOutConfig(folds=distinct, progress=False))
+    check_held_out(run, HeldOutConfig(folds=distinct, progress=False, keep=False))
     with pytest.raises(KGTracinError, match=f"{distinct + 1} folds need .* the run has {distinct}$"):
-        check_held_out(run, HeldOutConfig(folds=distinct + 1, progress=False))
+        check_held_out(run, HeldOutConfig(folds=distinct + 1, progress=False, keep=False))
 
 
 def test_no_triples_rank_to_nothing_and_one_non_finite_side_is_refused(distmult_run, monkeypatch):

@@ -35,7 +35,7 @@ def test_probes_are_ranked_by_the_model_of_their_fold(distmult_run, monkeypatch)
     _fake_retrainings(monkeypatch, run, models, deleted)
     probes = torch.tensor([[0, 0, 1], [1, 1, 2], [2, 2, 3], [3, 0, 4], [4, 1, 0], [5, 2, 1]])
     probe_folds = torch.tensor([2, 0, 1, 2, 0, 1])
-    config = HeldOutConfig(folds=3, progress=False)
+    config = HeldOutConfig(folds=3, progress=False, keep=False)
     scores, probed = cross_fit(run, config, probes, probe_folds)
     assert probed.dtype == torch.float64 and probed.shape == (6,)
     known = KnownTriples([train])
@@ -43,7 +43,7 @@ def test_probes_are_ranked_by_the_model_of_their_fold(distmult_run, monkeypatch)
         assert got == pytest.approx(_log_rank(models[fold], probe, known, False), rel=1e-12, abs=1e-12)
     assert torch.equal(torch.tensor(deleted[1]), (folds_of(train, 3, 0) == 1).nonzero().flatten())
     _fake_retrainings(monkeypatch, run, [], [])
-    assert torch.equal(scores, held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False)))
+    assert torch.equal(scores, held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False, keep=False)))
     assert cross_fit(run, config)[1] is None
 
 
@@ -86,7 +86,7 @@ def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_it
 
     monkeypatch.setattr(learned_module, "cross_fit", spy)
     _fake_retrainings(monkeypatch, run, [], [])
-    config, learned = HeldOutConfig(folds=3, progress=False), LearnedConfig(plantings=2, seed=4)
+    config, learned = HeldOutConfig(folds=3, progress=False, keep=False), LearnedConfig(plantings=2, seed=4)
     out = cross_fitted_detectors(run, config, learned)
     (probes, probe_folds), (raw, probed) = calls
     _fake_retrainings(monkeypatch, run, [], [])
@@ -153,9 +153,9 @@ def test_a_run_too_small_to_plant_a_fake_is_refused(distmult_run):
     run = load_run(distmult_run)
     run.training_triples = run.training_triples[:9]
     with pytest.raises(KGTracinError, match="none of the run's 9"):
-        check_learned(run, HeldOutConfig(folds=3, progress=False), LearnedConfig())
+        check_learned(run, HeldOutConfig(folds=3, progress=False, keep=False), LearnedConfig())
     run.training_triples = load_run(distmult_run).training_triples[:11]
-    check_learned(run, HeldOutConfig(folds=3, progress=False), LearnedConfig())  # one fake: round(0.55)
+    check_learned(run, HeldOutConfig(folds=3, progress=False, keep=False), LearnedConfig())  # one fake: round(0.55)
 
 
 def test_folds_add_the_columns_beside_another_order(distmult_run, tmp_path, capsys, monkeypatch):
@@ -262,7 +262,7 @@ def test_probes_without_a_fold_of_the_run_are_refused_before_retraining(
     retrained = []
     _fake_retrainings(monkeypatch, run, retrained, [])
     with pytest.raises(KGTracinError, match=message):
-        cross_fit(run, HeldOutConfig(folds=3, progress=False), probes, probe_folds)
+        cross_fit(run, HeldOutConfig(folds=3, progress=False, keep=False), probes, probe_folds)
     assert not retrained
 
 

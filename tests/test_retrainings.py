@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 
 import pandas as pd
 import pytest
@@ -189,3 +190,57 @@ def test_a_retraining_that_diverges_is_refused_and_not_kept(distmult_run, monkey
     with pytest.raises(KGTracinError, match="non-finite scores"):
         cross_fit(run, config)
     assert kept_folds(run, config) == 0 and not list(retrainings.cache_folder().glob("*.pt"))
+
+
+class _Payload:
+    """Unpickled, it would make the folder ``ran``."""
+
+    def __init__(self, ran):
+        self.ran = str(ran)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.ran,))
+
+
+def test_a_fifo_a_damaged_file_or_a_pickle_with_code_counts_as_absent_and_runs_nothing(distmult_run, tmp_path):
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a FIFO at the kept file's name was opened"))
+    signal.alarm(60)
+    run = load_run(distmult_run)
+    key = retrainings.retraining_key(run, 2, 0, 0)
+    path = retrainings._path(key, None)
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)  # opening it would wait for a writer forever
+    assert retrainings.read_state(key) is None and retrainings.keep_state(key, {"w": torch.ones(2)}) is None
+    path.unlink()
+    kept = {"w": torch.arange(6.0), "b": torch.tensor(2.0)}
+    assert retrainings.keep_state(key, kept) == path
+    assert all(torch.equal(retrainings.read_state(key)[name], value) for name, value in kept.items())
+    whole = path.read_bytes()
+    at = whole.index(torch.arange(6.0).numpy().tobytes())
+    path.write_bytes(whole[:at] + bytes([whole[at] ^ 1]) + whole[at + 1 :])  # one bit of the weights flipped
+    assert retrainings.read_state(key) is None
+    path.write_bytes(whole[: len(whole) // 2])  # truncated
+    assert retrainings.read_state(key) is None
+    assert retrainings.keep_state(key, kept) is None and path.read_bytes() == whole[: len(whole) // 2]
+    path.unlink()
+    torch.save({"format": retrainings.FORMAT, "key": key, "state": _Payload(tmp_path / "ran")}, path)
+    assert retrainings.read_state(key) is None and not (tmp_path / "ran").exists()
+    signal.alarm(0)
+
+
+def test_the_audit_says_how_many_retrainings_it_reads_back(distmult_run, tmp_path, capsys):
+    run = load_run(distmult_run)
+    cross_fit(run, HeldOutConfig(folds=3, progress=False))
+    retrainings._path(retrainings.retraining_key(run, 3, 0, 2), None).unlink()
+    code, _stdout, err = run_cli(
+        capsys, "audit", distmult_run, "--order-by", "held_out", "--folds", "3", "--output", tmp_path / "a.tsv"
+    )
+    assert code == 0, err
+    folder = retrainings.cache_folder()
+    assert f"2 of the run's 3 retrainings read back from {folder}; retraining the other one, without 1/3" in err
+    retrainings._path(retrainings.retraining_key(run, 3, 0, 0), None).unlink()
+    retrainings._path(retrainings.retraining_key(run, 3, 0, 1), None).unlink()
+    code, _stdout, err = run_cli(
+        capsys, "audit", distmult_run, "--order-by", "held_out", "--folds", "3", "--output", tmp_path / "b.tsv"
+    )
+    assert "1 of the run's 3 retrainings read back" in err and "retraining the other 2, each without 1/3" in err

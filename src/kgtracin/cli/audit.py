@@ -150,17 +150,7 @@ def audit(
         from ..retrainings import cache_folder as retrainings_folder
 
         kept = kept_folds(run, held_out)
-        times = "once" if folds - kept == 1 else f"{folds - kept} times"
-        retraining = (
-            f"retraining the run's recipe {times}, each without 1/{folds} of the training triples"
-            f"{_training_time(run, folds - kept)}"
-        )
-        if kept:
-            retraining = (
-                f"the run's {folds} retrainings read back from {retrainings_folder()}"
-                if kept == folds
-                else f"{retraining} ({kept} of {folds} read back from {retrainings_folder()})"
-            )
+        retraining = _retraining_said(run, folds, kept, retrainings_folder())
         if learned is None:
             click.echo(f"held_out: {retraining}", err=True)
             scores["held_out"] = held_out_scores(run, held_out)
@@ -196,6 +186,19 @@ def _cross_fitting(run, folds: int, plant: str | None, learned_asked: bool):
         check_held_out(run, held_out)  # a refusal of held_out itself stops here
         click.echo(f"no learned column: {refusal}", err=True)
         return held_out, None, None
+
+
+def _retraining_said(run, folds: int, kept: int, folder) -> str:
+    """What the cross-fitting will do: retrain ``folds - kept`` times, read ``kept`` retrainings back."""
+    left = folds - kept
+    each = "without" if left == 1 else "each without"
+    retraining = f"{each} 1/{folds} of the training triples{_training_time(run, left)}"
+    if not kept:
+        return f"retraining the run's recipe {folds} times, {retraining}"
+    if not left:
+        return f"the run's {folds} retrainings read back from {folder}"
+    other = "the other one" if left == 1 else f"the other {left}"
+    return f"{kept} of the run's {folds} retrainings read back from {folder}; retraining {other}, {retraining}"
 
 
 def _training_time(run, times: int = 1) -> str:

@@ -262,6 +262,7 @@ def cross_fit(
         key = retraining_key(run, config.folds, config.seed, f) if keyed else None
         state = read_state(key)
         model = None if state is None else retrain.rebuilt(rows.tolist(), state)
+        del state  # the model holds its own copy
         kept = model is not None
         if not kept:
             model = retrain(rows.tolist())
