@@ -31,7 +31,7 @@ import torch
 
 from ._version import __version__
 from .config import AUDIT_LOSS, CalibrationConfig
-from .staging import apply_umask, temporary_file
+from .staging import keep_file
 
 __all__ = ["calibration_key", "key_for", "cache_folder", "run_digest", "inside", "read_kept", "keep", "FORMAT"]
 
@@ -171,19 +171,9 @@ def keep(key: dict | None, chosen: str, aucs: dict[str, float], folder: Path | N
         return None
     path = _path(key, folder)
     record = {"format": FORMAT, "key": key, "chosen": chosen, "aucs": {k: float(v) for k, v in aucs.items()}}
-    tmp = None
-    try:
-        if os.path.lexists(path) and (path.is_symlink() or _read(path) is None):
-            logger.warning("calibration not kept: %s exists and is not a file kgtracin wrote", path)
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_file(path)
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        logger.warning("calibration not kept in %s: %s", path.parent, error.strerror or error)
-        return None
-    return path
+    return keep_file(
+        path,
+        lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"),
+        lambda found: _read(found) is not None,
+        "calibration",
+    )

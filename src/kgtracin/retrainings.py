@@ -33,7 +33,7 @@ import torch
 from ._version import __version__
 from .calibrations import cache_folder as _calibrations_folder
 from .calibrations import run_digest
-from .staging import apply_umask, temporary_file
+from .staging import keep_file
 
 __all__ = ["FORMAT", "cache_folder", "retraining_key", "read_state", "keep_state"]
 
@@ -137,19 +137,4 @@ def keep_state(key: dict | None, state: dict[str, torch.Tensor], folder: Path | 
     path = _path(key, folder)
     state = {name: value.detach().cpu() for name, value in state.items()}
     record = {"format": FORMAT, "key": key, "state": state, "checksum": _checksum(state)}
-    tmp = None
-    try:
-        if os.path.lexists(path) and (path.is_symlink() or _read(path) is None):
-            logger.warning("retraining not kept: %s exists and is not a file kgtracin wrote", path)
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_file(path)
-        torch.save(record, tmp)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        logger.warning("retraining not kept in %s: %s", path.parent, getattr(error, "strerror", None) or error)
-        return None
-    return path
+    return keep_file(path, lambda tmp: torch.save(record, tmp), lambda found: _read(found) is not None, "retraining")

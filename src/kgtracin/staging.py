@@ -18,6 +18,7 @@ Results are published with the permissions the user's umask gives a new file or 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from .errors import KGTracinError
 
 __all__ = [
+    "keep_file",
     "OWNER",
     "make_staging",
     "publish_folder",
@@ -39,6 +41,8 @@ __all__ = [
     "ensure_folder",
     "remove_created",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: the owner file inside every staging folder and store kgtracin makes
 OWNER = ".kgtracin-owner"
@@ -158,6 +162,32 @@ def temporary_file(path: Path) -> Path:
     )
     os.close(fd)
     return Path(tmp)
+
+
+def keep_file(path: Path, write, is_own, what: str) -> Path | None:
+    """Write a kept file (a cache entry) at ``path``: ``write(tmp)`` fills a temporary file beside it, renamed into
+    place. Only a regular file that ``is_own(path)`` recognises as kgtracin's is replaced, never a link or a file of
+    the user's.
+
+    :param what: what is kept, for the warning
+    :return: ``path``, or ``None`` when it could not be kept (a warning says why)
+    """
+    tmp = None
+    try:
+        if os.path.lexists(path) and (path.is_symlink() or not is_own(path)):
+            logger.warning("%s not kept: %s exists and is not a file kgtracin wrote", what, path)
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_file(path)
+        write(tmp)
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        logger.warning("%s not kept in %s: %s", what, path.parent, getattr(error, "strerror", None) or error)
+        return None
+    return path
 
 
 def ensure_folder(folder: Path, what: str) -> list[Path]:
