@@ -43,7 +43,9 @@ def test_probes_are_ranked_by_the_model_of_their_fold(distmult_run, monkeypatch)
         assert got == pytest.approx(_log_rank(models[fold], probe, known, False), rel=1e-12, abs=1e-12)
     assert torch.equal(torch.tensor(deleted[1]), (folds_of(train, 3, 0) == 1).nonzero().flatten())
     _fake_retrainings(monkeypatch, run, [], [])
-    assert torch.equal(scores, held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False, keep=False)))
+    assert torch.equal(
+        scores, held_out_scores(run, HeldOutConfig(folds=3, by_relation=False, progress=False, keep=False))
+    )
     assert cross_fit(run, config)[1] is None
 
 

@@ -117,6 +117,27 @@ def test_a_kept_file_that_does_not_fit_is_retrained_over_and_a_foreign_file_is_n
     assert retrainings.read_state(key1) is None and retrainings.read_state(key0) is None
 
 
+@pytest.mark.parametrize("change", ["dtype", "name"])
+def test_weights_of_the_right_shapes_but_another_dtype_or_names_are_retrained_over(distmult_run, monkeypatch, change):
+    run = load_run(distmult_run)
+    config = HeldOutConfig(folds=2, progress=False)
+    calls = []
+    _count_retrainings(monkeypatch, calls)
+    expected = cross_fit(run, HeldOutConfig(folds=2, progress=False, keep=False))
+    for fold in (0, 1):
+        key = retrainings.retraining_key(run, 2, 0, fold)
+        state = {name: torch.zeros_like(value) for name, value in run.model.state_dict().items()}
+        if change == "dtype":
+            state = {name: value.double() for name, value in state.items()}
+        else:
+            state["extra"] = torch.zeros(1)
+        retrainings.keep_state(key, state)
+    assert kept_folds(run, config) == 0  # kgtracin's own files, for this key, but not for this model
+    got = cross_fit(run, config)
+    assert len(calls) == 4  # both refused by the model and retrained
+    assert torch.equal(got[0], expected[0])
+
+
 def test_a_link_or_a_folder_at_the_name_is_left_alone(distmult_run, tmp_path):
     run = load_run(distmult_run)
     key = retrainings.retraining_key(run, 2, 0, 0)

@@ -278,10 +278,17 @@ def cross_fit(
 
 
 def kept_folds(run, config: HeldOutConfig) -> int:
-    """How many of the run's K retrainings :func:`cross_fit` would read back instead of retraining."""
-    if not (config.keep and run.path is not None and not inside(retrainings_folder(), run.path)):
+    """How many of the run's K retrainings :func:`cross_fit` would read back instead of retraining (kept, intact,
+    and fitting the model the recipe builds)."""
+    if not (config.keep and run.path is not None and run.has_recipe and not inside(retrainings_folder(), run.path)):
         return 0
-    return sum(read_state(retraining_key(run, config.folds, config.seed, f)) is not None for f in range(config.folds))
+    fold, retrain, count = folds_of(run.training_triples, config.folds, config.seed), None, 0
+    for f in range(config.folds):
+        state = read_state(retraining_key(run, config.folds, config.seed, f))
+        if state is not None:
+            retrain = retrain or _Retrainer(run, progress=False)
+            count += retrain.rebuilt((fold == f).nonzero().flatten().tolist(), state) is not None
+    return count
 
 
 def _keeps(run) -> bool:
