@@ -4,6 +4,7 @@ a file of the user's replaced."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 
@@ -265,3 +266,29 @@ def test_the_audit_says_how_many_retrainings_it_reads_back(distmult_run, tmp_pat
         capsys, "audit", distmult_run, "--order-by", "held_out", "--folds", "3", "--output", tmp_path / "b.tsv"
     )
     assert "1 of the run's 3 retrainings read back" in err and "retraining the other 2, each without 1/3" in err
+
+
+def test_the_key_names_what_changes_a_retraining(distmult_run, distmult_run_copy, monkeypatch):
+    run = load_run(distmult_run)
+    key = retrainings.retraining_key(run, 3, 0, 0)
+    others = [
+        retrainings.retraining_key(run, 3, 0, 1),
+        retrainings.retraining_key(run, 3, 1, 0),
+        retrainings.retraining_key(run, 4, 0, 0),
+    ]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        others.append(retrainings.retraining_key(run, 3, 0, 0))
+    finally:
+        torch.set_num_threads(threads)
+    code = retrainings._TRAINING_CODE
+    monkeypatch.setattr(retrainings, "_TRAINING_CODE", ("training.py",))
+    others.append(retrainings.retraining_key(run, 3, 0, 0))
+    monkeypatch.setattr(retrainings, "_TRAINING_CODE", code)
+    manifest = json.loads((distmult_run_copy / "manifest.json").read_text())
+    manifest["training"]["seed"] += 1  # the recipe's seed
+    (distmult_run_copy / "manifest.json").write_text(json.dumps(manifest))
+    others.append(retrainings.retraining_key(load_run(distmult_run_copy), 3, 0, 0))
+    assert retrainings.retraining_key(run, 3, 0, 0) == key
+    assert all(other != key for other in others) and len({retrainings._path(k, None) for k in [key, *others]}) == 7
