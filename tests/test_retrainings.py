@@ -56,9 +56,12 @@ def test_a_second_cross_fitting_reads_every_retraining_back_bit_for_bit(distmult
     assert kept_folds(run, config) == 0
     first = cross_fit(run, config, probes, probe_folds)
     assert len(calls) == 3 and kept_folds(run, config) == 3
-    assert len(list(retrainings.cache_folder().glob("*.pt"))) == 3
+    files = sorted(retrainings.cache_folder().glob("*.pt"))
+    assert len(files) == 3
+    written = [os.stat(file).st_ino for file in files]
     second = cross_fit(run, config, probes, probe_folds)
     assert len(calls) == 3  # nothing retrained
+    assert [os.stat(file).st_ino for file in files] == written  # nor written again
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     # another split of the folds is another set of retrainings
     assert kept_folds(run, HeldOutConfig(folds=3, seed=1, progress=False)) == 0
