@@ -3,8 +3,9 @@
 The ``held_out`` and ``learned`` columns retrain the run's recipe K times, each without one fold of the training
 triples (:func:`kgtracin.evaluation.held_out.cross_fit`): hours on a real graph. Each retrained model depends only
 on the run (its recipe and triples: :func:`kgtracin.calibrations.run_digest`), the folds (their number and seed),
-which fold it left out, the versions of kgtracin, PyKEEN and torch that retrained it, and the kind of device it
-was retrained on (PyKEEN takes a GPU where there is one): the :func:`retraining_key`. So each model is kept as
+which fold it left out, the versions of kgtracin, PyKEEN and torch and the code of kgtracin's training that
+retrained it, and where it was retrained (a GPU where PyKEEN finds one; on a CPU, its kernels and thread count,
+which change the rounding): the :func:`retraining_key`. So each model is kept as
 soon as it has been retrained and scored, one file per key, and read back when the same retraining is asked for
 again: an interrupted audit resumes at the fold it stopped in, and a second audit of the run (another
 ``--plant``, another order) retrains nothing.
@@ -15,14 +16,14 @@ run's ``model.pt``), and the folder may be deleted at any time. The rules are th
 is kept inside the run's folder, an input; kgtracin writes only regular files named by a key's digest, through a
 temporary file renamed into place, and replaces only a file of its own format, never a link or a file of the
 user's; anything at that name that is not such a file, cannot be read, or holds another key counts as absent.
-Files are read with ``torch.load(weights_only=True)``, which runs no code from the file.
+Files are read with ``torch.load(weights_only=True, mmap=True)``, which runs no code from the file and maps the
+weights instead of reading them, and their weights are checked against the SHA-256 kept with them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import platform
 import stat
@@ -36,8 +37,6 @@ from .calibrations import run_digest
 from .staging import keep_file
 
 __all__ = ["FORMAT", "cache_folder", "retraining_key", "read_state", "keep_state"]
-
-logger = logging.getLogger(__name__)
 
 #: the ``format`` field of every file kept here
 FORMAT = "kgtracin-retraining/1"
