@@ -254,7 +254,9 @@ def cross_fit(
     known = KnownTriples([train])
     scores = torch.empty(train.shape[0], dtype=torch.float64)
     probed = None if probes is None else torch.full((probes.shape[0],), torch.nan, dtype=torch.float64)
-    keyed = config.keep and _keeps(run)
+    keyed = _keepable(run, config)
+    if config.keep and run.path is not None and not keyed:
+        logger.warning("retrainings not kept: the cache folder %s is inside the run's folder", retrainings_folder())
     model = None
     for f in tqdm(range(config.folds), desc="held_out: retraining without each fold", disable=not config.progress):
         rows = (fold == f).nonzero().flatten()
@@ -280,7 +282,7 @@ def cross_fit(
 def kept_folds(run, config: HeldOutConfig) -> int:
     """How many of the run's K retrainings :func:`cross_fit` would read back instead of retraining (kept, intact,
     and fitting the model the recipe builds)."""
-    if not (config.keep and run.path is not None and run.has_recipe and not inside(retrainings_folder(), run.path)):
+    if not (run.has_recipe and _keepable(run, config)):
         return 0
     fold, retrain, count = folds_of(run.training_triples, config.folds, config.seed), None, 0
     for f in range(config.folds):
@@ -291,11 +293,6 @@ def kept_folds(run, config: HeldOutConfig) -> int:
     return count
 
 
-def _keeps(run) -> bool:
-    """Whether the run's retrainings can be kept: it has a folder, and the cache folder is not inside it."""
-    if run.path is None:
-        return False
-    if inside(retrainings_folder(), run.path):
-        logger.warning("retrainings not kept: the cache folder %s is inside the run's folder", retrainings_folder())
-        return False
-    return True
+def _keepable(run, config: HeldOutConfig) -> bool:
+    """Whether the run's retrainings are kept: asked for, the run has a folder, and the cache folder is not in it."""
+    return config.keep and run.path is not None and not inside(retrainings_folder(), run.path)
