@@ -12,6 +12,7 @@ import stat
 
 import pandas as pd
 import pytest
+import torch
 
 from kgtracin import calibrations
 from kgtracin.calibrations import FORMAT, cache_folder, calibration_key, keep, key_for, read_kept
@@ -45,8 +46,10 @@ def counted(monkeypatch):
     """Stand in for the retraining: ``choose_detector`` returns a fixed choice and counts its calls."""
     calls = []
 
-    def choose(run, detectors, config, **kwargs):
+    def choose(run, detectors, config, before_training=None, **kwargs):
         calls.append((config, kwargs))
+        if before_training is not None:
+            before_training()
         return "support", {name: 0.5 + 0.1 * (name == "support") for name in detectors}
 
     monkeypatch.setattr(calibration, "choose_detector", choose)
@@ -86,6 +89,13 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
         ),
         calibration_key(run, DETECTORS, **SETTINGS, options={"precision": "bf16"}),
     ]
+    threads = torch.get_num_threads()
+    try:  # the calibration's retraining rounds differently with another number of threads
+        torch.set_num_threads(threads + 1)
+        changed.append(calibration_key(run, DETECTORS, **SETTINGS))
+    finally:
+        torch.set_num_threads(threads)
+    assert key["machine"] == calibrations.machine() and key["machine"]["device"] in ("cpu", "cuda")
     assert all(other != key for other in changed)
     bf16, fp16 = ({"precision": value} for value in ("bf16", "fp16"))
     assert calibration_key(run, DETECTORS, **SETTINGS, options=bf16) != calibration_key(
@@ -296,6 +306,25 @@ def test_the_audit_orders_by_the_runs_calibration_by_default(distmult_run, tmp_p
     code, stdout, err = run_cli(capsys, "audit", distmult_run, "--plant", "triples", "--output", out)
     assert code == 0, err
     assert [c.plant for c in calls] == ["plausible", "triples"]
+
+
+def test_no_cache_calibrates_every_time_and_keeps_nothing(distmult_run, tmp_path, capsys, counted):
+    code, stdout, err = run_cli(capsys, "audit", distmult_run, "--output", tmp_path / "a.tsv")
+    assert code == 0, err
+    kept = {path: path.read_bytes() for path in calibrations.cache_folder().iterdir()}
+    assert len(kept) == 1 and len(counted) == 1
+    for attempt in range(2):
+        code, stdout, err = run_cli(capsys, "audit", distmult_run, "--no-cache", "--output", tmp_path / "b.tsv")
+        assert code == 0, err
+        assert len(counted) == 2 + attempt and "read back" not in stdout and "calibration retraining" in stdout
+        assert "(not kept: --no-cache;" in err
+        assert {path: path.read_bytes() for path in calibrations.cache_folder().iterdir()} == kept
+        for path in kept:  # then with nothing kept: nothing is kept either
+            path.unlink()
+        kept = {}
+    run = load_run(distmult_run)
+    assert calibrate(run, DETECTORS, CalibrationConfig(keep=False), tmp_path).path is None
+    assert len(counted) == 4 and not list(tmp_path.glob("*.json"))
 
 
 def test_a_run_without_a_recipe_is_ordered_by_memorization(distmult_run_copy, tmp_path, capsys, counted):

@@ -200,6 +200,25 @@ def test_the_second_audit_says_it_reads_the_retrainings_back_and_writes_the_same
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
 
 
+def test_no_cache_retrains_every_fold_and_keeps_nothing(distmult_run, tmp_path, capsys, monkeypatch):
+    run = load_run(distmult_run)
+    cross_fit(run, HeldOutConfig(folds=2, progress=False))
+    kept = {path: path.read_bytes() for path in retrainings.cache_folder().iterdir()}
+    assert len(kept) == 2
+    calls = []
+    _count_retrainings(monkeypatch, calls)
+    args = ["audit", distmult_run, "--order-by", "held_out", "--folds", "2", "--no-cache"]
+    code, _stdout, err = run_cli(capsys, *args, "--output", tmp_path / "a.tsv")
+    assert code == 0, err
+    assert len(calls) == 2 and "retraining the run's recipe 2 times" in err and "read back" not in err
+    assert {path: path.read_bytes() for path in retrainings.cache_folder().iterdir()} == kept
+    for path in kept:
+        path.unlink()
+    code, _stdout, err = run_cli(capsys, *args, "--output", tmp_path / "b.tsv")
+    assert code == 0, err
+    assert len(calls) == 4 and not list(retrainings.cache_folder().iterdir())
+
+
 def test_a_retraining_that_diverges_is_refused_and_not_kept(distmult_run, monkeypatch):
     run = load_run(distmult_run)
 

@@ -4,7 +4,8 @@ Choosing the audit's detector from a run (:func:`kgtracin.evaluation.calibration
 of the run's recipe. Its outcome depends only on the run's recipe (its manifest), its triples (every split: the
 training triples are retrained on, all of them are kept out of the planted fakes, and the validation triples are
 scored by two detectors), the detectors compared, the planted fakes (kind, fraction, seed), the TracIn loss and
-parameters, and the versions of kgtracin, PyKEEN and torch that retrain: the :func:`calibration_key`. So the
+parameters, the versions of kgtracin, PyKEEN and torch that retrain, and the :func:`machine` it is retrained on
+(its rounding changes the retrained weights, and so, near a tie, the choice): the :func:`calibration_key`. So the
 outcome is kept, one small JSON file per key, and read back when the same choice is asked for again (a second
 audit of the run, or its report).
 
@@ -24,6 +25,7 @@ import json
 import logging
 import math
 import os
+import platform
 import stat
 from pathlib import Path
 
@@ -33,7 +35,17 @@ from ._version import __version__
 from .config import AUDIT_LOSS, CalibrationConfig
 from .staging import keep_file
 
-__all__ = ["calibration_key", "key_for", "cache_folder", "run_digest", "inside", "read_kept", "keep", "FORMAT"]
+__all__ = [
+    "calibration_key",
+    "key_for",
+    "cache_folder",
+    "run_digest",
+    "machine",
+    "inside",
+    "read_kept",
+    "keep",
+    "FORMAT",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +85,15 @@ def run_digest(run) -> str | None:
     return digest.hexdigest()
 
 
+def machine() -> dict:
+    """Where a retraining runs, down to what changes its rounding: a GPU where PyKEEN finds one (it trains there),
+    else the CPU's architecture, the kernels torch picks for it, and torch's thread count."""
+    if torch.cuda.is_available():
+        return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    cpu = [platform.machine(), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()]
+    return {"device": "cpu", "cpu": cpu}
+
+
 def inside(folder: Path, parent: Path) -> bool:
     """Whether ``folder`` is ``parent`` or lies below it (links resolved)."""
     folder, parent = Path(os.path.realpath(folder)), Path(os.path.realpath(parent))
@@ -96,6 +117,7 @@ def calibration_key(
         "kgtracin": __version__,
         "pykeen": version("pykeen"),
         "torch": torch.__version__,
+        "machine": machine(),
         "run": digest,
         "detectors": list(detectors),
         "plant": plant,

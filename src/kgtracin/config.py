@@ -132,6 +132,9 @@ class CalibrationConfig:
     #: fact asks. Planting the field's fakes into a run whose errors were plausible chose ``support``, with nothing
     #: at the top of its order (docs/quality/umls-noisy-field-protocol.md)
     plant: str = "plausible"
+    #: keep the outcome in kgtracin's cache folder and read a kept one back instead of retraining
+    #: (:mod:`kgtracin.calibrations`); ``False`` retrains every time and keeps nothing
+    keep: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction < 1:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import stat
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 
 from ._version import __version__
 from .calibrations import cache_folder as _calibrations_folder
-from .calibrations import run_digest
+from .calibrations import machine, run_digest
 from .staging import keep_file
 
 __all__ = ["FORMAT", "cache_folder", "retraining_key", "read_state", "keep_state"]
@@ -76,8 +75,7 @@ def retraining_key(run, folds: int, seed: int, fold: int) -> dict | None:
         "code": _training_code(),
         "pykeen": version("pykeen"),
         "torch": str(torch.__version__),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cpu": [platform.machine(), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()],
+        "machine": machine(),
         "run": digest,
         "folds": int(folds),
         "seed": int(seed),

@@ -54,6 +54,12 @@ DEFAULT_FOLDS = 5
     "classifier learned from planted fakes (learned) "
     f"[default with --order-by held_out or learned: {DEFAULT_FOLDS}]",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="retrain whatever the audit retrains (--order-by auto, --folds), reading nothing back from kgtracin's "
+    "cache folder and keeping nothing there",
+)
 @parameters_option
 @method_option
 @batch_option
@@ -63,7 +69,20 @@ DEFAULT_FOLDS = 5
 @run_options
 @verbose_option
 def audit(
-    run_dir, top_k, order_by, plant, folds, parameters, method, batch_size, device, loss, output, run_source, verbose
+    run_dir,
+    top_k,
+    order_by,
+    plant,
+    folds,
+    no_cache,
+    parameters,
+    method,
+    batch_size,
+    device,
+    loss,
+    output,
+    run_source,
+    verbose,
 ) -> None:
     """Rank every training triple by how suspicious it is (noisy or wrong facts first).
 
@@ -88,6 +107,7 @@ def audit(
     $KGTRACIN_CACHE_DIR, else $XDG_CACHE_HOME/kgtracin, else ~/.cache/kgtracin; never inside the run's folder). It
     chooses for the fakes it plants (--plant): by default plausible ones, a head or tail the relation already has
     there. Other runs, or --order-by memorization, take memorization, above chance in every setting measured.
+    --no-cache retrains all of it and keeps nothing.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for
@@ -107,7 +127,7 @@ def audit(
         folds = DEFAULT_FOLDS
     learned = fakes = None
     if folds is not None:
-        held_out, learned, fakes = _cross_fitting(run, folds, plant, order_by == "learned")
+        held_out, learned, fakes = _cross_fitting(run, folds, plant, order_by == "learned", not no_cache)
     if order_by is None:
         order_by = _default_order(run, default_order, plant)
     options = dict(
@@ -120,13 +140,13 @@ def audit(
     if order_by == "auto":
         from ..evaluation.calibration import CalibrationConfig, calibrate
 
-        config = CalibrationConfig() if plant is None else CalibrationConfig(plant=plant)
+        config = CalibrationConfig(keep=not no_cache, **({} if plant is None else {"plant": plant}))
+        kept = "not kept: --no-cache" if no_cache else "kept for the next audit"
 
         def announce() -> None:
             click.echo(
                 f"choosing the detector: retraining the run's recipe once with {config.fraction:.0%} planted "
-                f"{config.plant} fakes{_training_time(run)} (kept for the next audit; --order-by {default_order} "
-                "skips this)",
+                f"{config.plant} fakes{_training_time(run)} ({kept}; --order-by {default_order} skips this)",
                 err=True,
             )
 
@@ -165,17 +185,18 @@ def audit(
     click.echo(f"wrote {len(frame)} training triples, most suspicious first by {order_by}, to {output}")
 
 
-def _cross_fitting(run, folds: int, plant: str | None, learned_asked: bool):
+def _cross_fitting(run, folds: int, plant: str | None, learned_asked: bool, keep: bool):
     """The configurations of the held_out and learned columns and the learned column's planted fakes, refused
     before any computation where the run cannot give them. A run too small to plant a fake in, or where every fake
     drawn is a known triple, gets the held_out column alone (said in one line), unless learned was asked for.
+    ``keep``: keep the retrainings and read kept ones back.
 
     :return: ``(HeldOutConfig, LearnedConfig or None, fakes or None)``
     """
     from ..evaluation.held_out import HeldOutConfig, check_held_out
     from ..evaluation.learned import LearnedConfig, check_learned, plant_fakes
 
-    held_out = HeldOutConfig(folds=folds)
+    held_out = HeldOutConfig(folds=folds, keep=keep)
     learned = LearnedConfig() if plant is None else LearnedConfig(plant=plant)
     try:
         check_learned(run, held_out, learned)

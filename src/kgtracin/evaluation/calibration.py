@@ -59,14 +59,15 @@ def calibrate(
     **tracin_kwargs,
 ) -> Calibration:
     """:func:`choose_detector`, kept: the outcome of an earlier calibration of the same run and settings is read
-    back (:mod:`kgtracin.calibrations`), else it is computed and kept.
+    back (:mod:`kgtracin.calibrations`), else it is computed and kept; with ``config.keep`` false it is computed
+    and kept nowhere.
 
     :param folder: where outcomes are kept (default: :func:`kgtracin.calibrations.cache_folder`); one inside the
         run's folder keeps nothing (the run is an input)
     :param before_training: for :func:`choose_detector`, when the outcome is not kept
     """
     folder = folder or cache_folder()
-    key = key_for(run, detectors, config, **tracin_kwargs)
+    key = key_for(run, detectors, config, **tracin_kwargs) if config.keep else None
     if key is not None and inside(folder, run.path):
         logger.warning("calibration not kept: the cache folder %s is inside the run's folder, an input", folder)
         key = None
