@@ -3,9 +3,11 @@ graph, the classifier it fits, and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -57,13 +59,14 @@ class _Recorder:
     def __init__(self, **kwargs):
         self.kwargs, self.fitted = kwargs, None
         _Recorder.made.append(self)
+        self.scale = len(_Recorder.made)  # the second fit's scores are twice the first's: which one counts shows
 
     def fit(self, rows, labels):
         self.fitted = (rows, labels)
         return self
 
     def decision_function(self, rows):
-        return rows @ [1.0, 2.0, 3.0, 4.0]
+        return rows @ [1.0, 2.0, 3.0, 4.0] * self.scale
 
 
 def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_its_own_graph(distmult_run, monkeypatch):
@@ -93,8 +96,8 @@ def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_it
     (probes, probe_folds), (raw, probed) = calls
     _fake_retrainings(monkeypatch, run, [], [])
     assert torch.equal(out["held_out"], held_out_scores(run, config))
-    (classifier,) = _Recorder.made
-    assert classifier.kwargs == {"monotonic_cst": [1, 1, 1, 1], "random_state": 4}
+    classifier, again = _Recorder.made
+    assert classifier.kwargs == again.kwargs == {"monotonic_cst": [1, 1, 1, 1], "random_state": 4}
     rows, labels = classifier.fitted
     known = {tuple(t) for split in run.splits.values() for t in split.tolist()}
     sizes = [round(0.05 * n)] * 2
@@ -128,7 +131,21 @@ def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_it
         ],
         1,
     ) @ torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
-    torch.testing.assert_close(out["learned"], expected, rtol=1e-12, atol=1e-12)
+    # the second fit leaves out, among the real examples of every planting, the 2% of the training triples that
+    # the first fit scores highest, and its scores are the column's
+    aside = sorted(range(n), key=lambda row: (-expected[row].item(), row))[: round(0.02 * n)]
+    assert len(aside) >= 1
+    real = [[row not in aside for row in range(n)] + [True] * size for size in sizes]
+    kept = torch.tensor([flag for block in real for flag in block])
+    again_rows, again_labels = again.fitted
+    assert np.array_equal(again_rows, rows[kept.numpy()]) and np.array_equal(again_labels, labels[kept.numpy()])
+    torch.testing.assert_close(out["learned"], 2 * expected, rtol=1e-12, atol=1e-12)
+    # with nothing set aside, one fit
+    _Recorder.made.clear()
+    _fake_retrainings(monkeypatch, run, [], [])
+    once = cross_fitted_detectors(run, config, dataclasses.replace(learned, set_aside=0.0))
+    assert len(_Recorder.made) == 1
+    torch.testing.assert_close(once["learned"], expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -144,6 +161,10 @@ def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_it
         ({"seed": 2**32 - 4}, "seed must be an integer"),
         ({"seed": 1.5}, "seed must be an integer"),
         ({"seed": True}, "seed must be an integer"),
+        ({"set_aside": -0.01}, "share set aside"),
+        ({"set_aside": 1.0}, "share set aside"),
+        ({"set_aside": True}, "share set aside"),
+        ({"set_aside": "0.1"}, "share set aside"),
     ],
 )
 def test_a_bad_learned_config_is_refused(kwargs, message):
