@@ -90,11 +90,14 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
         calibration_key(run, DETECTORS, **SETTINGS, options={"precision": "bf16"}),
     ]
     threads = torch.get_num_threads()
-    try:  # the calibration's retraining rounds differently with another number of threads
-        torch.set_num_threads(threads + 1)
-        changed.append(calibration_key(run, DETECTORS, **SETTINGS))
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as patch:  # on a CPU, the retraining rounds differently with more threads
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        on_cpu = calibration_key(run, DETECTORS, **SETTINGS)
+        try:
+            torch.set_num_threads(threads + 1)
+            assert calibration_key(run, DETECTORS, **SETTINGS) != on_cpu
+        finally:
+            torch.set_num_threads(threads)
     assert key["machine"] == calibrations.machine() and key["machine"]["device"] in ("cpu", "cuda")
     assert all(other != key for other in changed)
     bf16, fp16 = ({"precision": value} for value in ("bf16", "fp16"))
@@ -122,6 +125,18 @@ def test_the_key_names_everything_the_choice_depends_on(distmult_run_copy):
     assert calibration_key(load_run(distmult_run_copy), DETECTORS, **SETTINGS) == key
     run.path = None
     assert calibration_key(run, DETECTORS, **SETTINGS) is None
+
+
+def test_the_machine_is_the_gpu_where_pykeen_finds_one_else_the_cpu_and_its_threads(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = calibrations.machine()
+    assert cpu["device"] == "cpu" and cpu["cpu"][2] == torch.get_num_threads() and len(cpu["cpu"]) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Some GPU")
+    gpu = calibrations.machine()
+    assert gpu == {"device": "cuda", "gpu": "Some GPU", "cuda": torch.version.cuda}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Another GPU")
+    assert calibrations.machine() != gpu
 
 
 def test_key_for_leaves_out_what_changes_no_score(distmult_run):

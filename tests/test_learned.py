@@ -55,6 +55,8 @@ class _Recorder:
     """Stands in for scikit-learn's classifier: keeps what it is given, and scores a row by a fixed mix of cues."""
 
     made: ClassVar[list] = []
+    #: the first fit scores every triple alike (a tie across the set-aside cut)
+    tied: ClassVar[bool] = False
 
     def __init__(self, **kwargs):
         self.kwargs, self.fitted = kwargs, None
@@ -66,6 +68,8 @@ class _Recorder:
         return self
 
     def decision_function(self, rows):
+        if _Recorder.tied and self.scale == 1:
+            return np.zeros(rows.shape[0])
         return rows @ [1.0, 2.0, 3.0, 4.0] * self.scale
 
 
@@ -146,6 +150,23 @@ def test_the_classifier_learns_planted_fakes_against_training_triples_each_in_it
     once = cross_fitted_detectors(run, config, dataclasses.replace(learned, set_aside=0.0))
     assert len(_Recorder.made) == 1
     torch.testing.assert_close(once["learned"], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_tie_across_the_set_aside_cut_sets_the_earlier_triples_aside(distmult_run, monkeypatch):
+    import sklearn.ensemble
+
+    run = load_run(distmult_run)
+    n = run.training_triples.shape[0]
+    monkeypatch.setattr(sklearn.ensemble, "HistGradientBoostingClassifier", _Recorder)
+    monkeypatch.setattr(_Recorder, "tied", True)
+    _Recorder.made.clear()
+    _fake_retrainings(monkeypatch, run, [], [])
+    learned = LearnedConfig(plantings=1, set_aside=0.1)
+    cross_fitted_detectors(run, HeldOutConfig(folds=3, progress=False, keep=False), learned)
+    first, again = _Recorder.made
+    rows, labels = first.fitted
+    aside = round(0.1 * n)
+    assert np.array_equal(again.fitted[0], rows[aside:]) and np.array_equal(again.fitted[1], labels[aside:])
 
 
 @pytest.mark.parametrize(

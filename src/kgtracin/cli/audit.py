@@ -34,6 +34,7 @@ DEFAULT_FOLDS = 5
     default=None,
     help="the detector that orders the rows; auto: retrain the run's recipe once with 5% planted fakes "
     "(--plant) and take the detector that finds them best (ROC AUC), kept for the next audit of the run "
+    "(unless --no-cache) "
     "[default: auto for a run made by kgtracin train, else memorization]",
 )
 @click.option(
@@ -97,8 +98,9 @@ def audit(
     judgement TracIn's self-influence estimates), standardised among the training triples of its relation; and
     learned: held_out and the graph's cues weighed by a classifier that learns from fakes planted in the run
     (--plant, the field's by default) which of them find fakes in this graph. Each retrained model is kept in
-    the cache folder below (retrainings/, one file the size of the run's model per fold), so an interrupted audit
-    resumes at its fold and the next audit of the run with the same --folds retrains nothing.
+    the cache folder below (retrainings/, one file the size of the run's model per fold; not with --no-cache), so
+    an interrupted audit resumes at its fold and the next audit of the run with the same --folds retrains
+    nothing.
     The TracIn loss is bce unless --loss says otherwise: it found noisy facts best on every model measured.
 
     No detector leads on every graph and model, so for a run made by kgtracin train the rows are ordered by the
@@ -107,7 +109,8 @@ def audit(
     $KGTRACIN_CACHE_DIR, else $XDG_CACHE_HOME/kgtracin, else ~/.cache/kgtracin; never inside the run's folder). It
     chooses for the fakes it plants (--plant): by default plausible ones, a head or tail the relation already has
     there. Other runs, or --order-by memorization, take memorization, above chance in every setting measured.
-    --no-cache retrains all of it and keeps nothing.
+    --no-cache retrains the calibration and the folds, reading nothing back from the cache folder and keeping
+    nothing there.
     """
     _setup_logging(verbose)
     from ..audit import AUDIT_LOSS, audit_frame, detector_scores, detectors_for

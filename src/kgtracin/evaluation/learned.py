@@ -26,12 +26,11 @@ the graph, and the run does not say which of its triples are fake. So plant know
 The run's own unknown fakes count as real in step 4. Those the first fit finds are set aside in step 6: counted as
 real, they taught the classifier that the most suspect-looking triples are real, which cost precision at the top
 (docs/quality/wordnet-noisy-field-protocol.md). Setting aside a larger share costs it again: the hardest real
-triples go with them. The classifier scores the
-training triples it was fitted on (as real); a review's synthetic check found the same ROC AUC as a cross-fitted
-classifier's. It costs what
-the ``held_out`` column costs (K retrainings), plus ranking the planted fakes (``plantings * fraction`` of the
-training triples) and the fit. It learns the kind of fake it is shown: with ``plant="plausible"`` the graph's cues
-weigh less.
+triples go with them. The second classifier scores the training triples it was fitted on (as real), all but those
+set aside; a review's synthetic check, made with the single fit, found the same ROC AUC as a cross-fitted
+classifier's. It costs what the ``held_out`` column costs (K retrainings), plus ranking the planted fakes
+(``plantings * fraction`` of the training triples) and the two fits. It learns the kind of fake it is shown: with
+``plant="plausible"`` the graph's cues weigh less.
 """
 
 from __future__ import annotations
