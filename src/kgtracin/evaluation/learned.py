@@ -182,11 +182,12 @@ def cross_fitted_detectors(
     rows, labels = np.concatenate(rows), np.concatenate(labels)
     mine = cues(train, scores, train, held_out.relation_prior)
 
-    def fitted(real: np.ndarray) -> np.ndarray:
+    def fitted(real) -> np.ndarray:
+        """The log-odds of a classifier fitted to the rows ``real`` selects (a mask, or every row)."""
         classifier = HistGradientBoostingClassifier(monotonic_cst=[1] * len(CUES), random_state=learned.seed)
         return classifier.fit(rows[real], labels[real]).decision_function(mine)
 
-    learned_scores = fitted(np.ones(rows.shape[0], dtype=bool))
+    learned_scores = fitted(slice(None))
     aside = round(learned.set_aside * train.shape[0])
     if aside:
         suspect = np.zeros(train.shape[0], dtype=bool)
